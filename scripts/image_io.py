@@ -1,0 +1,83 @@
+"""The one image loader: any PIL format to RGB uint8, centre crop/pad, packed arrays.
+
+Every stage that needs pixels goes through here, so a catalog image is read the
+same way when it is validated, packed and shown in a figure.
+"""
+
+import os
+import warnings
+
+import numpy as np
+from PIL import Image
+
+
+class ImageProblem(Exception):
+    """An image that cannot be used; ``problem`` is the integrity-table code."""
+
+    def __init__(self, problem: str, detail: str) -> None:
+        super().__init__(f"{problem}: {detail}")
+        self.problem = problem
+        self.detail = detail
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    """Grayscale, palette, alpha and 16-bit images become 8-bit RGB."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if values.max(initial=0) > 255 else 255.0
+        gray = np.clip(np.round(values / peak * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def load_rgb(path: str | os.PathLike, max_pixels: int) -> np.ndarray:
+    """Decode an image fully to an H x W x 3 uint8 array, or raise ImageProblem.
+
+    ``max_pixels`` is checked on the header before decoding: a guard against
+    decompression bombs and against pointing the catalog at full survey frames.
+    """
+    try:
+        if os.path.getsize(path) == 0:
+            raise ImageProblem("unreadable_image", f"{path} is an empty file")
+    except FileNotFoundError:
+        raise ImageProblem("missing_image", f"{path} does not exist") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise ImageProblem(
+                        "image_too_large",
+                        f"{path} is {width}x{height} pixels, above image.max_pixels={max_pixels}",
+                    )
+                image.load()
+                return _to_rgb(image)
+    except ImageProblem:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageProblem("unreadable_image", f"{path}: {error}") from None
+
+
+def center_crop_pad(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre crop (or zero-pad) an H x W x C array to size x size, like the seed's CropPad."""
+    out = np.zeros((size, size) + image.shape[2:], dtype=image.dtype)
+    src, dst = [], []
+    for extent in image.shape[:2]:
+        if extent >= size:
+            start = (extent - size) // 2
+            src.append(slice(start, start + size))
+            dst.append(slice(0, size))
+        else:
+            start = (size - extent) // 2
+            src.append(slice(0, extent))
+            dst.append(slice(start, start + extent))
+    out[dst[0], dst[1]] = image[src[0], src[1]]
+    return out
+
+
+def open_packed(path: str | os.PathLike) -> np.ndarray:
+    """Memory-map the packed N x S x S x 3 uint8 array written by pack_images."""
+    return np.load(path, mmap_mode="r")

@@ -1,0 +1,175 @@
+"""validate_catalog: check every row of the catalog and every image before anything uses them.
+
+Problems become rows of an integrity table (id, problem, detail) and their rows
+are excluded; the run goes on with the good rows. Only problems that make the
+whole catalog unusable (a missing column, a missing image folder, no usable
+row at all) stop the run, with a message that says what to fix.
+"""
+
+import difflib
+import math
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from atomic_io import write_csv, write_parquet
+from image_io import ImageProblem, load_rgb
+from tqdm import tqdm
+
+INTEGRITY_COLUMNS = ["row", "id", "problem", "detail"]
+
+
+class CatalogError(ValueError):
+    """The catalog as a whole cannot be used; the message says why and what to change."""
+
+
+def read_catalog(path: str | os.PathLike, id_column: str) -> pd.DataFrame:
+    """Read the CSV with ids as strings: 64-bit objIDs do not survive a float64."""
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+    except (FileNotFoundError, pd.errors.EmptyDataError) as error:
+        raise CatalogError(f"catalog {path}: {error}") from None
+    dtype = {id_column: "string"} if id_column in header else None
+    return pd.read_csv(path, engine="pyarrow", dtype=dtype)
+
+
+def require_column(frame: pd.DataFrame, column: str, key: str) -> None:
+    """Fail with the config key, the columns that exist and the closest match."""
+    if column in frame.columns:
+        return
+    columns = [str(c) for c in frame.columns]
+    close = difflib.get_close_matches(column, columns, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise CatalogError(
+        f"config key {key}: column {column!r} is not in the catalog. Columns present: {', '.join(columns)}{hint}"
+    )
+
+
+def image_folder(pattern: str) -> Path | None:
+    """The folder of the image pattern when it does not depend on the id."""
+    parent = Path(pattern).parent
+    return None if "{id}" in str(parent) else parent
+
+
+def id_problems(ids: pd.Series) -> list[tuple[int, str, str]]:
+    """Missing, unsafe (path-like) and duplicate ids; the first of duplicates is kept."""
+    problems = []
+    first_seen: dict[str, int] = {}
+    for position, value in enumerate(ids):
+        if pd.isna(value) or str(value).strip() == "":
+            problems.append((position, "missing_id", "the id is empty"))
+            continue
+        text = str(value)
+        if any(sep in text for sep in ("/", "\\", "\x00")) or text in (".", ".."):
+            problems.append((position, "unsafe_id", f"{text!r} is not a plain file name"))
+        elif text in first_seen:
+            problems.append((position, "duplicate_id", f"same id as row {first_seen[text] + 1}"))
+        else:
+            first_seen[text] = position
+    return problems
+
+
+def target_problems(values: pd.Series, numeric: bool, invalid: list[float]) -> list[tuple[int, str, str]]:
+    """Empty, non-numeric, non-finite and sentinel target values."""
+    problems = []
+    for position, value in enumerate(values):
+        if pd.isna(value) or str(value).strip() == "":
+            problems.append((position, "missing_target", "the target is empty"))
+        elif numeric:
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                problems.append((position, "non_numeric_target", f"{value!r} is not a number"))
+                continue
+            if not math.isfinite(number):
+                problems.append((position, "non_finite_target", f"{value!r} is not finite"))
+            elif number in invalid:
+                problems.append((position, "invalid_target", f"{value!r} is listed in target.invalid"))
+    return problems
+
+
+def image_problems(paths: dict[int, str], max_pixels: int, workers: int) -> list[tuple[int, str, str]]:
+    """Decode every image once (in threads: PIL releases the GIL while decoding)."""
+
+    def check(item: tuple[int, str]) -> tuple[int, str, str] | None:
+        position, path = item
+        try:
+            load_rgb(path, max_pixels)
+        except ImageProblem as problem:
+            return position, problem.problem, problem.detail
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = tqdm(pool.map(check, paths.items()), total=len(paths), desc="decode", unit="image", mininterval=2.0)
+        return [r for r in results if r is not None]
+
+
+def validate(
+    catalog: pd.DataFrame,
+    id_column: str,
+    images: str,
+    target_column: str,
+    numeric_target: bool,
+    invalid: list[float],
+    max_pixels: int,
+    workers: int = 1,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return (clean catalog with ``id`` and ``image`` columns, integrity table)."""
+    require_column(catalog, id_column, "id_column")
+    require_column(catalog, target_column, "target.column")
+    folder = image_folder(images)
+    if folder is not None and not folder.is_dir():
+        raise CatalogError(f"config key images: the image folder {folder} does not exist (pattern {images!r})")
+
+    ids = catalog[id_column].astype("string")
+    problems = id_problems(ids) + target_problems(catalog[target_column], numeric_target, invalid)
+    bad_id = {position for position, problem, _ in problems if problem in ("missing_id", "unsafe_id")}
+    paths = {
+        position: images.format(id=ids.iloc[position]) for position in range(len(catalog)) if position not in bad_id
+    }
+    problems += image_problems(paths, max_pixels, workers)
+
+    integrity = pd.DataFrame(
+        [(position + 1, ids.iloc[position], p, d) for position, p, d in sorted(problems)],
+        columns=INTEGRITY_COLUMNS,
+    )
+    excluded = {position for position, _, _ in problems}
+    keep = np.array([position not in excluded for position in range(len(catalog))], dtype=bool)
+    clean = catalog.loc[keep].copy()
+    clean.insert(0, "id", ids[keep].astype(str))
+    clean.insert(1, "image", [paths[position] for position in np.flatnonzero(keep)])
+    if numeric_target:
+        clean[target_column] = pd.to_numeric(clean[target_column])
+    if clean.empty:
+        counts = integrity["problem"].value_counts().to_dict()
+        raise CatalogError(f"no usable row left in the catalog ({len(catalog)} rows); problems found: {counts}")
+    return clean.reset_index(drop=True), integrity
+
+
+def main(snakemake: Any) -> None:
+    sys.stderr = open(snakemake.log[0], "w", buffering=1)
+    p = snakemake.params
+    catalog = read_catalog(snakemake.input.catalog, p.id_column)
+    clean, integrity = validate(
+        catalog,
+        id_column=p.id_column,
+        images=p.images,
+        target_column=p.target["column"],
+        numeric_target="bins" in p.target,
+        invalid=p.target.get("invalid", []),
+        max_pixels=p.max_pixels,
+        workers=snakemake.threads,
+    )
+    write_csv(integrity, snakemake.output.integrity)
+    write_parquet(clean, snakemake.output.clean)
+    print(f"{len(clean)} of {len(catalog)} rows usable; {len(integrity)} problems", file=sys.stderr)
+    for problem, count in integrity["problem"].value_counts().items():
+        print(f"  {problem}: {count}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main(snakemake)  # type: ignore[name-defined]  # noqa: F821

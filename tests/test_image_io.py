@@ -1,0 +1,111 @@
+import numpy as np
+import pytest
+from image_io import ImageProblem, center_crop_pad, load_rgb, open_packed
+from pack_images import pack
+from PIL import Image
+
+
+def ramp(h: int, w: int) -> np.ndarray:
+    return np.arange(h * w * 3, dtype=np.uint32).reshape(h, w, 3).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("shape", "size", "src", "dst"),
+    [
+        ((64, 64), 48, (slice(8, 56), slice(8, 56)), (slice(0, 48), slice(0, 48))),
+        ((65, 64), 48, (slice(8, 56), slice(8, 56)), (slice(0, 48), slice(0, 48))),
+        ((32, 32), 48, (slice(0, 32), slice(0, 32)), (slice(8, 40), slice(8, 40))),
+        ((31, 80), 48, (slice(0, 31), slice(16, 64)), (slice(8, 39), slice(0, 48))),
+        ((48, 48), 48, (slice(0, 48), slice(0, 48)), (slice(0, 48), slice(0, 48))),
+    ],
+)
+def test_center_crop_pad(shape: tuple[int, int], size: int, src: tuple, dst: tuple) -> None:
+    image = ramp(*shape)
+    out = center_crop_pad(image, size)
+    assert out.shape == (size, size, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[dst], image[src])
+    padding = np.ones((size, size), dtype=bool)
+    padding[dst] = False
+    assert (out[padding] == 0).all()
+
+
+def test_crop_keeps_the_centre_pixel() -> None:
+    image = np.zeros((101, 101, 3), dtype=np.uint8)
+    image[50, 50] = 255
+    assert center_crop_pad(image, 51)[25, 25, 0] == 255
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P", "LA", "CMYK"])
+def test_load_rgb_converts_modes(tmp_path, mode: str) -> None:
+    rgb = ramp(20, 30)
+    path = tmp_path / "x.png" if mode != "CMYK" else tmp_path / "x.tif"
+    Image.fromarray(rgb).convert(mode).save(path)
+    out = load_rgb(path, 10**6)
+    assert out.shape == (20, 30, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, np.asarray(Image.fromarray(rgb).convert(mode).convert("RGB")))
+
+
+def test_load_rgb_scales_16_bit(tmp_path) -> None:
+    values = np.array([[0, 257 * 100, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "x.png")
+    out = load_rgb(tmp_path / "x.png", 10**6)
+    np.testing.assert_array_equal(out[0, :, 0], [0, 100, 255])
+    assert (out[..., 0] == out[..., 2]).all()
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda p: None, "missing_image"),
+        (lambda p: p.write_bytes(b""), "unreadable_image"),
+        (lambda p: p.write_text("not an image at all"), "unreadable_image"),
+    ],
+)
+def test_load_rgb_problems(tmp_path, make, problem: str) -> None:
+    path = tmp_path / "x.jpg"
+    make(path)
+    with pytest.raises(ImageProblem) as error:
+        load_rgb(path, 10**6)
+    assert error.value.problem == problem and str(path) in error.value.detail
+
+
+def test_truncated_jpeg_is_unreadable(tmp_path) -> None:
+    path = tmp_path / "x.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:400])
+    with pytest.raises(ImageProblem, match="unreadable_image"):
+        load_rgb(path, 10**6)
+
+
+def test_oversized_image_is_refused_before_decoding(tmp_path) -> None:
+    path = tmp_path / "x.png"
+    Image.new("RGB", (200, 100)).save(path)
+    with pytest.raises(ImageProblem) as error:
+        load_rgb(path, max_pixels=10_000)
+    assert error.value.problem == "image_too_large" and "200x100" in error.value.detail
+
+
+def test_pack_round_trip_equals_pil_decode(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    paths = []
+    for i, (h, w) in enumerate([(64, 64), (40, 70), (80, 50), (48, 48), (64, 64)]):
+        path = tmp_path / f"{i}.jpg"
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path, quality=85)
+        paths.append(str(path))
+    out = tmp_path / "packed.npy"
+    pack(paths, 48, out, max_pixels=10**6, workers=2, chunk=2)
+    packed = open_packed(out)
+    assert isinstance(packed, np.memmap) and packed.shape == (5, 48, 48, 3)
+    for row, path in enumerate(paths):
+        expected = center_crop_pad(np.asarray(Image.open(path).convert("RGB")), 48)
+        np.testing.assert_array_equal(packed[row], expected)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_failed_pack_leaves_no_file(tmp_path) -> None:
+    good = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(good)
+    out = tmp_path / "packed.npy"
+    with pytest.raises(ImageProblem):
+        pack([str(good), str(tmp_path / "missing.png")], 8, out, max_pixels=10**6)
+    assert list(tmp_path.iterdir()) == [good]

@@ -1,0 +1,73 @@
+import numpy as np
+import pandas as pd
+import pytest
+from galaxy_model import draw_galaxies, mass_metallicity
+from galaxy_render import Shortcut, SkySettings, render_stamp, to_rgb
+from simulate_demo import object_ids, shortcut_flags
+
+BINS, LABELS = [8.1, 8.7, 9.1, 9.3], ["low", "medium", "high"]
+
+
+def test_mass_metallicity_rises_and_flattens() -> None:
+    z = mass_metallicity(np.linspace(8.5, 11.1, 27))
+    steps = np.diff(z)
+    assert (steps > 0).all() and steps[0] > 5 * steps[-1]
+    assert 8.2 < z[0] < 8.4 and 9.15 < z[-1] < 9.25
+
+
+def test_mass_drives_size_bulge_and_colour() -> None:
+    galaxies = draw_galaxies(2000, np.random.default_rng(0), (8.5, 11.1), (0.04, 0.08), 0.08)
+    frame = pd.DataFrame([g.__dict__ for g in galaxies])
+    correlations = frame.corr()["log_mass"]
+    assert correlations["metallicity"] > 0.8
+    assert correlations["bulge_fraction"] > 0.7 and correlations["disk_hlr"] > 0.5
+    assert correlations["disk_blueness"] < -0.8 and correlations["mag_r"] < -0.8
+
+
+def test_shortcut_flags_pick_the_fraction_of_one_class() -> None:
+    metallicity = np.random.default_rng(1).uniform(8.2, 9.3, 1000)
+    flags = shortcut_flags(
+        metallicity, BINS, LABELS, {"kind": "star", "class": "high", "fraction": 0.3}, np.random.default_rng(2)
+    )
+    high = np.asarray(pd.cut(metallicity, BINS, labels=LABELS) == "high")
+    assert flags[high].sum() == round(0.3 * high.sum()) and not flags[~high].any()
+    assert not shortcut_flags(metallicity, BINS, LABELS, {"kind": "none"}, np.random.default_rng(2)).any()
+    with pytest.raises(ValueError, match="demo.shortcut.class"):
+        shortcut_flags(
+            metallicity, BINS, LABELS, {"kind": "star", "class": "top", "fraction": 0.3}, np.random.default_rng(2)
+        )
+
+
+def test_object_ids_are_unique_64_bit_integers_as_text() -> None:
+    ids = object_ids(5000, np.random.default_rng(0))
+    assert len(set(ids)) == 5000 and all(int(i) > 2**60 and int(i) < 2**63 for i in ids)
+
+
+@pytest.fixture(scope="module")
+def galaxy():
+    return draw_galaxies(1, np.random.default_rng(3), (10.0, 10.0), (0.05, 0.05), 0.0)[0]
+
+
+def test_stamp_is_deterministic_and_centred(galaxy) -> None:
+    sky = SkySettings(neighbours_per_stamp=0.0, stars_per_stamp=0.0)
+    first, again = render_stamp(galaxy, 11, sky, None), render_stamp(galaxy, 11, sky, None)
+    for band in "gri":
+        np.testing.assert_array_equal(first.bands[band], again.bands[band])
+    assert first.mask[31:33, 31:33].all() and not first.mask[0, 0]
+    rows, cols = np.nonzero(first.mask)
+    assert abs(rows.mean() - 31.5) < 1.5 and abs(cols.mean() - 31.5) < 1.5
+    flux = {b: first.bands[b][first.mask].sum() for b in "gri"}
+    assert flux["g"] < flux["r"] < flux["i"]  # a 10^10 Msun galaxy is red in g-r and r-i
+    assert 1.0 < first.petro_r90 < 12.0
+
+
+def test_shortcut_star_is_bright_and_off_the_galaxy(galaxy) -> None:
+    sky = SkySettings(neighbours_per_stamp=0.0, stars_per_stamp=0.0)
+    stamp = render_stamp(galaxy, 11, sky, Shortcut())
+    x, y = (int(round(v)) for v in stamp.star_xy)
+    assert not stamp.mask[max(y - 3, 0) : y + 4, max(x - 3, 0) : x + 4].any()
+    plain = render_stamp(galaxy, 11, sky, None)
+    added = stamp.bands["r"] - plain.bands["r"]
+    assert np.unravel_index(np.argmax(added), added.shape) == pytest.approx((y, x), abs=1)
+    rgb = to_rgb(stamp.bands)
+    assert rgb.dtype == np.uint8 and rgb[y, x].min() > 200  # saturates like a bright star in SDSS

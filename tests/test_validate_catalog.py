@@ -1,0 +1,117 @@
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from validate_catalog import CatalogError, id_problems, read_catalog, target_problems, validate
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("1", "2", "3", "4", "5"):
+        Image.fromarray(np.full((16, 16, 3), int(name) * 40, dtype=np.uint8)).save(folder / f"{name}.jpg")
+    return folder
+
+
+def run(frame: pd.DataFrame, image_dir, **kwargs):
+    options = dict(
+        id_column="objID",
+        images=str(image_dir / "{id}.jpg"),
+        target_column="Z",
+        numeric_target=True,
+        invalid=[-9999.0],
+        max_pixels=10**6,
+    )
+    options.update(kwargs)
+    return validate(frame, **options)
+
+
+def test_clean_catalog_passes_untouched(image_dir) -> None:
+    frame = pd.DataFrame({"objID": ["1", "2", "3"], "Z": [8.5, 9.0, 9.2], "extra": ["a", "b", "c"]})
+    clean, integrity = run(frame, image_dir)
+    assert integrity.empty and list(integrity.columns) == ["row", "id", "problem", "detail"]
+    assert clean["id"].tolist() == ["1", "2", "3"] and clean["extra"].tolist() == ["a", "b", "c"]
+    assert clean["image"].tolist() == [str(image_dir / f"{i}.jpg") for i in "123"]
+
+
+def test_one_row_per_problem_and_good_rows_kept(image_dir) -> None:
+    (image_dir / "4.jpg").write_bytes((image_dir / "4.jpg").read_bytes()[:100])
+    frame = pd.DataFrame(
+        {
+            "objID": ["1", "missing", "4", "2", "1", "../../x", None, "3", "5", "5b"],
+            "Z": [8.5, 8.6, 8.7, np.nan, 9.0, 9.1, 9.2, "-9999", "inf", "high"],
+        }
+    )
+    frame["Z"] = frame["Z"].astype(object)
+    clean, integrity = run(frame, image_dir)
+    got = list(zip(integrity["row"], integrity["problem"]))
+    assert got == [
+        (2, "missing_image"),
+        (3, "unreadable_image"),
+        (4, "missing_target"),
+        (5, "duplicate_id"),
+        (6, "unsafe_id"),
+        (7, "missing_id"),
+        (8, "invalid_target"),
+        (9, "non_finite_target"),
+        (10, "missing_image"),
+        (10, "non_numeric_target"),
+    ]
+    assert clean["id"].tolist() == ["1"]
+    assert integrity.loc[integrity["problem"] == "duplicate_id", "detail"].item() == "same id as row 1"
+    assert "missing.jpg" in integrity.loc[integrity["row"] == 2, "detail"].item()
+
+
+def test_ids_are_exact_64_bit_strings(tmp_path) -> None:
+    (tmp_path / "c.csv").write_text("objID,Z\n1237648720693755918,8.5\n1237648720693755919,9.0\n")
+    frame = read_catalog(tmp_path / "c.csv", "objID")
+    assert frame["objID"].tolist() == ["1237648720693755918", "1237648720693755919"]
+
+
+@pytest.mark.parametrize(
+    ("ids", "expected"),
+    [
+        (["a", "b", "a", "a"], [(2, "duplicate_id"), (3, "duplicate_id")]),
+        (["a/b", "..", "a\\b", "ok.name", "..x"], [(0, "unsafe_id"), (1, "unsafe_id"), (2, "unsafe_id")]),
+        (["", " ", None], [(0, "missing_id"), (1, "missing_id"), (2, "missing_id")]),
+    ],
+)
+def test_id_problems(ids, expected) -> None:
+    assert [(p, kind) for p, kind, _ in id_problems(pd.Series(ids, dtype="string"))] == expected
+
+
+def test_target_problems_categorical_only_needs_a_value() -> None:
+    values = pd.Series(["whale", "", None, "inf"])
+    assert [(p, k) for p, k, _ in target_problems(values, numeric=False, invalid=[])] == [
+        (1, "missing_target"),
+        (2, "missing_target"),
+    ]
+
+
+def test_missing_column_lists_columns_and_closest_match(image_dir) -> None:
+    frame = pd.DataFrame({"objid": ["1"], "Z": [8.5]})
+    with pytest.raises(
+        CatalogError, match=r"id_column: column 'objID'.*Columns present: objid, Z; did you mean 'objid'"
+    ):
+        run(frame, image_dir)
+    frame = pd.DataFrame({"objID": ["1"], "metal": [8.5]})
+    with pytest.raises(CatalogError, match=r"target.column: column 'Z'"):
+        run(frame, image_dir)
+
+
+def test_missing_image_folder_is_one_clear_error(tmp_path) -> None:
+    frame = pd.DataFrame({"objID": ["1", "2"], "Z": [8.5, 9.0]})
+    with pytest.raises(CatalogError, match=r"image folder .*nowhere does not exist"):
+        run(frame, tmp_path / "nowhere")
+
+
+def test_nothing_usable_says_why(image_dir) -> None:
+    frame = pd.DataFrame({"objID": ["x", "y"], "Z": [8.5, np.nan]})
+    with pytest.raises(CatalogError, match=r"no usable row.*'missing_image': 2"):
+        run(frame, image_dir)
+
+
+def test_missing_catalog_file(tmp_path) -> None:
+    with pytest.raises(CatalogError, match="nope.csv"):
+        read_catalog(tmp_path / "nope.csv", "objID")

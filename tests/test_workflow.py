@@ -1,0 +1,157 @@
+"""End-to-end: the real workflow on a tiny GalSim demo, checking what the outputs contain."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import TINY_DEMO, run_workflow
+from image_io import center_crop_pad, load_rgb
+from PIL import Image
+
+
+def test_demo_catalog_images_and_masks(tiny_demo: Path) -> None:
+    catalog = pd.read_csv(tiny_demo / "demo/catalog.csv", dtype={"objID": str})
+    assert len(catalog) == 60
+    assert catalog["objID"].is_unique
+    assert all(int(i) > 2**53 for i in catalog["objID"])  # SDSS-sized ids, kept exact as text
+    for obj_id in catalog["objID"]:
+        with Image.open(tiny_demo / f"demo/images/{obj_id}.jpg") as image:
+            assert image.mode == "RGB" and image.size == (64, 64)
+        mask = np.asarray(Image.open(tiny_demo / f"demo/masks/{obj_id}.png"))
+        assert mask.shape == (64, 64) and mask[32, 32] == 255  # the central galaxy is in its mask
+    high = pd.cut(catalog["metallicity"], [8.1, 8.7, 9.1, 9.3], labels=["low", "medium", "high"]) == "high"
+    assert catalog.loc[high, "shortcut"].sum() == round(0.5 * high.sum())
+    assert catalog.loc[~high, "shortcut"].sum() == 0
+    planted = catalog[catalog["shortcut"] == 1]
+    for _, row in planted.iterrows():
+        mask = np.asarray(Image.open(tiny_demo / f"demo/masks/{row['objID']}.png")) > 0
+        x, y = int(round(row["shortcut_x"])), int(round(row["shortcut_y"]))
+        assert not mask[y, x], "the shortcut star must sit off the galaxy"
+        image = np.asarray(Image.open(tiny_demo / f"demo/images/{row['objID']}.jpg"), dtype=float)
+        assert image[y, x].mean() > 200, "the shortcut star must be bright where the catalog says"
+
+
+def test_integrity_is_empty_for_the_demo(tiny_demo: Path) -> None:
+    integrity = pd.read_csv(tiny_demo / "catalog/integrity.csv")
+    assert list(integrity.columns) == ["row", "id", "problem", "detail"]
+    assert integrity.empty
+
+
+def test_labels_follow_the_configured_bins(tiny_demo: Path) -> None:
+    catalog = pd.read_csv(tiny_demo / "demo/catalog.csv", dtype={"objID": str}).set_index("objID")
+    labels = pd.read_parquet(tiny_demo / "classes/labels.parquet")
+    assert list(labels.columns) == ["id", "target", "class", "split"]
+    assert list(labels["class"].cat.categories) == ["low", "high"]
+    expected = pd.cut(catalog["metallicity"], [8.1, 8.7, 9.1, 9.3], labels=["low", "medium", "high"])
+    kept = expected[expected.isin(["low", "high"])]
+    assert sorted(labels["id"]) == sorted(kept.index)
+    assert (labels.set_index("id")["class"].astype(str) == kept.astype(str).reindex(labels["id"])).all()
+    np.testing.assert_allclose(labels["target"], catalog.loc[labels["id"], "metallicity"])
+    for _, group in labels.groupby("class", observed=True):
+        assert abs((group["split"] == "valid").mean() - 0.2) <= 0.5 / len(group) + 1e-9
+    counts = pd.read_csv(tiny_demo / "classes/class_counts.csv").set_index("class")
+    assert counts.loc["medium", "kept"] == False  # noqa: E712
+    assert counts.loc["low", "train"] + counts.loc["low", "valid"] == (labels["class"] == "low").sum()
+
+
+def test_packed_images_equal_decoded_and_cropped_jpegs(tiny_demo: Path) -> None:
+    labels = pd.read_parquet(tiny_demo / "classes/labels.parquet")
+    index = pd.read_parquet(tiny_demo / "images/index.parquet")
+    packed = np.load(tiny_demo / "images/images.npy", mmap_mode="r")
+    assert packed.shape == (len(labels), 48, 48, 3) and packed.dtype == np.uint8
+    assert list(index["id"]) == list(labels["id"]) and list(index["row"]) == list(range(len(labels)))
+    for row, obj_id in zip(index["row"], index["id"]):
+        decoded = np.asarray(Image.open(tiny_demo / f"demo/images/{obj_id}.jpg").convert("RGB"))
+        np.testing.assert_array_equal(packed[row], decoded[8:56, 8:56])
+        np.testing.assert_array_equal(
+            packed[row], center_crop_pad(load_rgb(tiny_demo / f"demo/images/{obj_id}.jpg", 10**6), 48)
+        )
+
+
+def test_figures_are_real_images(tiny_demo: Path) -> None:
+    for figure in ("demo/preview.png", "classes/target_histogram.png"):
+        pixels = np.asarray(Image.open(tiny_demo / figure).convert("L"), dtype=float)
+        assert pixels.shape[0] > 300 and pixels.shape[1] > 600
+        assert pixels.std() > 10, f"{figure} looks blank"
+
+
+def test_finished_run_has_nothing_left_to_do(tiny_demo: Path) -> None:
+    done = run_workflow(TINY_DEMO, tiny_demo, "-n")
+    assert "Nothing to be done" in done.stdout + done.stderr
+
+
+def test_results_folder_relocates_every_output(tiny_demo: Path) -> None:
+    produced = {p.relative_to(tiny_demo).as_posix() for p in tiny_demo.rglob("*") if p.is_file()}
+    for expected in (
+        "demo/catalog.csv",
+        "catalog/integrity.csv",
+        "catalog/clean.parquet",
+        "classes/labels.parquet",
+        "images/images.npy",
+        "logs/validate_catalog.log",
+    ):
+        assert expected in produced
+
+
+def test_bad_catalog_rows_are_reported_and_good_rows_go_on(tiny_demo: Path, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    shutil.copytree(tiny_demo / "demo/images", images)
+    catalog = pd.read_csv(tiny_demo / "demo/catalog.csv", dtype={"objID": str})
+    good = len(catalog)
+    (images / f"{catalog.loc[0, 'objID']}.jpg").unlink()  # missing image
+    corrupt = images / f"{catalog.loc[1, 'objID']}.jpg"
+    corrupt.write_bytes(corrupt.read_bytes()[:300])  # truncated JPEG
+    catalog.loc[2, "metallicity"] = np.nan  # empty target
+    extra = catalog.iloc[[3, 3]].copy()
+    extra.iloc[1, extra.columns.get_loc("objID")] = "../../x"
+    catalog = pd.concat([catalog, extra], ignore_index=True)  # a duplicate id and an unsafe id
+    catalog.to_csv(tmp_path / "catalog.csv", index=False)
+
+    results = tmp_path / "results"
+    config = {
+        **TINY_DEMO,
+        "catalog": str(tmp_path / "catalog.csv"),
+        "images": str(images / "{id}.jpg"),
+    }
+    run_workflow(config, results)
+    integrity = pd.read_csv(results / "catalog/integrity.csv", dtype={"id": str})
+    assert sorted(integrity["problem"]) == sorted(
+        ["missing_image", "unreadable_image", "missing_target", "duplicate_id", "unsafe_id"]
+    )
+    assert set(integrity["row"]) == {1, 2, 3, good + 1, good + 2}
+    assert integrity.set_index("problem").loc["unsafe_id", "id"] == "../../x"
+    clean = pd.read_parquet(results / "catalog/clean.parquet")
+    assert len(clean) == good - 3
+    bad_ids = set(catalog.loc[:2, "objID"])
+    assert not bad_ids & set(clean["id"]) and "../../x" not in set(clean["id"])
+    labels = pd.read_parquet(results / "classes/labels.parquet")
+    packed = np.load(results / "images/images.npy", mmap_mode="r")
+    assert len(packed) == len(labels) and set(labels["id"]) <= set(clean["id"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ('image={"size": -5}', "image.size: -5 is less than the minimum of 8"),
+        ('train={"epoch": 5}', "'epoch' was unexpected"),
+        ('target={"keep": ["low", "top"]}', "target.keep names ['top']"),
+        ('target={"bins": [8.1, 9.1, 8.7, 9.3]}', "target.bins must increase strictly"),
+        ("images=images/x.jpg", "key images: 'images/x.jpg' does not match"),
+    ],
+)
+def test_bad_config_fails_before_any_job(tmp_path: Path, override: str, message: str) -> None:
+    results = tmp_path / "results"
+    done = run_workflow(TINY_DEMO, results, "--config", override, check=False)
+    assert done.returncode != 0
+    assert message in done.stdout + done.stderr
+    assert not any(results.iterdir()), "no job may run with an invalid config"
+
+
+def test_dry_run_lists_every_stage(tmp_path: Path) -> None:
+    done = run_workflow(TINY_DEMO, tmp_path / "results", "-n")
+    out = done.stdout + done.stderr
+    for rule in ("simulate_demo", "validate_catalog", "bin_classes", "pack_images"):
+        assert rule in out
+    assert not any((tmp_path / "results").iterdir())

@@ -1,0 +1,41 @@
+import os
+import sys
+
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+# The rule scripts' shared modules (config checks, loaders) live in scripts/.
+sys.path.insert(0, os.path.join(workflow.basedir, os.pardir, "scripts"))
+from config_checks import (  # noqa: E402
+    ConfigError,
+    check_config,
+    coerce_cli_strings,
+    describe_schema_error,
+    resolve_results,
+)
+
+with open(os.path.join(workflow.basedir, "schemas", "config.schema.yaml")) as handle:
+    _schema = yaml.safe_load(handle)
+config.update(coerce_cli_strings(dict(config), _schema, _schema))
+try:
+    validate(config, "../schemas/config.schema.yaml")
+    check_config(config)
+except (WorkflowError, ConfigError) as error:
+    raise WorkflowError(describe_schema_error(error)) from None
+resolve_results(config)
+
+RESULTS = config["results"]
+
+
+def res(path):
+    """A path under the results folder."""
+    return os.path.join(RESULTS, path)
+
+
+def logfile(rule_name):
+    return res(f"logs/{rule_name}.log")
+
+
+def bench(rule_name):
+    return res(f"benchmarks/{rule_name}.tsv")
