@@ -146,7 +146,13 @@ def validate(
         clean[target_column] = pd.to_numeric(clean[target_column])
     if clean.empty:
         counts = integrity["problem"].value_counts().to_dict()
-        raise CatalogError(f"no usable row left in the catalog ({len(catalog)} rows); problems found: {counts}")
+        hint = ""
+        if counts.get("non_numeric_target", 0) == len(catalog):
+            hint = (
+                f". target.bins is set, so target.column {target_column!r} must be numeric; for a categorical "
+                "target leave out target.bins (use --replace-workflow-config so the demo's bins are not inherited)"
+            )
+        raise CatalogError(f"no usable row left in the catalog ({len(catalog)} rows); problems found: {counts}{hint}")
     return clean.reset_index(drop=True), integrity
 
 

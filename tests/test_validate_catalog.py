@@ -115,3 +115,9 @@ def test_nothing_usable_says_why(image_dir) -> None:
 def test_missing_catalog_file(tmp_path) -> None:
     with pytest.raises(CatalogError, match="nope.csv"):
         read_catalog(tmp_path / "nope.csv", "objID")
+
+
+def test_categorical_column_with_bins_explains_the_fix(image_dir) -> None:
+    frame = pd.DataFrame({"objID": ["1", "2"], "Z": ["whale", "dolphin"]})
+    with pytest.raises(CatalogError, match=r"target.bins is set, so target.column 'Z' must be numeric"):
+        run(frame, image_dir)

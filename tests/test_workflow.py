@@ -155,3 +155,22 @@ def test_dry_run_lists_every_stage(tmp_path: Path) -> None:
     for rule in ("simulate_demo", "validate_catalog", "bin_classes", "pack_images"):
         assert rule in out
     assert not any((tmp_path / "results").iterdir())
+
+
+def test_categorical_target_runs_from_schema_defaults(tiny_demo: Path, tmp_path: Path) -> None:
+    catalog = pd.read_csv(tiny_demo / "demo/catalog.csv", dtype={"objID": str})
+    catalog["morphology"] = np.where(catalog["bulge_fraction"] > 0.4, "bulge", "disk")
+    catalog.to_csv(tmp_path / "catalog.csv", index=False)
+    config = {
+        "catalog": str(tmp_path / "catalog.csv"),
+        "images": str(tiny_demo / "demo/images/{id}.jpg"),
+        "target": {"column": "morphology"},
+        "image": {"size": 32},
+    }
+    results = tmp_path / "results"
+    run_workflow(config, results, "--replace-workflow-config")
+    labels = pd.read_parquet(results / "classes/labels.parquet")
+    assert list(labels["class"].cat.categories) == ["bulge", "disk"]
+    assert (labels["class"].astype(str) == labels["target"]).all() and len(labels) == len(catalog)
+    assert np.load(results / "images/images.npy", mmap_mode="r").shape == (len(catalog), 32, 32, 3)
+    assert not (results / "demo").exists()
