@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from atomic_io import write_csv, write_parquet
 from figures import BAR_COLOUR, CLASS_COLOURS, plt, save_figure
 

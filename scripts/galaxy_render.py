@@ -18,8 +18,9 @@ from functools import cache
 import galsim
 import numpy as np
 from astropy.visualization import make_lupton_rgb
-from galaxy_model import GalaxyParams, mag_to_nanomaggies
 from scipy.ndimage import distance_transform_edt
+
+from galaxy_model import GalaxyParams, mag_to_nanomaggies
 
 BANDS = ("g", "r", "i")
 SDSS_EXPOSURE_COUNTS_PER_NMGY = {"g": 130.0, "r": 190.0, "i": 140.0}
@@ -29,6 +30,7 @@ BULGE_SED, DISK_SEDS = "CWW_E_ext", ("CWW_Sbc_ext", "CWW_Im_ext")
 STAR_COLOURS = {"g": 0.55, "r": 0.0, "i": -0.18}  # G-K dwarf, m_band - m_r
 KNOTS_PER_GALAXY = 16
 MIN_STAR_CLEARANCE_PX = 6.0
+STAR_MARGIN_PX = 4
 
 
 @dataclass(frozen=True)
@@ -155,26 +157,26 @@ def _offsets_outside(rng: np.random.Generator, n: int, inner: float, outer: floa
     return [(float(r * np.cos(a)), float(r * np.sin(a))) for r, a in zip(radius, angle)]
 
 
-def _clear_of_object(
-    rng: np.random.Generator, mask: np.ndarray, scale: float, inner: float, outer: float
-) -> tuple[float, float]:
-    """Offset (arcsec) in the annulus that lies farthest from the object mask.
+def _clear_of_object(rng: np.random.Generator, mask: np.ndarray, scale: float) -> tuple[float, float]:
+    """Offset (arcsec) of a random pixel well clear of the object mask.
 
-    Off-object placement is what makes the planted star a background cue, so of a
-    handful of random candidates the one with most clearance wins.
+    Off-object placement is what makes the planted star a background cue. Any
+    pixel at least MIN_STAR_CLEARANCE_PX from the mask (and STAR_MARGIN_PX from
+    the border) may be chosen; when the galaxy fills the stamp, the clearest ones.
     """
-    clearance = distance_transform_edt(~mask) if mask.any() else np.full(mask.shape, np.inf)
     size = mask.shape[0]
-    best, best_clearance = (0.0, 0.0), -1.0
-    for dx, dy in _offsets_outside(rng, 12, inner, outer):
-        col = int(round((size - 1) / 2 + dx / scale))
-        row = int(round((size - 1) / 2 + dy / scale))  # mask rows are still GalSim's (bottom first)
-        value = float(clearance[min(max(row, 0), size - 1), min(max(col, 0), size - 1)])
-        if value >= MIN_STAR_CLEARANCE_PX:
-            return dx, dy
-        if value > best_clearance:
-            best, best_clearance = (dx, dy), value
-    return best
+    clearance = distance_transform_edt(~mask) if mask.any() else np.full(mask.shape, np.inf)
+    inner = clearance[STAR_MARGIN_PX:-STAR_MARGIN_PX, STAR_MARGIN_PX:-STAR_MARGIN_PX]
+    allowed = inner >= min(MIN_STAR_CLEARANCE_PX, inner.max())
+    rows, cols = np.nonzero(allowed)
+    k = int(rng.integers(len(rows)))
+    jitter = rng.uniform(-0.5, 0.5, 2)
+    centre = (size - 1) / 2
+    # mask rows are still GalSim's (bottom first), so the row index is y
+    return (
+        float((cols[k] + STAR_MARGIN_PX - centre + jitter[0]) * scale),
+        float((rows[k] + STAR_MARGIN_PX - centre + jitter[1]) * scale),
+    )
 
 
 def _radius_enclosing(image: np.ndarray, fraction: float, pixel_scale: float) -> float:
@@ -215,7 +217,6 @@ def render_stamp(
     central = _draw(_central_galaxy(p, deviate), psf, size, scale)
     mask = central["r"] > float(mag_to_nanomaggies(sky.mask_surface_brightness)) * scale**2
     petro_r90 = _radius_enclosing(central["r"], 0.9, scale)
-    object_extent = float(np.sqrt(mask.sum() / np.pi) * scale)
 
     extras: list[Component] = []
     n_neighbours = int(rng.poisson(sky.neighbours_per_stamp))
@@ -228,7 +229,7 @@ def render_stamp(
         extras.append((profile.shift(*offset), fluxes))
     star_xy = None
     if shortcut is not None:
-        dx, dy = _clear_of_object(rng, mask, scale, min(object_extent, 0.5 * half_width), 0.85 * half_width)
+        dx, dy = _clear_of_object(rng, mask, scale)
         profile, fluxes = _star(float(rng.uniform(*shortcut.magnitude)))
         extras.append((profile.shift(dx, dy), fluxes))
         star_xy = ((size - 1) / 2 + dx / scale, (size - 1) / 2 - dy / scale)

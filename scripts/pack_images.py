@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from atomic_io import atomic_path, write_parquet
-from image_io import center_crop_pad, load_rgb
 from numpy.lib.format import open_memmap
 from tqdm import tqdm
+
+from atomic_io import atomic_path, write_parquet
+from image_io import center_crop_pad, load_rgb
 
 
 def pack(

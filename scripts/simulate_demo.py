@@ -11,12 +11,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
 from atomic_io import atomic_path, write_csv
 from figures import plt, save_figure
 from galaxy_model import GalaxyParams, draw_galaxies
 from galaxy_render import Shortcut, SkySettings, render_stamp, to_rgb
-from PIL import Image
-from tqdm import tqdm
 
 OBJID_BASE = 1237648720693755918  # SDSS DR7 objIDs are 64-bit integers of this size
 
@@ -75,7 +76,7 @@ def simulate(
 ) -> pd.DataFrame:
     """Render the demo galaxies into ``image_dir``/``mask_dir`` and return the catalog."""
     seeds = np.random.SeedSequence(demo["seed"])
-    param_seed, id_seed, shortcut_seed, stamp_seed = seeds.spawn(4)
+    param_seed, id_seed, sky_seed, shortcut_seed, stamp_seed = seeds.spawn(5)
     n = demo["n_galaxies"]
     galaxies = draw_galaxies(
         n,
@@ -101,7 +102,7 @@ def simulate(
     else:
         rows = [_render_one(task) for task in tqdm(tasks, **progress)]
 
-    coords = np.random.default_rng(id_seed).uniform([140.0, 0.0], [220.0, 50.0], (n, 2))
+    coords = np.random.default_rng(sky_seed).uniform([140.0, 0.0], [220.0, 50.0], (n, 2))
     catalog = pd.DataFrame(
         {
             "objID": ids,

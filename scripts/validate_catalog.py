@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
+
 from atomic_io import write_csv, write_parquet
 from image_io import ImageProblem, load_rgb
-from tqdm import tqdm
 
 INTEGRITY_COLUMNS = ["row", "id", "problem", "detail"]
 

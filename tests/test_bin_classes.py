@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+
 from bin_classes import ClassError, assign_classes, make_labels, stratified_split
 
 NUMERIC = {"column": "Z", "bins": [8.1, 8.7, 9.1, 9.3], "labels": ["low", "medium", "high"], "keep": ["low", "high"]}

@@ -3,8 +3,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from config_checks import ConfigError, check_config, coerce_cli_strings, resolve_results
 from jsonschema import Draft202012Validator
+
+from config_checks import ConfigError, check_config, coerce_cli_strings, resolve_results
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
+from PIL import Image
+
 from image_io import ImageProblem, center_crop_pad, load_rgb, open_packed
 from pack_images import pack
-from PIL import Image
 
 
 def ramp(h: int, w: int) -> np.ndarray:

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+
 from galaxy_model import draw_galaxies, mass_metallicity
 from galaxy_render import Shortcut, SkySettings, render_stamp, to_rgb
 from simulate_demo import object_ids, shortcut_flags
@@ -71,3 +72,13 @@ def test_shortcut_star_is_bright_and_off_the_galaxy(galaxy) -> None:
     assert np.unravel_index(np.argmax(added), added.shape) == pytest.approx((y, x), abs=1)
     rgb = to_rgb(stamp.bands)
     assert rgb.dtype == np.uint8 and rgb[y, x].min() > 200  # saturates like a bright star in SDSS
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_shortcut_star_stays_off_a_galaxy_that_fills_the_stamp(seed: int) -> None:
+    big = draw_galaxies(1, np.random.default_rng(seed), (11.1, 11.1), (0.04, 0.04), 0.0)[0]
+    stamp = render_stamp(big, seed, SkySettings(neighbours_per_stamp=0.0, stars_per_stamp=0.0), Shortcut())
+    assert stamp.mask.mean() > 0.5
+    x, y = (int(round(v)) for v in stamp.star_xy)
+    assert 3 <= x <= 60 and 3 <= y <= 60
+    assert not stamp.mask[y, x]

@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+
 from validate_catalog import CatalogError, id_problems, read_catalog, target_problems, validate
 
 

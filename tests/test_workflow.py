@@ -6,9 +6,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
+
 from conftest import TINY_DEMO, run_workflow
 from image_io import center_crop_pad, load_rgb
-from PIL import Image
 
 
 def test_demo_catalog_images_and_masks(tiny_demo: Path) -> None:
