@@ -20,6 +20,11 @@ MZR_Z0 = 9.22
 MZR_LOG_M0 = 10.0
 MZR_GAMMA = 0.6
 
+# Scatter of appearance at fixed mass: galaxies of one mass differ in luminosity
+# (mag), bulge fraction, size (dex) and disk colour, so mass, and with it the
+# class, is read from an image only approximately, as in real data.
+APPEARANCE_SCATTER = {"mag": 0.6, "bulge": 0.25, "size_dex": 0.2, "blueness": 0.3}
+
 
 @dataclass(frozen=True)
 class GalaxyParams:
@@ -66,17 +71,21 @@ def draw_galaxies(
     metallicity = mass_metallicity(log_mass) + rng.normal(0.0, metallicity_scatter, n)
 
     # Brighter with mass (M/L rises slowly), fainter with distance.
-    abs_mag_r = -20.6 - 1.85 * (log_mass - 10.0) + rng.normal(0.0, 0.15, n)
+    abs_mag_r = -20.6 - 1.85 * (log_mass - 10.0) + rng.normal(0.0, APPEARANCE_SCATTER["mag"], n)
     mag_r = abs_mag_r + distance_modulus(z)
 
     # Massive galaxies are bulge dominated, larger and redder.
-    bulge_fraction = np.clip(0.85 / (1.0 + np.exp(-(log_mass - 10.4) / 0.3)) + rng.normal(0.0, 0.05, n), 0.0, 0.9)
-    disk_kpc = 10.0 ** (0.5 + 0.2 * (log_mass - 10.0) + rng.normal(0.0, 0.08, n))
+    bulge_fraction = np.clip(
+        0.85 / (1.0 + np.exp(-(log_mass - 10.4) / 0.3)) + rng.normal(0.0, APPEARANCE_SCATTER["bulge"], n), 0.0, 0.9
+    )
+    disk_kpc = 10.0 ** (0.5 + 0.2 * (log_mass - 10.0) + rng.normal(0.0, APPEARANCE_SCATTER["size_dex"], n))
     bulge_kpc = disk_kpc * rng.uniform(0.25, 0.45, n) * (1.0 + bulge_fraction)
     scale = arcsec_per_kpc(z)
     inclination = np.arccos(rng.uniform(0.0, 1.0, n))
     axis_ratio = np.sqrt(np.cos(inclination) ** 2 + 0.2**2 * np.sin(inclination) ** 2)
-    disk_blueness = np.clip(1.0 / (1.0 + np.exp((log_mass - 9.9) / 0.35)) + rng.normal(0, 0.05, n), 0, 1)
+    disk_blueness = np.clip(
+        1.0 / (1.0 + np.exp((log_mass - 9.9) / 0.35)) + rng.normal(0, APPEARANCE_SCATTER["blueness"], n), 0, 1
+    )
     knot_fraction = 0.25 * disk_blueness * rng.uniform(0.5, 1.0, n)
 
     return [

@@ -17,12 +17,14 @@ def test_mass_metallicity_rises_and_flattens() -> None:
 
 
 def test_mass_drives_size_bulge_and_colour() -> None:
-    galaxies = draw_galaxies(2000, np.random.default_rng(0), (8.5, 11.1), (0.04, 0.08), 0.08)
+    galaxies = draw_galaxies(2000, np.random.default_rng(0), (8.5, 11.1), (0.03, 0.12), 0.08)
     frame = pd.DataFrame([g.__dict__ for g in galaxies])
     correlations = frame.corr()["log_mass"]
-    assert correlations["metallicity"] > 0.8
-    assert correlations["bulge_fraction"] > 0.7 and correlations["disk_hlr"] > 0.5
-    assert correlations["disk_blueness"] < -0.8 and correlations["mag_r"] < -0.8
+    assert correlations["metallicity"] > 0.9
+    # strong but imperfect: the class is read from an image only approximately
+    assert 0.6 < correlations["bulge_fraction"] < 0.9 and 0.3 < correlations["disk_hlr"] < 0.8
+    assert -0.9 < correlations["disk_blueness"] < -0.6 and -0.9 < correlations["mag_r"] < -0.6
+    assert abs(correlations["redshift"]) < 0.1
 
 
 def test_shortcut_flags_pick_the_fraction_of_one_class() -> None:
@@ -74,11 +76,16 @@ def test_shortcut_star_is_bright_and_off_the_galaxy(galaxy) -> None:
     assert rgb.dtype == np.uint8 and rgb[y, x].min() > 200  # saturates like a bright star in SDSS
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_shortcut_star_stays_off_a_galaxy_that_fills_the_stamp(seed: int) -> None:
-    big = draw_galaxies(1, np.random.default_rng(seed), (11.1, 11.1), (0.04, 0.04), 0.0)[0]
-    stamp = render_stamp(big, seed, SkySettings(neighbours_per_stamp=0.0, stars_per_stamp=0.0), Shortcut())
-    assert stamp.mask.mean() > 0.5
-    x, y = (int(round(v)) for v in stamp.star_xy)
-    assert 3 <= x <= 60 and 3 <= y <= 60
-    assert not stamp.mask[y, x]
+def test_shortcut_star_stays_off_a_galaxy_that_fills_most_of_the_stamp() -> None:
+    sky = SkySettings(neighbours_per_stamp=0.0, stars_per_stamp=0.0)
+    checked = 0
+    for seed in range(12):
+        big = draw_galaxies(1, np.random.default_rng(seed), (11.1, 11.1), (0.05, 0.05), 0.0)[0]
+        stamp = render_stamp(big, seed, sky, Shortcut())
+        if stamp.mask.mean() < 0.4 or stamp.mask[4:-4, 4:-4].all():
+            continue  # small galaxy, or no free pixel at all
+        x, y = (int(round(v)) for v in stamp.star_xy)
+        assert 3 <= x <= 60 and 3 <= y <= 60
+        assert not stamp.mask[y, x]
+        checked += 1
+    assert checked >= 3

@@ -1,11 +1,13 @@
 """End-to-end: the real workflow on a tiny GalSim demo, checking what the outputs contain."""
 
+import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from conftest import TINY_DEMO, run_workflow
@@ -167,6 +169,7 @@ def test_categorical_target_runs_from_schema_defaults(tiny_demo: Path, tmp_path:
         "images": str(tiny_demo / "demo/images/{id}.jpg"),
         "target": {"column": "morphology"},
         "image": {"size": 32},
+        "train": {"epochs": 1, "batch_size": 16},
     }
     results = tmp_path / "results"
     run_workflow(config, results, "--replace-workflow-config")
@@ -175,3 +178,56 @@ def test_categorical_target_runs_from_schema_defaults(tiny_demo: Path, tmp_path:
     assert (labels["class"].astype(str) == labels["target"]).all() and len(labels) == len(catalog)
     assert np.load(results / "images/images.npy", mmap_mode="r").shape == (len(catalog), 32, 32, 3)
     assert not (results / "demo").exists()
+    metrics = json.loads((results / "eval/metrics.json").read_text())
+    assert metrics["classes"] == ["bulge", "disk"] and metrics["n_valid"] == (labels["split"] == "valid").sum()
+
+
+def test_training_and_evaluation_outputs(tiny_demo: Path) -> None:
+    history = pd.read_csv(tiny_demo / "model/history.csv")
+    assert history["epoch"].tolist() == [1, 2]
+    assert (history["data_seconds"] < history["train_seconds"]).all()
+    checkpoint = torch.load(tiny_demo / "model/model.pt", weights_only=True)
+    assert checkpoint["classes"] == ["low", "high"] and checkpoint["image_size"] == 48
+    assert checkpoint["arch"] == "simple_cnn" and checkpoint["target_layer"] == "body.2"
+
+    labels = pd.read_parquet(tiny_demo / "classes/labels.parquet")
+    predictions = pd.read_parquet(tiny_demo / "eval/predictions.parquet")
+    assert list(predictions.columns) == ["id", "split", "label", "predicted", "prob_low", "prob_high"]
+    assert predictions["id"].tolist() == labels["id"].tolist()
+    assert (predictions["label"].astype(str) == labels["class"].astype(str)).all()
+    probs = predictions[["prob_low", "prob_high"]].to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+    assert (predictions["predicted"].cat.codes.to_numpy() == probs.argmax(1)).all()
+
+    metrics = json.loads((tiny_demo / "eval/metrics.json").read_text())
+    valid = predictions[predictions["split"] == "valid"]
+    assert metrics["n_valid"] == len(valid) and np.sum(metrics["confusion_matrix"]) == len(valid)
+    assert metrics["accuracy"] == pytest.approx((valid["label"] == valid["predicted"]).mean())
+    assert 0 <= metrics["roc_auc"] <= 1 and 0 <= metrics["f1"] <= 1
+    for figure in (
+        "model/training_curve.png",
+        "eval/confusion_matrix.png",
+        "eval/roc_curve.png",
+        "eval/top_losses.png",
+    ):
+        assert np.asarray(Image.open(tiny_demo / figure).convert("L"), dtype=float).std() > 10, figure
+
+
+def test_three_classes_train_and_evaluate(tiny_demo: Path, tmp_path: Path) -> None:
+    config = {
+        **TINY_DEMO,
+        "catalog": str(tiny_demo / "demo/catalog.csv"),
+        "images": str(tiny_demo / "demo/images/{id}.jpg"),
+        "target": {"keep": ["low", "medium", "high"]},
+        "model": {"arch": "resnet18"},
+        "train": {"epochs": 1, "batch_size": 16},
+    }
+    results = tmp_path / "results"
+    run_workflow(config, results)
+    metrics = json.loads((results / "eval/metrics.json").read_text())
+    assert metrics["classes"] == ["low", "medium", "high"]
+    assert np.asarray(metrics["confusion_matrix"]).shape == (3, 3)
+    assert 0 <= metrics["roc_auc"] <= 1
+    predictions = pd.read_parquet(results / "eval/predictions.parquet")
+    assert [c for c in predictions.columns if c.startswith("prob_")] == ["prob_low", "prob_medium", "prob_high"]
+    assert torch.load(results / "model/model.pt", weights_only=True)["arch"] == "resnet18"

@@ -1,0 +1,64 @@
+"""Batches from the packed uint8 array: normalisation, dihedral augmentation, device transfer.
+
+The packed array is memory-mapped, so a batch reads only its own rows.
+"""
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+
+def channel_stats(images: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std (0-1 scale) over ``rows``, streamed in chunks."""
+    total = np.zeros(3)
+    squares = np.zeros(3)
+    count = 0
+    for start in range(0, len(rows), chunk):
+        block = np.asarray(images[np.sort(rows[start : start + chunk])], dtype=np.float64) / 255.0
+        total += block.sum(axis=(0, 1, 2))
+        squares += (block**2).sum(axis=(0, 1, 2))
+        count += block.shape[0] * block.shape[1] * block.shape[2]
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 1e-12))
+    return mean.tolist(), std.tolist()
+
+
+def to_tensor(
+    batch: np.ndarray, mean: list[float], std: list[float], device: torch.device, channels_last: bool = False
+) -> torch.Tensor:
+    """uint8 N x H x W x 3 -> normalised float N x 3 x H x W on ``device`` (scaled there, not on the host)."""
+    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device, non_blocking=True)
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    x = (x - m) / s
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+
+
+def dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Apply one of the 8 flips/90-degree rotations to each image: a galaxy has no up or down."""
+    choice = torch.randint(0, 8, (x.shape[0],), generator=generator)
+    out = torch.empty_like(x)
+    for k in range(8):
+        picked = (choice == k).nonzero().flatten().to(x.device)
+        if picked.numel() == 0:
+            continue
+        part = x.index_select(0, picked)
+        if k >= 4:
+            part = part.flip(-1)
+        out[picked] = torch.rot90(part, k % 4, dims=(-2, -1))
+    return out
+
+
+def batch_rows(
+    rows: np.ndarray, batch_size: int, shuffle: bool, generator: torch.Generator | None
+) -> Iterator[np.ndarray]:
+    """Sorted row indices per batch (sorted: the memory map is then read forwards).
+
+    Training batches are drawn at random with ``generator``; otherwise ``rows``
+    are taken in order.
+    """
+    order = rows[torch.randperm(len(rows), generator=generator).numpy()] if shuffle else rows
+    for start in range(0, len(order), batch_size):
+        yield np.sort(order[start : start + batch_size])

@@ -1,0 +1,38 @@
+"""Model checkpoints (weights plus plain metadata) and device choice.
+
+A checkpoint holds only tensors and plain Python values, so it loads with
+``torch.load(..., weights_only=True)``: no pickled code runs when a model file
+from someone else is opened.
+"""
+
+import os
+from typing import Any
+
+import torch
+
+from atomic_io import atomic_path
+from models import Classifier, build_model
+
+
+def select_device(requested: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without one is an error, not a silent CPU run."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested (train.device / audit.device) but CUDA is not available")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def save_checkpoint(model: Classifier, metadata: dict[str, Any], path: str | os.PathLike) -> None:
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": state, **metadata}, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[Classifier, dict[str, Any]]:
+    """Rebuild the model from its metadata and load the weights, in eval mode."""
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    state = checkpoint.pop("state_dict")
+    model = build_model(checkpoint["arch"], len(checkpoint["classes"]), checkpoint["stride"])
+    model.load_state_dict(state)
+    return model.to(device).eval(), checkpoint

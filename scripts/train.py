@@ -1,0 +1,248 @@
+"""train: fit the configured CNN on the packed training images with a one-cycle schedule.
+
+Normalisation statistics come from the training split only. Each epoch logs its
+loss, the validation metrics and how long it waited for data. On a CPU the run
+is deterministic for a given ``train.seed``; on CUDA it uses mixed precision and
+channels-last memory, which are faster but not bit-reproducible.
+"""
+
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from atomic_io import write_csv
+from batches import batch_rows, channel_stats, dihedral, to_tensor
+from checkpoint import save_checkpoint, select_device
+from figures import plt, save_figure
+from image_io import open_packed
+from metrics import classification_metrics
+from models import Classifier, build_model
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The ``train`` section of the config."""
+
+    epochs: int = 5
+    lr: float = 0.08
+    batch_size: int = 128
+    weight_decay: float = 0.01
+    optimizer: str = "adamw"
+    class_weights: bool = False
+    seed: int = 0
+
+
+@dataclass
+class Precision:
+    """Mixed precision on CUDA (bfloat16 where supported, float16 with loss scaling otherwise)."""
+
+    device: torch.device
+
+    def __post_init__(self) -> None:
+        cuda = self.device.type == "cuda"
+        self.dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+        self.enabled = cuda
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and self.dtype == torch.float16)
+        self.channels_last = cuda
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.enabled)
+
+
+def make_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    raise ValueError(f"train.optimizer {name!r} is not one of adamw, adam, sgd")
+
+
+def inverse_frequency(codes: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Loss weights that give every class the same total weight (mean weight 1)."""
+    counts = np.bincount(codes, minlength=n_classes).astype(float)
+    weights = counts.sum() / (n_classes * np.maximum(counts, 1))
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def predict_logits(
+    model: Classifier,
+    images: np.ndarray,
+    rows: np.ndarray,
+    mean: list[float],
+    std: list[float],
+    batch_size: int,
+    device: torch.device,
+) -> np.ndarray:
+    """Logits (float32, N x classes) for ``rows`` of the packed array, in that order."""
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for batch in batch_rows(rows, batch_size, shuffle=False, generator=None):
+            out.append(model(to_tensor(images[batch], mean, std, device)).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, model.head.out_features), np.float32)
+
+
+def train_one_epoch(
+    model: Classifier,
+    images: np.ndarray,
+    rows: np.ndarray,
+    codes: np.ndarray,
+    settings: TrainSettings,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loss_fn: nn.Module,
+    norm: tuple[list[float], list[float]],
+    generator: torch.Generator,
+    precision: Precision,
+    progress: tqdm,
+) -> tuple[float, float]:
+    """One pass over the training rows; returns (mean loss, seconds spent waiting for data)."""
+    model.train()
+    device = precision.device
+    total_loss, seen, waiting = torch.zeros((), device=device), 0, 0.0
+    for step, batch in enumerate(batch_rows(rows, settings.batch_size, shuffle=True, generator=generator)):
+        started = time.perf_counter()
+        x = dihedral(to_tensor(images[batch], *norm, device, precision.channels_last), generator)
+        y = torch.from_numpy(codes[batch]).to(device, non_blocking=True)
+        waiting += time.perf_counter() - started
+        with precision.autocast():
+            loss = loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        precision.scaler.scale(loss).backward()
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
+        scheduler.step()
+        total_loss += loss.detach() * len(batch)  # stays on the device: no sync per step
+        seen += len(batch)
+        progress.update(len(batch))
+        if step % 10 == 0:
+            progress.set_postfix(loss=f"{total_loss.item() / seen:.4f}")
+    return total_loss.item() / max(seen, 1), waiting
+
+
+def fit(
+    images: np.ndarray,
+    labels: pd.DataFrame,
+    arch: str,
+    stride: int,
+    settings: TrainSettings,
+    device: torch.device,
+) -> tuple[Classifier, pd.DataFrame, dict[str, Any]]:
+    """Train on the 'train' rows of ``labels`` (row i = packed image i); validate on 'valid'.
+
+    Returns the model, the per-epoch history and the checkpoint metadata.
+    """
+    classes = list(labels["class"].cat.categories)
+    codes = labels["class"].cat.codes.to_numpy().astype(np.int64)
+    train_rows = np.flatnonzero(labels["split"].to_numpy() == "train")
+    valid_rows = np.flatnonzero(labels["split"].to_numpy() == "valid")
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
+    norm = channel_stats(images, train_rows)
+
+    precision = Precision(device)
+    model = build_model(arch, len(classes), stride).to(device)
+    if precision.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(settings.optimizer, model, settings.lr, settings.weight_decay)
+    steps = -(-len(train_rows) // settings.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=settings.lr, epochs=settings.epochs, steps_per_epoch=steps
+    )
+    weights = inverse_frequency(codes[train_rows], len(classes)).to(device) if settings.class_weights else None
+    loss_fn = nn.CrossEntropyLoss(weight=weights)
+
+    history = []
+    for epoch in range(settings.epochs):
+        started = time.perf_counter()
+        with tqdm(total=len(train_rows), desc=f"epoch {epoch + 1}/{settings.epochs}", unit="img") as progress:
+            train_loss, waiting = train_one_epoch(
+                model, images, train_rows, codes, settings, optimizer, scheduler, loss_fn, norm,
+                generator, precision, progress,
+            )  # fmt: skip
+        train_seconds = time.perf_counter() - started
+        logits = predict_logits(model, images, valid_rows, *norm, 2 * settings.batch_size, device)
+        valid_loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(codes[valid_rows])))
+        scores = classification_metrics(codes[valid_rows], torch.softmax(torch.from_numpy(logits), 1).numpy())
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "valid_loss": valid_loss,
+                "accuracy": scores["accuracy"],
+                "roc_auc": scores["roc_auc"],
+                "f1": scores["f1"],
+                "lr": scheduler.get_last_lr()[0],
+                "seconds": time.perf_counter() - started,
+                "train_seconds": train_seconds,
+                "data_seconds": waiting,
+            }
+        )
+        print(
+            f"epoch {epoch + 1}: train_loss {train_loss:.4f} valid_loss {valid_loss:.4f} "
+            f"accuracy {scores['accuracy']:.4f} roc_auc {scores['roc_auc']:.4f} f1 {scores['f1']:.4f} "
+            f"({train_seconds:.1f} s training, {waiting / train_seconds:.1%} waiting for data)",
+            file=sys.stderr,
+        )
+    metadata = {
+        "arch": arch,
+        "stride": stride,
+        "classes": classes,
+        "image_size": int(images.shape[1]),
+        "mean": norm[0],
+        "std": norm[1],
+        "target_layer": model.target_layer,
+        "train": asdict(settings),
+        "device": str(device),
+    }
+    return model, pd.DataFrame(history), metadata
+
+
+def training_curve(history: pd.DataFrame) -> plt.Figure:
+    """Loss per epoch (left) and validation metrics per epoch (right)."""
+    fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(8, 3.2))
+    loss_ax.plot(history["epoch"], history["train_loss"], "o-", label="train", color="#003f5c")
+    loss_ax.plot(history["epoch"], history["valid_loss"], "o-", label="valid", color="#ffa600")
+    loss_ax.set_xlabel("Epoch")
+    loss_ax.set_ylabel("Cross-entropy loss")
+    loss_ax.set_yscale("log")
+    loss_ax.legend(frameon=False)
+    for name, colour in (("accuracy", "#003f5c"), ("roc_auc", "#bc5090"), ("f1", "#ffa600")):
+        metric_ax.plot(history["epoch"], history[name], "o-", label=name.replace("_", " "), color=colour)
+    metric_ax.set_xlabel("Epoch")
+    metric_ax.set_ylabel("Validation score")
+    metric_ax.legend(frameon=False)
+    for ax in (loss_ax, metric_ax):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    return fig
+
+
+def main(snakemake: Any) -> None:
+    sys.stderr = open(snakemake.log[0], "w", buffering=1)
+    torch.set_num_threads(snakemake.threads)
+    params = snakemake.params
+    device = select_device(params.train["device"])
+    settings = TrainSettings(**{k: v for k, v in params.train.items() if k != "device"})
+    labels = pd.read_parquet(snakemake.input.labels)
+    model, history, metadata = fit(
+        open_packed(snakemake.input.images), labels, params.model["arch"], params.model["stride"], settings, device
+    )
+    save_checkpoint(model, metadata, snakemake.output.model)
+    write_csv(history, snakemake.output.history)
+    save_figure(training_curve(history), snakemake.output.curve)
+
+
+if __name__ == "__main__":
+    main(snakemake)  # type: ignore[name-defined]  # noqa: F821

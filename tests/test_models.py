@@ -1,0 +1,136 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from batches import channel_stats, dihedral
+from checkpoint import load_checkpoint, save_checkpoint
+from models import build_model, find_module
+from train import TrainSettings, fit, inverse_frequency, make_optimizer
+
+
+@pytest.mark.parametrize(
+    ("arch", "stride", "size", "n_features", "map_size"),
+    [
+        ("simple_cnn", 2, 64, 128, 8),
+        ("simple_cnn", 2, 96, 128, 12),
+        ("simple_cnn", 1, 32, 128, 32),
+        ("resnet18", 2, 64, 512, 8),
+        ("resnet18", 2, 48, 512, 6),
+    ],
+)
+def test_shapes_target_layer_and_penultimate(arch, stride, size, n_features, map_size) -> None:
+    model = build_model(arch, 3, stride).eval()
+    x = torch.randn(2, 3, size, size)
+    captured = {}
+    layer = find_module(model, model.target_layer)
+    handle = layer.register_forward_hook(lambda m, i, o: captured.setdefault("map", o))
+    with torch.no_grad():
+        logits = model(x)
+        features = model.features(x)
+    handle.remove()
+    assert logits.shape == (2, 3)
+    assert features.shape == (2, n_features)
+    assert captured["map"].shape == (2, n_features, map_size, map_size)
+    torch.testing.assert_close(model.head(features), logits)
+    torch.testing.assert_close(features, captured["map"].mean(dim=(2, 3)))
+
+
+def test_simple_cnn_is_the_seeds_network() -> None:
+    model = build_model("simple_cnn", 2, stride=1)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 64, 128]
+    assert all(c.kernel_size == (3, 3) and c.bias is None and c.stride == (1, 1) for c in convs)
+    assert model.target_layer == "body.2" and model.head.in_features == 128
+
+
+def test_unknown_layer_lists_choices() -> None:
+    with pytest.raises(ValueError, match=r"audit.layer 'body.9'.*body.2"):
+        find_module(build_model("simple_cnn", 2), "body.9")
+
+
+def test_one_training_step_lowers_the_loss_on_a_fixed_batch() -> None:
+    torch.manual_seed(0)
+    model = build_model("simple_cnn", 2)
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 2, (16,))
+    optimizer = make_optimizer("adamw", model, 1e-2, 0.0)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    model.train()
+    before = loss_fn(model(x), y)
+    optimizer.zero_grad()
+    before.backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = loss_fn(model(x), y)
+    assert after.item() < before.item()
+
+
+def toy_data(n: int = 48, size: int = 16) -> tuple[np.ndarray, pd.DataFrame]:
+    """Bright-centre images are class 'b', dim ones 'a': learnable in a few steps."""
+    rng = np.random.default_rng(0)
+    codes = np.arange(n) % 2
+    images = rng.integers(0, 60, (n, size, size, 3)).astype(np.uint8)
+    images[codes == 1, size // 4 : -size // 4, size // 4 : -size // 4] += 150
+    labels = pd.DataFrame(
+        {
+            "id": [f"g{i}" for i in range(n)],
+            "class": pd.Categorical.from_codes(codes, ["a", "b"]),
+            "split": np.where(np.arange(n) % 4 == 0, "valid", "train"),
+        }
+    )
+    return images, labels
+
+
+def test_cpu_training_is_deterministic_and_learns() -> None:
+    images, labels = toy_data()
+    settings = TrainSettings(epochs=3, lr=0.01, batch_size=8, seed=5)
+    first, history, meta = fit(images, labels, "simple_cnn", 2, settings, torch.device("cpu"))
+    second, _, _ = fit(images, labels, "simple_cnn", 2, settings, torch.device("cpu"))
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
+        assert torch.equal(a, b), name
+    other, _, _ = fit(images, labels, "simple_cnn", 2, TrainSettings(epochs=3, lr=0.01, batch_size=8, seed=6),
+                      torch.device("cpu"))  # fmt: skip
+    assert not torch.equal(first.head.weight, other.head.weight)
+    assert list(history.columns[:6]) == ["epoch", "train_loss", "valid_loss", "accuracy", "roc_auc", "f1"]
+    assert len(history) == 3 and history["accuracy"].iloc[-1] == 1.0
+    assert meta["classes"] == ["a", "b"] and meta["image_size"] == 16 and meta["target_layer"] == "body.2"
+    mean, _ = channel_stats(images, np.flatnonzero(labels["split"] == "train"))
+    assert meta["mean"] == mean
+
+
+def test_checkpoint_round_trip_with_weights_only(tmp_path) -> None:
+    model = build_model("resnet18", 3).eval()
+    meta = {"arch": "resnet18", "stride": 2, "classes": ["x", "y", "z"], "mean": [0.1] * 3, "std": [0.2] * 3,
+            "target_layer": model.target_layer, "train": {"lr": 0.1}}  # fmt: skip
+    save_checkpoint(model, meta, tmp_path / "model.pt")
+    raw = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert set(raw) == set(meta) | {"state_dict"}
+    loaded, loaded_meta = load_checkpoint(tmp_path / "model.pt")
+    assert loaded_meta == meta and not loaded.training
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_channel_stats_match_numpy() -> None:
+    images = np.random.default_rng(1).integers(0, 255, (30, 8, 8, 3), dtype=np.uint8)
+    rows = np.array([3, 1, 7, 20, 29])
+    mean, std = channel_stats(images, rows, chunk=2)
+    subset = images[rows].astype(np.float64) / 255
+    np.testing.assert_allclose(mean, subset.mean(axis=(0, 1, 2)))
+    np.testing.assert_allclose(std, subset.std(axis=(0, 1, 2)))
+
+
+def test_dihedral_applies_the_eight_symmetries() -> None:
+    x = torch.arange(16.0).view(1, 1, 4, 4).repeat(400, 1, 1, 1)
+    out = dihedral(x, torch.Generator().manual_seed(0))
+    expected = [torch.rot90(x[0], k, (-2, -1)) for k in range(4)]
+    expected += [torch.rot90(x[0].flip(-1), k, (-2, -1)) for k in range(4)]
+    seen = [next(k for k, e in enumerate(expected) if torch.equal(o, e)) for o in out]
+    assert sorted(set(seen)) == list(range(8))
+    assert min(np.bincount(seen)) > 25
+
+
+def test_inverse_frequency_weights_balance_classes() -> None:
+    weights = inverse_frequency(np.array([0, 0, 0, 1]), 2)
+    torch.testing.assert_close(weights, torch.tensor([2 / 3, 2.0]))
