@@ -8,6 +8,8 @@ from checkpoint import load_checkpoint, save_checkpoint
 from models import build_model, find_module
 from train import TrainSettings, fit, inverse_frequency, make_optimizer
 
+CPU = torch.device("cpu")
+
 
 @pytest.mark.parametrize(
     ("arch", "stride", "size", "n_features", "map_size"),
@@ -15,8 +17,8 @@ from train import TrainSettings, fit, inverse_frequency, make_optimizer
         ("simple_cnn", 2, 64, 128, 8),
         ("simple_cnn", 2, 96, 128, 12),
         ("simple_cnn", 1, 32, 128, 32),
-        ("resnet18", 2, 64, 512, 8),
-        ("resnet18", 2, 48, 512, 6),
+        ("resnet18", 2, 64, 512, 4),
+        ("resnet18", 2, 96, 512, 6),
     ],
 )
 def test_shapes_target_layer_and_penultimate(arch, stride, size, n_features, map_size) -> None:
@@ -134,3 +136,22 @@ def test_dihedral_applies_the_eight_symmetries() -> None:
 def test_inverse_frequency_weights_balance_classes() -> None:
     weights = inverse_frequency(np.array([0, 0, 0, 1]), 2)
     torch.testing.assert_close(weights, torch.tensor([2 / 3, 2.0]))
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"), [("adamw", torch.optim.AdamW), ("adam", torch.optim.Adam), ("sgd", torch.optim.SGD)]
+)
+def test_optimizer_choice(name: str, kind: type) -> None:
+    optimizer = make_optimizer(name, build_model("simple_cnn", 2), 0.01, 0.001)
+    assert type(optimizer) is kind and optimizer.defaults["weight_decay"] == 0.001
+    with pytest.raises(ValueError, match="train.optimizer 'lamb'"):
+        make_optimizer("lamb", build_model("simple_cnn", 2), 0.01, 0.0)
+
+
+def test_class_weights_change_the_training() -> None:
+    images, labels = toy_data()
+    labels.loc[labels.index[:20], "class"] = "a"  # imbalance
+    weighted, _, meta = fit(images, labels, "simple_cnn", 2, TrainSettings(1, 0.01, 8, class_weights=True), CPU)
+    plain, _, _ = fit(images, labels, "simple_cnn", 2, TrainSettings(1, 0.01, 8, class_weights=False), CPU)
+    assert meta["train"]["class_weights"] is True
+    assert not torch.equal(weighted.head.weight, plain.head.weight)
