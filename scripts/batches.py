@@ -36,6 +36,19 @@ def to_tensor(
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
 
 
+def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows of the packed array. A contiguous run of a memory map is read with one plain file
+    read, which leaves nothing mapped behind: a pass over every image then keeps a resident
+    size of one batch, not of the whole file."""
+    if isinstance(images, np.memmap) and len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+        block = np.empty((len(rows), *images.shape[1:]), dtype=images.dtype)
+        with open(images.filename, "rb") as handle:
+            handle.seek(images.offset + int(rows[0]) * block[0].nbytes)
+            handle.readinto(memoryview(block).cast("B"))
+        return block
+    return np.asarray(images[rows])
+
+
 def dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Apply one of the 8 flips/90-degree rotations to each image: a galaxy has no up or down."""
     choice = torch.randint(0, 8, (x.shape[0],), generator=generator)

@@ -18,7 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from atomic_io import write_csv
-from batches import batch_rows, channel_stats, dihedral, to_tensor
+from batches import batch_rows, channel_stats, dihedral, read_rows, to_tensor
 from checkpoint import save_checkpoint, select_device
 from figures import plt, save_figure
 from image_io import open_packed
@@ -87,7 +87,7 @@ def predict_logits(
     out = []
     with torch.inference_mode():
         for batch in batch_rows(rows, batch_size, shuffle=False, generator=None):
-            out.append(model(to_tensor(images[batch], mean, std, device)).float().cpu())
+            out.append(model(to_tensor(read_rows(images, batch), mean, std, device)).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, model.head.out_features), np.float32)
 
 
@@ -111,7 +111,7 @@ def train_one_epoch(
     total_loss, seen, waiting = torch.zeros((), device=device), 0, 0.0
     for step, batch in enumerate(batch_rows(rows, settings.batch_size, shuffle=True, generator=generator)):
         started = time.perf_counter()
-        x = dihedral(to_tensor(images[batch], *norm, device, precision.channels_last), generator)
+        x = dihedral(to_tensor(read_rows(images, batch), *norm, device, precision.channels_last), generator)
         y = torch.from_numpy(codes[batch]).to(device, non_blocking=True)
         waiting += time.perf_counter() - started
         with precision.autocast():

@@ -110,3 +110,13 @@ def test_failed_pack_leaves_no_file(tmp_path) -> None:
     with pytest.raises(ImageProblem):
         pack([str(good), str(tmp_path / "missing.png")], 8, out, max_pixels=10**6)
     assert list(tmp_path.iterdir()) == [good]
+
+
+def test_read_rows_matches_fancy_indexing(tmp_path) -> None:
+    from batches import read_rows
+
+    images = np.random.default_rng(0).integers(0, 255, (20, 4, 5, 3), dtype=np.uint8)
+    np.save(tmp_path / "p.npy", images)
+    packed = open_packed(tmp_path / "p.npy")
+    for rows in (np.arange(3, 11), np.array([0]), np.array([1, 4, 9]), np.arange(20)):
+        np.testing.assert_array_equal(read_rows(packed, rows), images[rows])

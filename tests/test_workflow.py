@@ -6,10 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
 
+from audit import read_audit_metadata
 from conftest import TINY_DEMO, run_workflow
 from image_io import center_crop_pad, load_rgb
 
@@ -231,3 +234,46 @@ def test_three_classes_train_and_evaluate(tiny_demo: Path, tmp_path: Path) -> No
     predictions = pd.read_parquet(results / "eval/predictions.parquet")
     assert [c for c in predictions.columns if c.startswith("prob_")] == ["prob_low", "prob_medium", "prob_high"]
     assert torch.load(results / "model/model.pt", weights_only=True)["arch"] == "resnet18"
+
+
+def test_audit_and_pca_cover_every_kept_image(tiny_demo: Path) -> None:
+    labels = pd.read_parquet(tiny_demo / "classes/labels.parquet")
+    audit = pq.read_table(tiny_demo / "audit/part-0.parquet")
+    assert audit.column("id").to_pylist() == labels["id"].tolist()
+    metadata = read_audit_metadata(audit.schema)
+    assert metadata["classes"] == ["low", "high"] and metadata["map_shape"] == [6, 6]
+    assert metadata["layer"] == "body.2" and len(metadata["model_sha256"]) == 64
+    predictions = pd.read_parquet(tiny_demo / "eval/predictions.parquet")
+    np.testing.assert_allclose(audit.column("prob_high").to_numpy(), predictions["prob_high"], rtol=1e-4, atol=1e-6)
+
+    pcs = pd.read_parquet(tiny_demo / "pca/pca.parquet")
+    assert list(pcs.columns) == ["id", "pc1", "pc2", "pc3"] and pcs["id"].tolist() == labels["id"].tolist()
+    np.testing.assert_allclose(pcs[["pc1", "pc2", "pc3"]].var(ddof=1), 1.0, rtol=1e-6)  # whitened
+    summary = json.loads((tiny_demo / "pca/pca.json").read_text())
+    assert summary["n_samples"] == len(labels) and len(summary["components"]) == 3
+    assert summary["explained_variance_ratio"] == sorted(summary["explained_variance_ratio"], reverse=True)
+    for figure in ("pca/pca_scatter.png", "pca/pca_thumbnails.png", "pca/explained_variance.png"):
+        assert np.asarray(Image.open(tiny_demo / figure).convert("L"), dtype=float).std() > 10, figure
+
+
+def test_three_audit_shards_equal_one(tiny_demo: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(tiny_demo, results)  # same model: only the audit and what follows run again
+    shutil.rmtree(results / "audit")
+    done = run_workflow({**TINY_DEMO, "audit": {"shards": 3}}, results)
+    assert "rule train" not in done.stdout + done.stderr
+    parts = sorted((results / "audit").glob("part-*.parquet"))
+    assert [p.name for p in parts] == ["part-0.parquet", "part-1.parquet", "part-2.parquet"]
+    three = ds.dataset([str(p) for p in parts], format="parquet").to_table().to_pandas()
+    one = pq.read_table(tiny_demo / "audit/part-0.parquet").to_pandas()
+    pd.testing.assert_frame_equal(
+        three[["id", "split", "label", "predicted"]], one[["id", "split", "label", "predicted"]]
+    )
+    for column in ("activation", "cam_low", "cam_high"):
+        np.testing.assert_allclose(np.stack(three[column]), np.stack(one[column]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        pd.read_parquet(results / "pca/pca.parquet")[["pc1", "pc2"]].abs(),
+        pd.read_parquet(tiny_demo / "pca/pca.parquet")[["pc1", "pc2"]].abs(),
+        rtol=1e-4,
+        atol=1e-6,
+    )

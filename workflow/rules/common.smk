@@ -33,6 +33,10 @@ def res(path):
     return os.path.join(RESULTS, path)
 
 
+AUDIT_PARTS = [res(f"audit/part-{i}.parquet") for i in range(config["audit"]["shards"])]
+AUDIT_MOMENTS = [res(f"moments/part-{i}.npz") for i in range(config["audit"]["shards"])]
+
+
 def logfile(rule_name):
     return res(f"logs/{rule_name}.log")
 

@@ -1,0 +1,115 @@
+"""The one Grad-CAM implementation: logits, penultimate activations and every class's map in one pass.
+
+The network up to the target layer runs without autograd. Its output A is
+detached and made a leaf, and only the rest of the network (after the target
+layer) is recorded and differentiated: one forward of that part, then the
+gradient of every class logit with respect to A at once (a batched vector-
+Jacobian product over class one-hots). No parameter gradients are formed.
+
+Grad-CAM (Selvaraju et al. 2017) of class c is ReLU(sum_k alpha_ck A_k) with
+alpha_ck the spatial mean of d y_c / d A_k. Maps are returned raw, at the
+layer's resolution and scale, so their total energy can be compared.
+
+When the target layer is the last block of the body (the default), all that
+follows it is global average pooling and the linear head, so d y_c / d A_k is
+the constant W_ck / (h w) and Grad-CAM reduces to CAM (Zhou et al. 2016). The
+gradients are then known without autograd and the pass costs one forward.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from models import Classifier, find_module
+
+
+@dataclass
+class AuditBatch:
+    """What one pass over a batch yields; every tensor stays on the model's device."""
+
+    logits: torch.Tensor  # B x C
+    activations: torch.Tensor  # B x F, the penultimate vector
+    cams: torch.Tensor  # B x C x h x w, raw Grad-CAM of every class
+
+
+class GradCAM:
+    """All-class Grad-CAM at ``layer`` (a dotted module name) of a ``Classifier``.
+
+    Use as a context manager so the forward hook is removed afterwards; the
+    model's parameters are frozen for the duration (nothing here trains).
+    """
+
+    def __init__(self, model: Classifier, layer: str) -> None:
+        self.model = model
+        self.layer = layer
+        self.module = find_module(model, layer)
+        last_block = list(model.body.named_children())[-1][0]
+        self.linear_tail = layer == f"body.{last_block}"  # only pool and head follow the layer
+        self._activation: torch.Tensor | None = None
+        self._handle: torch.utils.hooks.RemovableHandle | None = None
+        self._frozen: list[nn.Parameter] = []
+        self._entered = False
+
+    def __enter__(self) -> "GradCAM":
+        self._handle = None if self.linear_tail else self.module.register_forward_hook(self._make_leaf)
+        self._entered = True
+        self._frozen = [p for p in self.model.parameters() if p.requires_grad]
+        for p in self._frozen:
+            p.requires_grad_(False)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._entered = False
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        for p in self._frozen:
+            p.requires_grad_(True)
+        self._frozen = []
+        self._activation = None
+
+    def _make_leaf(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        """Cut the graph at the target layer: what follows is recorded from a fresh leaf.
+
+        The layer's successors get a copy, so an in-place operation after it (a
+        ResNet's ``out += identity``) cannot touch the activation itself.
+        """
+        if not isinstance(output, torch.Tensor) or output.dim() != 4:
+            raise ValueError(f"audit.layer {self.layer!r} must output a B x K x h x w feature map")
+        leaf = output.detach().requires_grad_(True)
+        self._activation = leaf
+        torch.set_grad_enabled(True)  # restored when the no_grad() block in __call__ ends
+        return leaf.clone()
+
+    def __call__(self, x: torch.Tensor) -> AuditBatch:
+        if not self._entered:
+            raise RuntimeError("use GradCAM as a context manager: with GradCAM(model, layer) as cam: ...")
+        self.model.eval()
+        if self.linear_tail:
+            return self._class_activation_maps(x)
+        with torch.no_grad():
+            activations = self.model.features(x)
+            logits = self.model.head(activations)
+            a = self._activation
+            if a is None:
+                raise ValueError(f"audit.layer {self.layer!r} is not on the path from the input to the logits")
+            n_classes = logits.shape[1]
+            one_hots = torch.eye(n_classes, device=logits.device, dtype=logits.dtype)
+            one_hots = one_hots[:, None, :].expand(n_classes, logits.shape[0], n_classes)
+            (grads,) = torch.autograd.grad(logits, a, grad_outputs=one_hots, is_grads_batched=True)
+        self._activation = None
+        with torch.no_grad():
+            weights = grads.mean(dim=(-2, -1))  # C x B x K
+            cams = torch.relu(torch.einsum("cbk,bkhw->bchw", weights, a.detach()))
+        return AuditBatch(logits.detach(), activations.detach(), cams)
+
+    def _class_activation_maps(self, x: torch.Tensor) -> AuditBatch:
+        """Grad-CAM with the gradients of pool + linear head written out: W_ck / (h w)."""
+        with torch.inference_mode():
+            a = self.model.body(x)
+            activations = self.model.pool(a)
+            logits = self.model.head(activations)
+            weights = self.model.head.weight / (a.shape[-2] * a.shape[-1])  # C x K
+            cams = torch.relu(torch.einsum("ck,bkhw->bchw", weights.to(a.dtype), a))
+        return AuditBatch(logits, activations, cams)
