@@ -66,10 +66,9 @@ def read_audit_metadata(schema: pa.Schema) -> dict[str, Any]:
 
 def _list_column(values: np.ndarray) -> pa.ListArray:
     """B x D float32 -> list<float32> without copying row by row."""
-    flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
-    width = values.shape[1] if values.ndim > 1 else 0
-    offsets = np.arange(0, len(values) * width + 1, width, dtype=np.int32) if width else np.zeros(1, np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
+    rows, width = values.shape
+    offsets = np.arange(0, rows * width + 1, width, dtype=np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.ascontiguousarray(values, np.float32).reshape(-1)))
 
 
 def batch_table(rows: pd.DataFrame, probs: np.ndarray, activations: np.ndarray, cams: np.ndarray,
