@@ -147,6 +147,16 @@ def read_list_column(table: pa.Table | pa.RecordBatch, name: str) -> np.ndarray:
     return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1)
 
 
+def read_cams(table: pa.Table | pa.RecordBatch, classes: list[str], map_shape: list[int]) -> np.ndarray:
+    """The Grad-CAM maps of every class as a B x C x h x w array."""
+    return np.stack([read_list_column(table, f"cam_{c}").reshape(-1, *map_shape) for c in classes], axis=1)
+
+
+def predicted_index(predicted: pd.Series | np.ndarray, classes: list[str]) -> np.ndarray:
+    """Position of each predicted class in ``classes``."""
+    return pd.Categorical(np.asarray(predicted, dtype=object), categories=classes).codes.astype(np.int64)
+
+
 def main(snakemake: Any) -> None:
     sys.stderr = open(snakemake.log[0], "w", buffering=1)
     torch.set_num_threads(snakemake.threads)

@@ -40,7 +40,7 @@ def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Rows of the packed array. A contiguous run of a memory map is read with one plain file
     read, which leaves nothing mapped behind: a pass over every image then keeps a resident
     size of one batch, not of the whole file."""
-    if isinstance(images, np.memmap) and len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+    if isinstance(images, np.memmap) and len(rows) and np.all(np.diff(rows) == 1):
         block = np.empty((len(rows), *images.shape[1:]), dtype=images.dtype)
         with open(images.filename, "rb") as handle:
             handle.seek(images.offset + int(rows[0]) * block[0].nbytes)

@@ -58,20 +58,37 @@ def distance_modulus(redshift: np.ndarray | float) -> np.ndarray:
     return np.asarray(COSMOLOGY.distmod(redshift).value)
 
 
+def redshift_limit(abs_mag: np.ndarray | float, mag_limit: float) -> np.ndarray:
+    """Largest redshift at which a galaxy of absolute magnitude ``abs_mag`` is still brighter than ``mag_limit``."""
+    z_grid = np.geomspace(1e-4, 1.0, 400)
+    return np.interp(mag_limit - np.asarray(abs_mag, dtype=float), distance_modulus(z_grid), z_grid)
+
+
 def draw_galaxies(
     n: int,
     rng: np.random.Generator,
     log_mass_range: tuple[float, float],
     redshift_range: tuple[float, float],
     metallicity_scatter: float,
+    mag_limit: float | None = None,
 ) -> list[GalaxyParams]:
-    """Draw ``n`` galaxies whose appearance follows their stellar mass."""
+    """Draw ``n`` galaxies whose appearance follows their stellar mass.
+
+    Galaxies fill the volume of ``redshift_range`` uniformly; with ``mag_limit`` (r,
+    like the SDSS main galaxy sample's 17.77) only the volume in which the galaxy
+    is brighter than the limit, so the sample is flux limited: dwarfs lie nearby and
+    appear large and bright, massive galaxies are seen out to the upper redshift.
+    A galaxy too faint even at the lower redshift is placed there.
+    """
     log_mass = rng.uniform(*log_mass_range, n)
-    z = rng.uniform(*redshift_range, n)
     metallicity = mass_metallicity(log_mass) + rng.normal(0.0, metallicity_scatter, n)
 
     # Brighter with mass (M/L rises slowly), fainter with distance.
     abs_mag_r = -20.6 - 1.85 * (log_mass - 10.0) + rng.normal(0.0, APPEARANCE_SCATTER["mag"], n)
+    z_low, z_high = redshift_range
+    if mag_limit is not None:
+        z_high = np.clip(redshift_limit(abs_mag_r, mag_limit), z_low, z_high)
+    z = np.cbrt(rng.uniform(z_low**3, np.asarray(z_high) ** 3, n))  # uniform in volume (Euclidean, z << 1)
     mag_r = abs_mag_r + distance_modulus(z)
 
     # Massive galaxies are bulge dominated, larger and redder.

@@ -29,7 +29,7 @@ RGB_BAND_SCALE = {"g": 2.2, "r": 1.3, "i": 1.0}  # balance of the gri -> RGB com
 BULGE_SED, DISK_SEDS = "CWW_E_ext", ("CWW_Sbc_ext", "CWW_Im_ext")
 STAR_COLOURS = {"g": 0.55, "r": 0.0, "i": -0.18}  # G-K dwarf, m_band - m_r
 KNOTS_PER_GALAXY = 16
-MIN_STAR_CLEARANCE_PX = 6.0
+MIN_STAR_CLEARANCE_PX = 12.0  # 1.5 cells of an 8 x 8 Grad-CAM map of a 64 px cutout
 STAR_MARGIN_PX = 4
 
 
@@ -40,16 +40,20 @@ class SkySettings:
     stamp_size: int = 64
     pixel_scale: float = 0.396
     seeing: tuple[float, float] = (1.1, 1.6)
-    neighbours_per_stamp: float = 0.6
-    stars_per_stamp: float = 0.5
-    mask_surface_brightness: float = 23.2
+    neighbours_per_stamp: float = 0.4
+    stars_per_stamp: float = 0.3
+    mask_surface_brightness: float = 24.5  # 0.4 sky sigma per pixel: the visible galaxy, outer disk included
 
 
 @dataclass(frozen=True)
 class Shortcut:
-    """A bright star planted off the galaxy: a background cue a model may learn."""
+    """A bright star planted off the galaxy: a background cue a model may learn.
 
-    magnitude: tuple[float, float] = (14.8, 15.6)
+    Saturated and several pixels wide, like bright stars in SDSS cutouts, so that
+    it is as easy a cue as the galaxy's own colour and bulge.
+    """
+
+    magnitude: tuple[float, float] = (11.5, 12.5)
 
 
 @dataclass
@@ -137,8 +141,12 @@ def _central_galaxy(p: GalaxyParams, deviate: galsim.BaseDeviate) -> list[Compon
 
 
 def _neighbour(rng: np.random.Generator) -> Component:
-    """A fainter, smaller galaxy elsewhere in the field (no metallicity meaning)."""
-    mag_r = rng.uniform(17.5, 21.0)
+    """A fainter, smaller galaxy elsewhere in the field (no metallicity meaning).
+
+    Fainter than the flux-limited central galaxy: SDSS counts give about 0.4
+    galaxies of r < 22 and 0.3 stars of r < 21.5 per 25" cutout at high latitude.
+    """
+    mag_r = rng.uniform(18.5, 22.0)
     shear = galsim.Shear(q=rng.uniform(0.3, 1.0), beta=rng.uniform(0, 180) * galsim.degrees)
     redshift = rng.uniform(0.05, 0.3)
     sed = DISK_SEDS[int(rng.integers(2))] if rng.random() < 0.6 else BULGE_SED

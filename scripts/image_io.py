@@ -61,19 +61,34 @@ def load_rgb(path: str | os.PathLike, max_pixels: int) -> np.ndarray:
         raise ImageProblem("unreadable_image", f"{path}: {error}") from None
 
 
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except FileNotFoundError:
+        raise ImageProblem("missing_image", f"{path} does not exist") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageProblem("unreadable_image", f"{path}: {error}") from None
+
+
+def crop_start(extent: int, size: int) -> int:
+    """Where the centre crop of one axis starts in the original image (negative: padding before it)."""
+    return (extent - size) // 2 if extent >= size else -((size - extent) // 2)
+
+
 def center_crop_pad(image: np.ndarray, size: int) -> np.ndarray:
-    """Centre crop (or zero-pad) an H x W x C array to size x size, like the seed's CropPad."""
+    """Centre crop (or zero-pad) an H x W (x C) array to size x size, like the seed's CropPad."""
     out = np.zeros((size, size) + image.shape[2:], dtype=image.dtype)
     src, dst = [], []
     for extent in image.shape[:2]:
-        if extent >= size:
-            start = (extent - size) // 2
+        start = crop_start(extent, size)
+        if start >= 0:
             src.append(slice(start, start + size))
             dst.append(slice(0, size))
         else:
-            start = (size - extent) // 2
             src.append(slice(0, extent))
-            dst.append(slice(start, start + extent))
+            dst.append(slice(-start, -start + extent))
     out[dst[0], dst[1]] = image[src[0], src[1]]
     return out
 

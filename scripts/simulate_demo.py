@@ -84,6 +84,7 @@ def simulate(
         tuple(demo["log_mass"]),
         tuple(demo["redshift"]),
         demo["metallicity_scatter"],
+        demo.get("mag_limit"),
     )
     metallicity = np.array([g.metallicity for g in galaxies])
     planted = shortcut_flags(

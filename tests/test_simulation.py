@@ -27,6 +27,17 @@ def test_mass_drives_size_bulge_and_colour() -> None:
     assert abs(correlations["redshift"]) < 0.1
 
 
+def test_flux_limit_puts_dwarfs_nearby() -> None:
+    galaxies = draw_galaxies(2000, np.random.default_rng(0), (8.5, 11.1), (0.01, 0.12), 0.08, mag_limit=17.77)
+    frame = pd.DataFrame([g.__dict__ for g in galaxies])
+    assert frame["mag_r"].max() < 17.78 and frame["redshift"].between(0.01, 0.12).all()
+    dwarfs, giants = frame[frame["log_mass"] < 9.0], frame[frame["log_mass"] > 10.5]
+    assert dwarfs["redshift"].median() < 0.04 < 0.07 < giants["redshift"].median()
+    # nearby dwarfs look about as large as distant giants, so a class is not just a size
+    assert 0.5 < dwarfs["disk_hlr"].median() / giants["disk_hlr"].median() < 2.0
+    assert frame.corr()["log_mass"]["redshift"] > 0.5
+
+
 def test_shortcut_flags_pick_the_fraction_of_one_class() -> None:
     metallicity = np.random.default_rng(1).uniform(8.2, 9.3, 1000)
     flags = shortcut_flags(

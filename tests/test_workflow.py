@@ -15,6 +15,7 @@ from PIL import Image
 from audit import read_audit_metadata
 from conftest import TINY_DEMO, run_workflow
 from image_io import center_crop_pad, load_rgb
+from regions import threshold_regions
 
 
 def test_demo_catalog_images_and_masks(tiny_demo: Path) -> None:
@@ -120,6 +121,7 @@ def test_bad_catalog_rows_are_reported_and_good_rows_go_on(tiny_demo: Path, tmp_
         **TINY_DEMO,
         "catalog": str(tmp_path / "catalog.csv"),
         "images": str(images / "{id}.jpg"),
+        "saliency": {"object": {"method": "masks", "masks": str(tiny_demo / "demo/masks/{id}.png")}},
     }
     run_workflow(config, results)
     integrity = pd.read_csv(results / "catalog/integrity.csv", dtype={"id": str})
@@ -135,6 +137,8 @@ def test_bad_catalog_rows_are_reported_and_good_rows_go_on(tiny_demo: Path, tmp_
     labels = pd.read_parquet(results / "classes/labels.parquet")
     packed = np.load(results / "images/images.npy", mmap_mode="r")
     assert len(packed) == len(labels) and set(labels["id"]) <= set(clean["id"])
+    stats = pd.read_parquet(results / "saliency/stats.parquet")
+    assert sorted(stats["id"]) == sorted(labels["id"])  # the good rows reach the end of the workflow
 
 
 @pytest.mark.parametrize(
@@ -158,7 +162,8 @@ def test_bad_config_fails_before_any_job(tmp_path: Path, override: str, message:
 def test_dry_run_lists_every_stage(tmp_path: Path) -> None:
     done = run_workflow(TINY_DEMO, tmp_path / "results", "-n")
     out = done.stdout + done.stderr
-    for rule in ("simulate_demo", "validate_catalog", "bin_classes", "pack_images"):
+    for rule in ("simulate_demo", "validate_catalog", "bin_classes", "pack_images", "train", "evaluate", "audit",
+                 "pca", "saliency_stats", "strategy_clusters", "saliency_summary", "galleries"):  # fmt: skip
         assert rule in out
     assert not any((tmp_path / "results").iterdir())
 
@@ -221,6 +226,7 @@ def test_three_classes_train_and_evaluate(tiny_demo: Path, tmp_path: Path) -> No
         **TINY_DEMO,
         "catalog": str(tiny_demo / "demo/catalog.csv"),
         "images": str(tiny_demo / "demo/images/{id}.jpg"),
+        "saliency": {"object": {"method": "masks", "masks": str(tiny_demo / "demo/masks/{id}.png")}},
         "target": {"keep": ["low", "medium", "high"]},
         "model": {"arch": "resnet18"},
         "train": {"epochs": 1, "batch_size": 16},
@@ -234,6 +240,9 @@ def test_three_classes_train_and_evaluate(tiny_demo: Path, tmp_path: Path) -> No
     predictions = pd.read_parquet(results / "eval/predictions.parquet")
     assert [c for c in predictions.columns if c.startswith("prob_")] == ["prob_low", "prob_medium", "prob_high"]
     assert torch.load(results / "model/model.pt", weights_only=True)["arch"] == "resnet18"
+    stats = pd.read_parquet(results / "saliency/stats.parquet")  # ResNet-18's 3 x 3 maps, three classes
+    assert {"energy_in_object_low", "energy_in_object_medium", "energy_in_object_high"} <= set(stats.columns)
+    assert len(stats) == len(predictions)
 
 
 def test_audit_and_pca_cover_every_kept_image(tiny_demo: Path) -> None:
@@ -277,3 +286,93 @@ def test_three_audit_shards_equal_one(tiny_demo: Path, tmp_path: Path) -> None:
         rtol=1e-4,
         atol=1e-6,
     )
+    sharded = pd.read_parquet(results / "saliency/stats.parquet")
+    single = pd.read_parquet(tiny_demo / "saliency/stats.parquet")
+    pd.testing.assert_frame_equal(sharded[["id", "state", "cluster"]], single[["id", "state", "cluster"]])
+    np.testing.assert_allclose(sharded["energy_in_object"], single["energy_in_object"], rtol=1e-4, atol=1e-5)
+
+
+def test_saliency_outputs_follow_the_contract(tiny_demo: Path) -> None:
+    labels = pd.read_parquet(tiny_demo / "classes/labels.parquet")
+    stats = pd.read_parquet(tiny_demo / "saliency/stats.parquet")
+    contract = ["id", "split", "label", "predicted", "correct", "energy_in_object", "pointing_hit", "rank_accuracy",
+                "peak_offset", "entropy", "background_focused", "cluster"]  # fmt: skip
+    assert set(contract) <= set(stats.columns)
+    for name in ("low", "high"):
+        assert {f"energy_in_object_{name}", f"relative_energy_{name}", f"state_{name}"} <= set(stats.columns)
+    problems = pd.read_csv(tiny_demo / "saliency/region_problems.csv")
+    assert len(stats) + len(problems) == len(labels)
+    assert set(stats["state"]) <= {"ok", "empty_map", "empty_object"}
+    ok = stats["state"] == "ok"
+    assert stats.loc[ok, "energy_in_object"].between(0, 1).all()
+    assert stats["background_focused"].tolist() == (ok & (stats["relative_energy"] < 0.5)).tolist()
+    assert (stats["cluster"] >= 0).all()
+    assert stats["correct"].tolist() == (stats["label"].astype(str) == stats["predicted"].astype(str)).tolist()
+
+    summary = pd.read_csv(tiny_demo / "saliency/summary.csv")
+    assert {"all", "true class", "predicted class", "split", "prediction", "shortcut in true class"} == set(
+        summary["group_by"]
+    )
+    overall = summary[summary["group_by"] == "all"].iloc[0]
+    assert overall["n"] == len(stats) and overall["flagged"] == stats["background_focused"].sum()
+    benchmark = json.loads((tiny_demo / "saliency/benchmark.json").read_text())
+    assert benchmark["truth_column"] == "shortcut"
+    high = benchmark["classes"]["high"]
+    assert 0 <= high["auroc_energy_in_object"] <= 1 and high["n_shortcut"] > 0 and high["n_clean"] > 0
+    headline = json.loads((tiny_demo / "saliency/headline.json").read_text())["headlines"]
+    assert any("'high' predictions rest mainly on the background" in line for line in headline)
+
+    clusters = pd.read_csv(tiny_demo / "saliency/clusters.csv")
+    counts = stats["predicted"].value_counts()
+    assert clusters.groupby("predicted")["n"].sum().to_dict() == counts[counts > 0].to_dict()
+    figures = {p.name for p in (tiny_demo / "saliency").rglob("*.png")}
+    assert {"random.png", "top-losses.png", "energy_in_object.png"} <= figures
+    for k, name in enumerate(["low", "high"]):
+        shown = counts[name] > 0  # one cluster figure and one gallery per class that was predicted
+        assert (f"{k}-{name}.png" in figures) == shown and (f"background-{k}-{name}.png" in figures) == shown
+    for figure in (tiny_demo / "saliency").rglob("*.png"):
+        assert np.asarray(Image.open(figure).convert("L"), dtype=float).std() > 10, figure
+
+
+def test_missing_masks_are_reported_and_skipped(tiny_demo: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(tiny_demo, results)
+    labels = pd.read_parquet(results / "classes/labels.parquet")
+    gone = labels["id"].iloc[:3].tolist()
+    for obj_id in gone:
+        (results / f"demo/masks/{obj_id}.png").unlink()
+    done = run_workflow(TINY_DEMO, results, "--forcerun", "saliency_stats")
+    assert "rule train" not in done.stdout + done.stderr
+    problems = pd.read_csv(results / "saliency/region_problems.csv", dtype={"id": str})
+    assert problems["id"].tolist() == gone and set(problems["problem"]) == {"missing_mask"}
+    stats = pd.read_parquet(results / "saliency/stats.parquet")
+    assert len(stats) == len(labels) - 3 and not set(gone) & set(stats["id"])
+
+
+@pytest.mark.parametrize(
+    "region",
+    [{"method": "threshold"}, {"method": "circle", "radius_column": "petroR90_r", "pixel_scale": 0.396}],
+)
+def test_other_region_methods_run_end_to_end(tiny_demo: Path, tmp_path: Path, region: dict) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(tiny_demo, results)
+    # a copied folder has no Snakemake metadata of its own, so the changed params must be forced
+    config = {**TINY_DEMO, "saliency": {"object": region, "truth_column": "shortcut"}}
+    done = run_workflow(config, results, "--forcerun", "saliency_stats")
+    assert "rule train" not in done.stdout + done.stderr and "rule saliency_stats" in done.stdout + done.stderr
+    stats = pd.read_parquet(results / "saliency/stats.parquet")
+    before = pd.read_parquet(tiny_demo / "saliency/stats.parquet")
+    assert len(stats) == len(before)
+    assert not np.allclose(stats["energy_in_object"].fillna(-1), before["energy_in_object"].fillna(-1))
+
+
+def test_threshold_regions_match_the_true_demo_masks(tiny_demo: Path) -> None:
+    """The automatic segmentation against the simulator's noiseless-model masks (IoU 0.68 on the full demo)."""
+    labels = pd.read_parquet(tiny_demo / "classes/labels.parquet")
+    images = np.load(tiny_demo / "images/images.npy")
+    truth = np.stack(
+        [center_crop_pad(load_rgb(tiny_demo / f"demo/masks/{i}.png", 10**6).any(axis=2), 48) for i in labels["id"]]
+    )
+    found = threshold_regions(images)
+    iou = (found & truth).sum(axis=(1, 2)) / np.maximum((found | truth).sum(axis=(1, 2)), 1)
+    assert iou.mean() > 0.5, iou

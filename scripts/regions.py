@@ -1,0 +1,164 @@
+"""The one object-region function: a boolean mask of the centred object for each image.
+
+``saliency.object.method`` chooses how the region is found:
+
+- ``threshold``: segment the cutout itself (smoothed brightness above the
+  sigma-clipped sky of the border, the connected component at or nearest the
+  centre that holds a significant detection, holes filled). Works on any centred cutout without extra catalog columns.
+- ``masks``: one mask image per id (non-zero = object), cropped/padded like the image.
+- ``circle``: a centred circle of radius ``radius_column`` (arcsec) / ``pixel_scale``.
+- ``ellipse``: a catalog ellipse in the pixels of the original image file
+  (``x`` column, ``y`` row, 0-based from the top-left pixel; semi-axes ``a``,
+  ``b``; ``theta`` in degrees counter-clockwise from the +x axis as displayed).
+
+Masks come back at the packed image size. An image whose region cannot be
+built (missing mask file, missing or invalid catalog value) is returned as a
+problem row and an empty mask, so the caller reports and skips it.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from astropy.stats import sigma_clipped_stats
+from scipy import ndimage
+
+from image_io import ImageProblem, center_crop_pad, crop_start, image_size, load_rgb
+
+METHODS = ("threshold", "masks", "circle", "ellipse")
+SMOOTH_SIGMA_PX = 1.0  # Gaussian smoothing before thresholding: suppresses single noisy pixels
+DEFAULT_NSIGMA = 2.0  # threshold above the sky, in units of the smoothed sky's clipped std (best IoU on the demo)
+SKY_BORDER_PX = 6  # width of the frame on which the sky level and noise are measured
+DETECT_NSIGMA = 5.0  # a component counts as an object only if some pixel rises this far above the sky
+MAX_CENTRE_DISTANCE = 0.25  # a component further than this fraction of the size from the centre is not the object
+
+# One image slice at a time: no connectivity across the batch axis.
+_PLANE_8 = np.zeros((3, 3, 3), dtype=bool)
+_PLANE_8[1] = True
+
+Problem = tuple[int, str, str]  # (position in the batch, problem code, detail)
+
+
+def threshold_regions(images: np.ndarray, nsigma: float = DEFAULT_NSIGMA) -> np.ndarray:
+    """Segment the centred object of each B x S x S x 3 uint8 cutout (vectorised over the batch)."""
+    batch, height, width = images.shape[:3]
+    gray = ndimage.gaussian_filter(
+        np.asarray(images, dtype=np.float32).mean(axis=3), sigma=(0, SMOOTH_SIGMA_PX, SMOOTH_SIGMA_PX)
+    )
+    # the sky is measured on the cutout's border, which a centred object rarely fills
+    border = np.ones((height, width), dtype=bool)
+    border[SKY_BORDER_PX:-SKY_BORDER_PX, SKY_BORDER_PX:-SKY_BORDER_PX] = False
+    _, sky, noise = sigma_clipped_stats(gray[:, border], sigma=3.0, maxiters=5, axis=1)
+    noise = np.maximum(noise, 1e-3)[:, None, None]
+    above = gray > sky[:, None, None] + nsigma * noise
+    # grown down to the faint isophote, but only from a significant detection (no noise islands)
+    detected = gray > sky[:, None, None] + max(nsigma, DETECT_NSIGMA) * noise
+    masks, _ = _central_component(above, detected)
+    return ndimage.binary_fill_holes(masks, structure=_PLANE_8)
+
+
+def _central_component(binary: np.ndarray, detected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per image of a B x H x W stack, the connected component closest to the centre among those
+    holding a ``detected`` pixel, and whether one exists."""
+    batch, height, width = binary.shape
+    labels, n_components = ndimage.label(binary, structure=_PLANE_8)
+    if n_components == 0:
+        return np.zeros_like(binary), np.zeros(batch, dtype=bool)
+    index = np.arange(1, n_components + 1)
+    yy, xx = np.mgrid[0:height, 0:width]
+    distance = np.broadcast_to(np.hypot(yy - (height - 1) / 2, xx - (width - 1) / 2), binary.shape)
+    nearest = ndimage.minimum(distance, labels, index)
+    owner = ndimage.minimum(np.broadcast_to(np.arange(batch)[:, None, None], binary.shape), labels, index).astype(int)
+    significant = ndimage.maximum(detected, labels, index).astype(bool)
+    close = significant & (nearest <= MAX_CENTRE_DISTANCE * min(height, width))
+    candidates = pd.DataFrame({"label": index[close], "image": owner[close], "distance": nearest[close]})
+    chosen = candidates.sort_values(["image", "distance", "label"]).drop_duplicates("image")
+    found = np.zeros(batch, dtype=bool)
+    found[chosen["image"].to_numpy()] = True
+    return np.isin(labels, chosen["label"].to_numpy()), found
+
+
+def disk_mask(size: int, x: float, y: float, a: float, b: float, theta_deg: float) -> np.ndarray:
+    """Pixels of a size x size image whose centres fall inside the ellipse (a circle when a == b)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    theta = np.deg2rad(theta_deg)
+    dx, dy = xx - x, -(yy - y)  # y grows downwards in the array, upwards on screen
+    u = dx * np.cos(theta) + dy * np.sin(theta)
+    v = -dx * np.sin(theta) + dy * np.cos(theta)
+    return (u / a) ** 2 + (v / b) ** 2 <= 1.0
+
+
+def _values(catalog: pd.DataFrame, ids: Sequence[str], columns: dict[str, str], key: str) -> tuple[dict, list]:
+    """Catalog values for each id, and a problem for each id whose value is missing or not positive/finite."""
+    problems: list[Problem] = []
+    missing = [c for c in columns.values() if c not in catalog.columns]
+    if missing:
+        detail = f"column {missing[0]!r} (saliency.object.{key}) is not in the catalog"
+        return {}, [(i, "missing_region_column", detail) for i in range(len(ids))]
+    rows = catalog.reindex(list(ids))[list(columns.values())].apply(pd.to_numeric, errors="coerce")
+    values = {name: rows[column].to_numpy(np.float64) for name, column in columns.items()}
+    for position in range(len(ids)):
+        bad = [name for name, v in values.items() if not np.isfinite(v[position])]
+        if bad:
+            problems.append((position, "missing_region_value", f"{columns[bad[0]]} is empty or not a number"))
+        elif any(values[name][position] <= 0 for name in ("radius", "a", "b") if name in values):
+            problems.append((position, "invalid_region_value", "the region's radius or semi-axis is not positive"))
+    return values, problems
+
+
+def object_regions(
+    spec: dict[str, Any],
+    ids: Sequence[str],
+    images: np.ndarray,
+    catalog: pd.DataFrame,
+    image_paths: Sequence[str] | None = None,
+    max_pixels: int = 25_000_000,
+) -> tuple[np.ndarray, list[Problem]]:
+    """Boolean B x S x S object masks for a batch, and the problems of the images left without one.
+
+    ``catalog`` is indexed by id (catalog columns for circle/ellipse);
+    ``image_paths`` are the original files (ellipse coordinates refer to them).
+    """
+    method = spec["method"]
+    batch, size = images.shape[0], images.shape[1]
+    problems: list[Problem] = []
+    if method == "threshold":
+        return threshold_regions(images, spec.get("nsigma", DEFAULT_NSIGMA)), problems
+    masks = np.zeros((batch, size, size), dtype=bool)
+    if method == "masks":
+        for position, image_id in enumerate(ids):
+            try:
+                mask = load_rgb(spec["masks"].format(id=image_id), max_pixels).any(axis=2)
+            except ImageProblem as problem:
+                problems.append((position, problem.problem.replace("image", "mask"), problem.detail))
+                continue
+            masks[position] = center_crop_pad(mask, size)
+        return masks, problems
+    if method == "circle":
+        values, problems = _values(catalog, ids, {"radius": spec["radius_column"]}, "radius_column")
+        centre = (size - 1) / 2
+        for position in _usable(batch, problems):
+            radius = values["radius"][position] / spec["pixel_scale"]
+            masks[position] = disk_mask(size, centre, centre, radius, radius, 0.0)
+        return masks, problems
+    if method == "ellipse":
+        values, problems = _values(catalog, ids, spec["columns"], "columns")
+        for position in _usable(batch, problems):
+            try:
+                width, height = image_size(image_paths[position]) if image_paths is not None else (size, size)
+            except ImageProblem as problem:
+                problems.append((position, problem.problem, problem.detail))
+                continue
+            x = values["x"][position] - crop_start(width, size)
+            y = values["y"][position] - crop_start(height, size)
+            masks[position] = disk_mask(
+                size, x, y, values["a"][position], values["b"][position], values["theta"][position]
+            )
+        return masks, sorted(problems)
+    raise ValueError(f"saliency.object.method must be one of {METHODS}, got {method!r}")
+
+
+def _usable(batch: int, problems: list[Problem]) -> list[int]:
+    bad = {position for position, _, _ in problems}
+    return [position for position in range(batch) if position not in bad]

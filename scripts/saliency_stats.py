@@ -1,0 +1,121 @@
+"""saliency_stats: localisation statistics of every audited image's Grad-CAM maps against its object region.
+
+Streams the audit tables a batch at a time: finds each image's object region,
+then scores the map of the predicted class (unsuffixed columns) and of every
+class (``<metric>_<class>`` columns). Images without a usable region are
+listed in ``region_problems.csv`` and left out; an all-zero map keeps its row
+with ``state = empty_map``.
+"""
+
+import sys
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+from tqdm import tqdm
+
+from atomic_io import write_csv, write_parquet
+from audit import predicted_index, read_audit_metadata, read_cams
+from batches import read_rows
+from image_io import open_packed
+from localisation import METRICS, localisation
+from regions import object_regions
+
+PROBLEM_COLUMNS = ["id", "problem", "detail"]
+
+
+def image_stats(
+    frame: pd.DataFrame, cams: np.ndarray, masks: np.ndarray, classes: list[str], min_object_energy: float
+) -> pd.DataFrame:
+    """Statistics of one batch: ``frame`` has id/split/label/predicted/prob_*, ``cams`` is B x C x h x w."""
+    batch, n_classes = cams.shape[:2]
+    scores = localisation(cams.reshape(batch * n_classes, *cams.shape[2:]), np.repeat(masks, n_classes, axis=0))
+    out = frame.reset_index(drop=True).copy()
+    out["correct"] = (out["label"].astype(str) == out["predicted"].astype(str)).to_numpy()
+    chosen = np.arange(batch) * n_classes + predicted_index(out["predicted"], classes)
+    columns = scores.as_columns()
+    for name, values in columns.items():
+        out[name] = values[chosen]
+    out["background_focused"] = (out["state"] == "ok").to_numpy() & (out["relative_energy"] < min_object_energy)
+    for k, name in enumerate(classes):
+        for metric in (*METRICS, "state"):
+            out[f"{metric}_{name}"] = columns[metric][k::n_classes]
+    return out
+
+
+def saliency_table(
+    dataset: ds.Dataset,
+    images: np.ndarray,
+    image_rows: pd.Series,
+    catalog: pd.DataFrame,
+    region: dict[str, Any],
+    min_object_energy: float,
+    max_pixels: int,
+    batch_size: int = 1024,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(statistics of every image with a region, region problems) for an audit dataset.
+
+    ``image_rows`` maps id -> row of the packed array; ``catalog`` is the clean
+    catalog indexed by id (region columns, image paths).
+    """
+    meta = read_audit_metadata(dataset.schema)
+    classes, map_shape = meta["classes"], meta["map_shape"]
+    keep = ["id", "split", "label", "predicted", *(f"prob_{c}" for c in classes)]
+    parts, problems = [], []
+    progress = tqdm(total=dataset.count_rows(), desc="saliency", unit="img", mininterval=2.0)
+    for batch in dataset.to_batches(columns=keep + [f"cam_{c}" for c in classes], batch_size=batch_size):
+        if batch.num_rows == 0:
+            continue
+        frame = batch.select(keep).to_pandas()
+        ids = frame["id"].astype(str).tolist()
+        pixels = read_rows(images, image_rows.loc[ids].to_numpy())
+        paths = catalog["image"].reindex(ids).tolist() if "image" in catalog else None
+        masks, bad = object_regions(region, ids, pixels, catalog, paths, max_pixels)
+        problems += [(ids[position], problem, detail) for position, problem, detail in bad]
+        usable = np.ones(len(ids), dtype=bool)
+        usable[[position for position, _, _ in bad]] = False
+        if usable.any():
+            cams = read_cams(batch, classes, map_shape)[usable]
+            parts.append(image_stats(frame[usable], cams, masks[usable], classes, min_object_energy))
+        progress.update(batch.num_rows)
+    progress.close()
+    problem_table = pd.DataFrame(problems, columns=PROBLEM_COLUMNS)
+    if not parts:
+        counts = problem_table["problem"].value_counts().to_dict()
+        details = problem_table["detail"].head(1).tolist()
+        raise ValueError(
+            f"no image has a usable object region (saliency.object = {region}): {counts}; e.g. {details}. "
+            "A catalog of your own inherits the demo's mask files unless you set saliency.object "
+            "(e.g. {method: threshold}) or run with --replace-workflow-config"
+        )
+    table = pd.concat(parts, ignore_index=True)
+    for column in ("label", "predicted"):
+        table[column] = pd.Categorical(table[column].astype(str), categories=classes)
+    return table, problem_table
+
+
+def main(snakemake: Any) -> None:
+    sys.stderr = open(snakemake.log[0], "w", buffering=1)
+    params = snakemake.params
+    dataset = ds.dataset(list(snakemake.input.parts), format="parquet")
+    index = pd.read_parquet(snakemake.input.index)
+    catalog = pd.read_parquet(snakemake.input.clean).set_index("id")
+    table, problems = saliency_table(
+        dataset,
+        open_packed(snakemake.input.images),
+        index.set_index(index["id"].astype(str))["row"],
+        catalog,
+        params.region,
+        params.min_object_energy,
+        params.max_pixels,
+    )
+    write_parquet(table, snakemake.output.table)
+    write_csv(problems, snakemake.output.problems)
+    print(f"{len(table)} images scored, {len(problems)} without an object region", file=sys.stderr)
+    for state, count in table["state"].value_counts().items():
+        print(f"  state {state}: {count}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main(snakemake)  # type: ignore[name-defined]  # noqa: F821

@@ -1,0 +1,129 @@
+"""Object regions: automatic segmentation on synthetic cutouts, mask files, catalog circles and ellipses."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from regions import disk_mask, object_regions, threshold_regions
+
+SIZE = 48
+
+
+def galaxy_cutouts(n: int, seed: int = 0, neighbour: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy cutouts of a centred Gaussian blob (and an off-centre neighbour), with the true blob masks."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    images, truths = [], []
+    for _ in range(n):
+        sigma = rng.uniform(3, 5)
+        cy, cx = (SIZE - 1) / 2 + rng.uniform(-2, 2, 2)
+        blob = 180 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
+        if neighbour:
+            blob += 200 * np.exp(-((yy - 4) ** 2 + (xx - 43) ** 2) / (2 * 1.5**2))
+        image = np.clip(20 + blob[..., None] + rng.normal(0, 6, (SIZE, SIZE, 3)), 0, 255).astype(np.uint8)
+        images.append(image)
+        # the isophote at twice the sky noise after smoothing: 6 / sqrt(3) for the channel mean,
+        # times 1 / (2 sqrt(pi)) for a Gaussian of 1 px
+        truths.append(180 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2)) > 2 * 6 / np.sqrt(3) / 3.545)
+    return np.stack(images), np.stack(truths)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def test_threshold_finds_the_centred_object_and_not_the_neighbour() -> None:
+    images, truths = galaxy_cutouts(12)
+    masks = threshold_regions(images)
+    scores = [iou(m, t) for m, t in zip(masks, truths)]
+    assert min(scores) > 0.75, scores
+    assert not masks[:, 4, 43].any()  # the neighbour is a separate component
+
+
+def test_threshold_keeps_the_component_nearest_the_centre() -> None:
+    rng = np.random.default_rng(1)
+    image = np.clip(20 + rng.normal(0, 4, (SIZE, SIZE, 3)), 0, 255)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    image += (150 * np.exp(-((yy - 30) ** 2 + (xx - 30) ** 2) / 8.0))[..., None]  # off-centre, nearest
+    image += (150 * np.exp(-((yy - 40) ** 2 + (xx - 8) ** 2) / 8.0))[..., None]
+    mask = threshold_regions(np.clip(image, 0, 255).astype(np.uint8)[None])[0]
+    assert mask[30, 30] and not mask[40, 8]
+
+
+def test_threshold_gives_an_empty_mask_for_pure_sky() -> None:
+    sky = np.random.default_rng(2).normal(30, 5, (2, SIZE, SIZE, 3)).clip(0, 255).astype(np.uint8)
+    assert not threshold_regions(sky).any()
+
+
+def test_threshold_fills_holes() -> None:
+    images, _ = galaxy_cutouts(1, neighbour=False)
+    images[0, 22:26, 22:26] = 20  # a dark lane through the middle
+    mask = threshold_regions(images)[0]
+    assert mask[22:26, 22:26].all()
+
+
+def test_mask_files_are_read_cropped_and_missing_ones_reported(tmp_path: Path) -> None:
+    big = np.zeros((SIZE + 10, SIZE + 10), dtype=np.uint8)
+    big[20:30, 25:35] = 255  # becomes rows 15:25, cols 20:30 after the 5 px centre crop
+    Image.fromarray(big).save(tmp_path / "a.png")
+    spec = {"method": "masks", "masks": str(tmp_path / "{id}.png")}
+    images = np.zeros((2, SIZE, SIZE, 3), dtype=np.uint8)
+    masks, problems = object_regions(spec, ["a", "b"], images, pd.DataFrame())
+    expected = np.zeros((SIZE, SIZE), dtype=bool)
+    expected[15:25, 20:30] = True
+    np.testing.assert_array_equal(masks[0], expected)
+    assert not masks[1].any()
+    assert [(p, code) for p, code, _ in problems] == [(1, "missing_mask")]
+    assert "b.png" in problems[0][2]
+
+
+def test_circle_from_a_petrosian_radius() -> None:
+    catalog = pd.DataFrame({"petroR90_r": [3.96, np.nan, -1.0]}, index=["a", "b", "c"])
+    spec = {"method": "circle", "radius_column": "petroR90_r", "pixel_scale": 0.396}
+    masks, problems = object_regions(spec, ["a", "b", "c"], np.zeros((3, SIZE, SIZE, 3), np.uint8), catalog)
+    assert masks[0].sum() == pytest.approx(np.pi * 10.0**2, rel=0.05)  # 3.96" / 0.396"/px = 10 px
+    assert masks[0][SIZE // 2, SIZE // 2]
+    assert [(p, code) for p, code, _ in problems] == [(1, "missing_region_value"), (2, "invalid_region_value")]
+    assert not masks[1:].any()
+
+
+def test_a_missing_region_column_is_a_problem_of_every_image() -> None:
+    spec = {"method": "circle", "radius_column": "petroR50_r", "pixel_scale": 0.396}
+    masks, problems = object_regions(spec, ["a", "b"], np.zeros((2, SIZE, SIZE, 3), np.uint8), pd.DataFrame(
+        {"petroR90_r": [1.0, 2.0]}, index=["a", "b"]))  # fmt: skip
+    assert {code for _, code, _ in problems} == {"missing_region_column"}
+    assert "petroR50_r" in problems[0][2] and "saliency.object.radius_column" in problems[0][2]
+    assert not masks.any()
+
+
+def test_ellipse_geometry_and_orientation() -> None:
+    flat = disk_mask(41, 20, 20, 12, 4, 0.0)
+    assert flat[20, 8] and flat[20, 32] and not flat[12, 20]  # long along x
+    upright = disk_mask(41, 20, 20, 12, 4, 90.0)
+    assert upright[8, 20] and upright[32, 20] and not upright[20, 12]  # long along y
+    diagonal = disk_mask(41, 20, 20, 12, 3, 45.0)
+    assert diagonal[20 - 7, 20 + 7] and not diagonal[20 + 7, 20 + 7]  # counter-clockwise on screen: up and right
+    assert flat.sum() == pytest.approx(np.pi * 12 * 4, rel=0.05)
+
+
+def test_ellipse_coordinates_refer_to_the_original_image(tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((SIZE + 20, SIZE + 20, 3), np.uint8)).save(tmp_path / "a.png")
+    catalog = pd.DataFrame(
+        {"x": [40.0], "y": [30.0], "a": [5.0], "b": [5.0], "theta": [0.0], "image": [str(tmp_path / "a.png")]},
+        index=["a"],
+    )
+    spec = {"method": "ellipse", "columns": {"x": "x", "y": "y", "a": "a", "b": "b", "theta": "theta"}}
+    masks, problems = object_regions(
+        spec, ["a"], np.zeros((1, SIZE, SIZE, 3), np.uint8), catalog, [str(tmp_path / "a.png")]
+    )
+    assert problems == []
+    rows, cols = np.nonzero(masks[0])
+    assert (rows.mean(), cols.mean()) == pytest.approx((20.0, 30.0))  # the 68 px file loses 10 px a side
+
+
+def test_unknown_method_is_named() -> None:
+    with pytest.raises(ValueError, match="saliency.object.method"):
+        object_regions({"method": "box"}, ["a"], np.zeros((1, 8, 8, 3), np.uint8), pd.DataFrame())

@@ -1,0 +1,121 @@
+"""Flag-rate summaries, the shortcut benchmark, headlines and gallery selection on hand-made tables."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from galleries import GalleryError, most_background_focused, random_sample, top_losses
+from saliency_stats import image_stats
+from saliency_summary import headlines, shortcut_benchmark, summary_table
+from strategy_clusters import cluster_summary
+
+CLASSES = ["low", "high"]
+
+
+def stats_table() -> pd.DataFrame:
+    """8 images: 4 true high (2 with a shortcut, off the object), 4 true low."""
+    frame = pd.DataFrame(
+        {
+            "id": [f"g{i}" for i in range(8)],
+            "split": ["train", "valid"] * 4,
+            "label": ["high"] * 4 + ["low"] * 4,
+            "predicted": ["high", "high", "high", "low", "low", "low", "low", "high"],
+            "prob_low": [0.1, 0.2, 0.3, 0.55, 0.9, 0.8, 0.7, 0.4],
+            "prob_high": [0.9, 0.8, 0.7, 0.45, 0.1, 0.2, 0.3, 0.6],
+            "energy_in_object": [0.2, 0.3, 0.8, 0.1, 0.7, 0.6, np.nan, 0.5],
+            "relative_energy": [0.25, 0.35, 0.95, 0.1, 0.8, 0.7, np.nan, 0.6],
+            "state": ["ok"] * 6 + ["empty_map", "ok"],
+        }
+    )
+    for column in ("label", "predicted"):
+        frame[column] = pd.Categorical(frame[column], categories=CLASSES)
+    frame["correct"] = frame["label"].astype(str) == frame["predicted"].astype(str)
+    frame["background_focused"] = (frame["state"] == "ok") & (frame["relative_energy"] < 0.5)
+    for metric in ("pointing_hit", "rank_accuracy", "peak_offset", "entropy"):
+        frame[metric] = 0.5
+    # the maps of each class: 'high' evidence of g3 (a clean high galaxy predicted low) is on the object
+    frame["energy_in_object_high"] = [0.2, 0.3, 0.8, 0.7, 0.1, 0.1, np.nan, 0.5]
+    frame["relative_energy_high"] = [0.25, 0.35, 0.95, 0.8, 0.1, 0.1, np.nan, 0.6]
+    frame["state_high"] = frame["state"]
+    frame["energy_in_object_low"] = frame["relative_energy_low"] = 0.5
+    frame["state_low"] = "ok"
+    return frame
+
+
+def test_benchmark_scores_shortcut_images_within_their_class() -> None:
+    stats = stats_table()
+    truth = pd.Series([1, 1, 0, 0, 0, 0, 0, 0], index=stats["id"])
+    result = shortcut_benchmark(stats, truth, "shortcut")
+    assert list(result["classes"]) == ["high"]
+    high = result["classes"]["high"]
+    assert high["auroc_energy_in_object"] == pytest.approx(1.0)
+    assert high["auroc_relative_energy"] == pytest.approx(1.0)
+    # g3, clean but predicted low, has its 'low' map on the sky: only the predicted-class score suffers
+    assert high["auroc_energy_in_object_predicted"] == pytest.approx(0.5)
+    assert (high["n_shortcut"], high["n_clean"]) == (2, 2)
+    assert high["flag_rate_shortcut"] == 1.0 and high["flag_rate_clean"] == 0.5
+
+
+def test_benchmark_without_shortcut_images_says_so() -> None:
+    stats = stats_table()
+    result = shortcut_benchmark(stats, pd.Series(0, index=stats["id"]), "shortcut")
+    assert result["classes"] == {} and "shortcut" in result["note"]
+
+
+def test_summary_rows_per_group() -> None:
+    stats = stats_table()
+    truth = pd.Series([1, 1, 0, 0, 0, 0, 0, 0], index=stats["id"])
+    summary = summary_table(stats, shortcut_benchmark(stats, truth, "shortcut"))
+    row = summary.set_index(["group_by", "group"])
+    assert row.loc[("all", "all"), "n"] == 8
+    assert row.loc[("all", "all"), "flagged"] == 3
+    assert row.loc[("predicted class", "high"), "flag_rate"] == pytest.approx(2 / 4)
+    assert row.loc[("predicted class", "low"), "empty_map_rate"] == pytest.approx(1 / 4)
+    # the mean is over the "ok" rows only
+    assert row.loc[("true class", "low"), "mean_energy_in_object"] == pytest.approx(np.mean([0.7, 0.6, 0.5]))
+    assert row.loc[("prediction", "incorrect"), "n"] == 2
+    assert row.loc[("split", "valid"), "n"] == 4
+    assert row.loc[("shortcut in true class", "high: shortcut"), "flag_rate"] == 1.0
+    assert row.loc[("shortcut in true class", "high: clean"), "auroc_energy_in_object"] == pytest.approx(1.0)
+
+
+def test_headlines_name_class_and_rate() -> None:
+    stats = stats_table()
+    summary = summary_table(stats, None)
+    lines = headlines(summary, None, 0.5)
+    assert lines[1].startswith("50% of 'high' predictions rest mainly on the background (2 of 4")
+
+
+def test_image_stats_pick_the_predicted_class_map() -> None:
+    mask = np.zeros((1, 8, 8), dtype=bool)
+    mask[0, 2:6, 2:6] = True
+    cams = np.zeros((1, 2, 8, 8), dtype=np.float32)
+    cams[0, 0, 0, 0] = 1.0  # 'low' map: off the object
+    cams[0, 1, 3, 3] = 1.0  # 'high' map: on it
+    frame = pd.DataFrame({"id": ["a"], "split": ["valid"], "label": ["low"], "predicted": ["high"]})
+    out = image_stats(frame, cams, mask, CLASSES, 0.5)
+    assert out.loc[0, "energy_in_object"] == pytest.approx(1.0)
+    assert out.loc[0, "energy_in_object_low"] == pytest.approx(0.0)
+    assert out.loc[0, "energy_in_object_high"] == pytest.approx(1.0)
+    assert not out.loc[0, "correct"] and not out.loc[0, "background_focused"]
+
+
+def test_gallery_selection() -> None:
+    stats = stats_table()
+    assert most_background_focused(stats, "high", 2)["id"].tolist() == ["g0", "g1"]
+    assert top_losses(stats, CLASSES, 1)["id"].tolist() == ["g7"]  # valid, true low, p(low) = 0.4
+    catalog = pd.DataFrame({"z": np.linspace(0.0, 0.14, 8)}, index=stats["id"])
+    sample = random_sample(stats, catalog, 5, "0.03 < z < 0.07", seed=0)
+    assert set(sample["id"]) == {"g2", "g3"}
+    with pytest.raises(GalleryError, match="saliency.gallery.where"):
+        random_sample(stats, catalog, 5, "redshift > 0.1", seed=0)
+
+
+def test_clusters_off_the_object_are_candidate_shortcuts() -> None:
+    stats = stats_table().assign(cluster=[0, 0, 1, 1, 0, 0, 0, 1])
+    stats["pointing_hit"] = [0.0, 0.0, 1.0, 1.0, 1.0, 1.0, np.nan, 1.0]
+    summary = cluster_summary(stats, 0.5).set_index(["predicted", "cluster"])
+    assert summary.loc[("high", 0), "candidate_shortcut"]  # g0, g1: peaks off the object
+    assert not summary.loc[("high", 1), "candidate_shortcut"]
+    assert summary.loc[("high", 0), "share"] == pytest.approx(0.5)
+    assert summary["n"].sum() == 8
