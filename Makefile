@@ -9,14 +9,20 @@ INSTALLED := $(VENV)/.requirements.txt
 RESULTS ?= results
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup browser clean
 
 demo: $(INSTALLED)
 	snakemake --cores all --config results=$(RESULTS)
 	snakemake --cores all --config results=$(RESULTS) --report $(RESULTS)/report.html
 
-test: $(INSTALLED)
+test: $(INSTALLED) browser
 	python -m pytest
+
+# The report test opens the HTML report in headless Chromium (Debian package `chromium`).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		{ test "$$(id -u)" = 0 && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+		{ echo "the report test needs Chromium: install it with 'sudo apt-get install chromium'"; exit 1; }
 
 setup: $(INSTALLED)
 

@@ -6,6 +6,7 @@ from someone else is opened.
 """
 
 import os
+import platform
 from typing import Any
 
 import torch
@@ -21,6 +22,18 @@ def select_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
+
+
+def describe_device(device: torch.device) -> str:
+    """The accelerator's model name, or the CPU's, for the provenance table."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+    except OSError:
+        names = []
+    return f"cpu: {names[0] if names else platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
 def save_checkpoint(model: Classifier, metadata: dict[str, Any], path: str | os.PathLike) -> None:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from atomic_io import write_csv
 from batches import batch_rows, channel_stats, dihedral, read_rows, to_tensor
-from checkpoint import save_checkpoint, select_device
+from checkpoint import describe_device, save_checkpoint, select_device
 from figures import plt, save_figure
 from image_io import open_packed
 from metrics import classification_metrics
@@ -205,6 +205,7 @@ def fit(
         "target_layer": model.target_layer,
         "train": asdict(settings),
         "device": str(device),
+        "device_name": describe_device(device),
     }
     return model, pd.DataFrame(history), metadata
 

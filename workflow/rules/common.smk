@@ -1,3 +1,4 @@
+import copy
 import os
 import sys
 
@@ -24,6 +25,7 @@ try:
 except (WorkflowError, ConfigError) as error:
     raise WorkflowError(describe_schema_error(error)) from None
 resolve_results(config)
+RESOLVED_CONFIG = copy.deepcopy(dict(config))  # what the provenance table shows
 
 RESULTS = config["results"]
 
