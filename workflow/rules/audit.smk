@@ -9,6 +9,8 @@ rule audit:
     output:
         part=res("audit/part-{shard}.parquet"),
         moments=res("moments/part-{shard}.npz"),
+    resources:
+        **rule_resources("audit", config["audit"]["device"]),
     log:
         res("logs/audit/{shard}.log"),
     benchmark:
@@ -53,6 +55,8 @@ rule pca:
             category="Activations & PCA",
             labels={"figure": "explained variance"},
         ),
+    resources:
+        **rule_resources("pca"),
     log:
         logfile("pca"),
     benchmark:

@@ -45,3 +45,34 @@ def logfile(rule_name):
 
 def bench(rule_name):
     return res(f"benchmarks/{rule_name}.tsv")
+
+
+# Cheap steps run on the submit host when an executor (e.g. Slurm) is used.
+localrules:
+    all,
+    validate_catalog,
+    bin_classes,
+    saliency_summary,
+    provenance,
+
+
+# Per-rule cluster resources: these defaults, then the config's `resources.<rule>` on top.
+RESOURCE_DEFAULTS = {
+    "simulate_demo": {"runtime": 30, "mem_mb": 4000},
+    "pack_images": {"runtime": 60, "mem_mb": 4000},
+    "train": {"runtime": 240, "mem_mb": 16000},
+    "evaluate": {"runtime": 60, "mem_mb": 8000},
+    "audit": {"runtime": 120, "mem_mb": 8000},
+    "pca": {"runtime": 30, "mem_mb": 8000},
+    "saliency_stats": {"runtime": 60, "mem_mb": 8000},
+    "strategy_clusters": {"runtime": 60, "mem_mb": 16000},
+    "galleries": {"runtime": 30, "mem_mb": 4000},
+}
+
+
+def rule_resources(name, device=None):
+    """Resources of one rule; a GPU is requested when the rule's device setting is cuda."""
+    merged = {**RESOURCE_DEFAULTS.get(name, {}), **config["resources"].get(name, {})}
+    if device == "cuda":
+        merged.setdefault("gpu", 1)
+    return merged

@@ -12,6 +12,8 @@ rule simulate_demo:
             category="Data",
             labels={"figure": "demo galaxies"},
         ),
+    resources:
+        **rule_resources("simulate_demo"),
     log:
         logfile("simulate_demo"),
     benchmark:
@@ -82,6 +84,8 @@ rule pack_images:
     output:
         images=res("images/images.npy"),
         index=res("images/index.parquet"),
+    resources:
+        **rule_resources("pack_images"),
     log:
         logfile("pack_images"),
     benchmark:

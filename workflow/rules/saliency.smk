@@ -10,6 +10,8 @@ rule saliency_stats:
     output:
         table=res("saliency/localisation.parquet"),
         problems=res("saliency/region_problems.csv"),
+    resources:
+        **rule_resources("saliency_stats"),
     log:
         logfile("saliency_stats"),
     benchmark:
@@ -43,6 +45,8 @@ rule strategy_clusters:
             category="Saliency",
             labels={"figure": "strategy clusters {name}"},
         ),
+    resources:
+        **rule_resources("strategy_clusters"),
     log:
         logfile("strategy_clusters"),
     benchmark:
@@ -101,6 +105,8 @@ rule galleries:
             category="Saliency",
             labels={"figure": "gallery {name}"},
         ),
+    resources:
+        **rule_resources("galleries"),
     log:
         logfile("galleries"),
     benchmark:

@@ -19,6 +19,8 @@ rule train:
             category="Training",
             labels={"figure": "training curve"},
         ),
+    resources:
+        **rule_resources("train", config["train"]["device"]),
     log:
         logfile("train"),
     benchmark:
@@ -62,6 +64,8 @@ rule evaluate:
             category="Training",
             labels={"figure": "top losses"},
         ),
+    resources:
+        **rule_resources("evaluate", config["train"]["device"]),
     log:
         logfile("evaluate"),
     benchmark:
