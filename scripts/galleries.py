@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 
 from audit import read_audit_metadata, read_cams
+from evaluate import top_losses
 from figures import plt, save_figure
 from image_io import open_packed
 from localisation import upsample
@@ -46,14 +47,6 @@ def random_sample(stats: pd.DataFrame, catalog: pd.DataFrame, n: int, where: str
             ) from None
         pool = stats[stats["id"].isin(allowed)]
     return pool.sample(min(n, len(pool)), random_state=seed).sort_values("id")
-
-
-def top_losses(stats: pd.DataFrame, classes: list[str], n: int) -> pd.DataFrame:
-    """Valid images with the highest cross-entropy of their true class."""
-    valid = stats[stats["split"] == "valid"]
-    probs = valid[[f"prob_{c}" for c in classes]].to_numpy()
-    true = probs[np.arange(len(valid)), valid["label"].cat.codes.to_numpy()]
-    return valid.assign(loss=-np.log(np.clip(true, 1e-12, None))).nlargest(n, "loss")
 
 
 def gallery_figure(

@@ -161,17 +161,19 @@ def main(snakemake: Any) -> None:
     row_of = pd.Series(index["row"].to_numpy(), index=index["id"].astype(str))
     out = Path(snakemake.output.figures)
     out.mkdir(parents=True, exist_ok=True)
+    # example images: a seeded sample per (class, cluster), all fetched with one scan of the audit tables
+    chosen = stats.sample(frac=1.0, random_state=0).groupby(["predicted", "cluster"], observed=True).head(EXAMPLES)
+    table = dataset.to_table(filter=ds.field("id").isin(chosen["id"].tolist()))
+    maps = upsample(predicted_maps(table, meta["classes"], meta["map_shape"]), (image_size, image_size)).numpy()
+    map_of = dict(zip(table.column("id").to_pylist(), maps))
     for k, name in enumerate(meta["classes"]):
-        members = stats[stats["predicted"] == name]
+        members = chosen[chosen["predicted"] == name]
         if members.empty:
             continue
-        examples: dict[int, list[np.ndarray]] = {}
-        for cluster, group in members.groupby("cluster"):
-            chosen = group.sample(min(EXAMPLES, len(group)), random_state=0)["id"].tolist()
-            table = dataset.to_table(filter=ds.field("id").isin(chosen))
-            maps = upsample(predicted_maps(table, meta["classes"], meta["map_shape"]), (image_size, image_size))
-            order = table.column("id").to_pylist()
-            examples[int(cluster)] = [(images[row_of[i]], maps[j].numpy()) for j, i in enumerate(order)]
+        examples = {
+            int(cluster): [(images[row_of[i]], map_of[i]) for i in group["id"]]
+            for cluster, group in members.groupby("cluster")
+        }
         save_figure(cluster_figure(name, summary, means, examples), out / safe_name(k, name))
     print(summary.to_string(index=False), file=sys.stderr)
 
