@@ -25,7 +25,6 @@ import torch.nn.functional as F
 STATE_OK = "ok"
 STATE_EMPTY_MAP = "empty_map"  # the ReLU'd map is zero everywhere: no positive evidence at the layer
 STATE_EMPTY_OBJECT = "empty_object"  # the object region has no pixel
-STATES = (STATE_OK, STATE_EMPTY_MAP, STATE_EMPTY_OBJECT)
 
 METRICS = (
     "energy_in_object",
@@ -50,7 +49,7 @@ class Localisation:
     peak_offset: np.ndarray  # peak distance from the object centroid / the object's radius, >= 0
     entropy: np.ndarray  # Shannon entropy of the normalised map / log(pixels), in [0, 1]
     cam_total: np.ndarray  # sum of the ReLU'd low-resolution map (0 for an empty map)
-    state: np.ndarray  # one of STATES
+    state: np.ndarray  # STATE_OK, STATE_EMPTY_MAP or STATE_EMPTY_OBJECT
 
     def as_columns(self, suffix: str = "") -> dict[str, np.ndarray]:
         return {f"{name}{suffix}": getattr(self, name) for name in (*METRICS, "state")}
