@@ -93,7 +93,7 @@ model = build_model("simple_cnn", 2).eval()
 labels = pd.DataFrame({{"id": [f"g{{i}}" for i in range(n)], "split": "train",
                        "class": pd.Categorical.from_codes(np.arange(n) % 2, ["low", "high"])}})
 meta = {{"classes": ["low", "high"], "mean": [0.2] * 3, "std": [0.2] * 3}}
-run_audit(model, meta, open_packed(packed), labels, np.arange(n), "body.2", 256, torch.device("cpu"), out, {{}})
+run_audit(model, meta, open_packed(packed), labels, "body.2", 256, torch.device("cpu"), out, {{}})
 # VmHWM belongs to this process image (ru_maxrss would also count the parent's size at fork)
 peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
 print(json.dumps({{"peak_rss_mb": peak_kb / 1024}}))

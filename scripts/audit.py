@@ -2,9 +2,10 @@
 
 Each batch becomes one Parquet row group as soon as it is computed, so memory
 does not grow with the number of images. ``audit.shards`` splits the rows into
-independent jobs (``part-<i>.parquet``); later stages read all parts as one
-pyarrow dataset. Each shard also writes the streamed moments of its
-activations, which the PCA stage merges.
+independent jobs: shard ``i`` reads the packed ``images/part-<i>.npy`` and writes
+``audit/part-<i>.parquet``; later stages read all parts as one pyarrow dataset.
+Each shard also writes the streamed moments of its activations, which the PCA
+stage merges.
 """
 
 import hashlib
@@ -28,13 +29,9 @@ from gradcam import GradCAM
 from image_io import open_packed
 from models import Classifier
 from moments import Moments
+from shards import shard_rows
 
 METADATA_KEY = b"saliency_audit"
-
-
-def shard_rows(n_images: int, shards: int, shard: int) -> np.ndarray:
-    """Contiguous, nearly equal blocks of rows: shard ``shard`` of ``shards``."""
-    return np.array_split(np.arange(n_images), shards)[shard]
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -93,22 +90,22 @@ def run_audit(
     meta: dict[str, Any],
     images: np.ndarray,
     labels: pd.DataFrame,
-    rows: np.ndarray,
     layer: str,
     batch_size: int,
     device: torch.device,
     out: str | os.PathLike,
     extra_metadata: dict[str, Any],
 ) -> Moments:
-    """Audit ``rows`` of the packed array into the Parquet file ``out``; return their activation moments."""
+    """Audit ``images`` (row ``i`` is ``labels.iloc[i]``) into the Parquet file ``out``; return the
+    moments of their activations."""
     classes = meta["classes"]
     moments: Moments | None = None
     writer: pq.ParquetWriter | None = None
     started = time.perf_counter()
     with atomic_path(out) as tmp, GradCAM(model, layer) as gradcam:
         try:
-            progress = tqdm(total=len(rows), desc="audit", unit="img", mininterval=2.0)
-            for batch in batch_rows(rows, batch_size, shuffle=False, generator=None):
+            progress = tqdm(total=len(labels), desc="audit", unit="img", mininterval=2.0)
+            for batch in batch_rows(np.arange(len(labels)), batch_size, shuffle=False, generator=None):
                 result = gradcam(to_tensor(read_rows(images, batch), meta["mean"], meta["std"], device))
                 if writer is None:
                     metadata = {
@@ -135,7 +132,7 @@ def run_audit(
         if writer is None:
             raise ValueError("this audit shard has no images; lower audit.shards")
     seconds = time.perf_counter() - started
-    print(f"audited {len(rows)} images in {seconds:.1f} s ({len(rows) / seconds:.0f} images/s)", file=sys.stderr)
+    print(f"audited {len(labels)} images in {seconds:.1f} s ({len(labels) / seconds:.0f} images/s)", file=sys.stderr)
     return moments
 
 
@@ -163,12 +160,18 @@ def main(snakemake: Any) -> None:
     params = snakemake.params
     device = select_device(params.device)
     model, meta = load_checkpoint(snakemake.input.model, device)
-    images = open_packed(snakemake.input.images)
     labels = pd.read_parquet(snakemake.input.labels)
-    layer = meta["target_layer"] if params.layer == "auto" else params.layer
     rows = shard_rows(len(labels), params.shards, params.shard)
+    images = open_packed(snakemake.input.images)
+    if len(images) != len(rows):
+        raise ValueError(
+            f"{snakemake.input.images} holds {len(images)} images, but shard {params.shard} of {params.shards} "
+            f"covers {len(rows)} rows of {snakemake.input.labels}; delete it so that it is packed again"
+        )
+    layer = meta["target_layer"] if params.layer == "auto" else params.layer
     moments = run_audit(
-        model, meta, images, labels, rows, layer, params.batch_size, device, snakemake.output.part,
+        model, meta, images, labels.iloc[rows].reset_index(drop=True), layer, params.batch_size, device,
+        snakemake.output.part,
         {"model_sha256": file_sha256(snakemake.input.model), "shard": params.shard, "shards": params.shards},
     )  # fmt: skip
     moments.save(snakemake.output.moments)

@@ -94,5 +94,19 @@ def center_crop_pad(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def open_packed(path: str | os.PathLike) -> np.ndarray:
-    """Memory-map the packed N x S x S x 3 uint8 array written by pack_images."""
-    return np.load(path, mmap_mode="r")
+    """Memory-map the packed N x S x S x 3 uint8 array written by pack_images.
+
+    A damaged file (a truncated copy, a half-synced shared filesystem) stops the job
+    with its name instead of feeding garbage pixels to the model.
+    """
+    advice = "restore it, or delete it to pack it again"
+    with open(path, "rb") as handle:
+        if handle.read(6) != b"\x93NUMPY":
+            raise ValueError(f"{path} is not a packed image array (no .npy header); {advice}")
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as error:
+        raise ValueError(f"{path} is not a packed image array ({error}); {advice}") from None
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[3] != 3 or array.shape[1] != array.shape[2]:
+        raise ValueError(f"{path} holds a {array.dtype} array of shape {array.shape}, not N x S x S x 3 uint8 images")
+    return array

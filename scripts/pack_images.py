@@ -1,11 +1,15 @@
-"""pack_images: decode every kept image once into one memory-mappable uint8 array.
+"""pack_images: decode every kept image once into memory-mappable uint8 arrays.
 
-Training and the audit read ``images.npy`` (N x S x S x 3, rows in the order of
-``index.parquet``) instead of decoding JPEGs again every epoch.
+Packing is scattered like the audit: job ``i`` decodes the rows of
+``shard_rows(N, audit.shards, i)`` into ``images/part-<i>.npy``, which audit shard
+``i`` reads. ``gather_images`` concatenates the parts into ``images.npy``
+(N x S x S x 3, rows in the order of ``index.parquet``) for training, evaluation
+and the figures, so no stage decodes JPEGs again.
 """
 
 import os
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -14,8 +18,10 @@ import pandas as pd
 from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
-from atomic_io import atomic_path, write_parquet
-from image_io import center_crop_pad, load_rgb
+from atomic_io import atomic_path
+from batches import read_rows
+from image_io import center_crop_pad, load_rgb, open_packed
+from shards import shard_rows
 
 
 def pack(
@@ -45,14 +51,39 @@ def pack(
         del array
 
 
+def concatenate(parts: Sequence[str | os.PathLike], out: str | os.PathLike, rows: int, chunk: int = 4096) -> None:
+    """Stack the packed ``parts`` row-wise into ``out``, a chunk at a time, after checking that
+    they hold ``rows`` images of one shape between them."""
+    arrays = [open_packed(part) for part in parts]
+    shapes = {array.shape[1:] for array in arrays}
+    if len(shapes) != 1:
+        raise ValueError(f"the packed parts have different image shapes {sorted(shapes)}: {list(map(str, parts))}")
+    total = sum(len(array) for array in arrays)
+    if total != rows:
+        raise ValueError(f"the packed parts hold {total} images, not {rows}: delete them so that they are packed again")
+    with atomic_path(out) as tmp:
+        merged = open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(total, *shapes.pop()))
+        start = 0
+        with tqdm(total=total, desc="gather", unit="image", mininterval=2.0) as progress:
+            for array in arrays:
+                for first in range(0, len(array), chunk):
+                    block = read_rows(array, np.arange(first, min(first + chunk, len(array))))
+                    merged[start : start + len(block)] = block
+                    start += len(block)
+                    progress.update(len(block))
+        merged.flush()
+        del merged
+
+
 def main(snakemake: Any) -> None:
     sys.stderr = open(snakemake.log[0], "w", buffering=1)
-    labels = pd.read_parquet(snakemake.input.labels)
+    params = snakemake.params
+    labels = pd.read_parquet(snakemake.input.labels, columns=["id"])
     clean = pd.read_parquet(snakemake.input.clean, columns=["id", "image"])
-    paths = labels[["id"]].merge(clean, on="id", how="left", validate="one_to_one")["image"].tolist()
-    pack(paths, snakemake.params.size, snakemake.output.images, snakemake.params.max_pixels, snakemake.threads)
-    write_parquet(pd.DataFrame({"row": np.arange(len(labels)), "id": labels["id"]}), snakemake.output.index)
-    print(f"packed {len(paths)} images of {snakemake.params.size}x{snakemake.params.size}", file=sys.stderr)
+    rows = shard_rows(len(labels), params.shards, params.shard)
+    paths = labels.iloc[rows].merge(clean, on="id", how="left", validate="one_to_one")["image"].tolist()
+    pack(paths, params.size, snakemake.output.part, params.max_pixels, snakemake.threads)
+    print(f"packed {len(paths)} images of {params.size}x{params.size} (shard {params.shard})", file=sys.stderr)
 
 
 if __name__ == "__main__":

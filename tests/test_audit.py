@@ -6,11 +6,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from audit import read_audit_metadata, read_list_column, run_audit, shard_rows
+from audit import read_audit_metadata, read_list_column, run_audit
 from batches import to_tensor
 from gradcam import GradCAM
 from models import build_model
 from moments import Moments
+from shards import shard_rows
 
 
 @pytest.mark.parametrize(("n", "k"), [(10, 1), (10, 3), (7, 7), (1000, 4)])
@@ -41,7 +42,9 @@ def test_audit_table_contract_and_values(toy) -> None:
     images, labels, model, meta, tmp_path = toy
     rows = np.arange(3, 20)
     out = tmp_path / "part-0.parquet"
-    moments = run_audit(model, meta, images, labels, rows, "body.2", 5, torch.device("cpu"), out, {"model_sha256": "x"})
+    moments = run_audit(
+        model, meta, images[rows], labels.iloc[rows], "body.2", 5, torch.device("cpu"), out, {"model_sha256": "x"}
+    )
     file = pq.ParquetFile(out)
     assert file.metadata.num_row_groups == 4  # one per batch of 5
     table = file.read()
@@ -75,10 +78,11 @@ def test_audit_table_contract_and_values(toy) -> None:
 def test_shards_read_back_as_one_dataset_equal_one_shard(toy) -> None:
     images, labels, model, meta, tmp_path = toy
     cpu = torch.device("cpu")
-    run_audit(model, meta, images, labels, np.arange(23), "body.2", 8, cpu, tmp_path / "one.parquet", {})
+    run_audit(model, meta, images, labels, "body.2", 8, cpu, tmp_path / "one.parquet", {})
     parts = [tmp_path / f"part-{i}.parquet" for i in range(3)]
     for i, part in enumerate(parts):
-        run_audit(model, meta, images, labels, shard_rows(23, 3, i), "body.2", 8, cpu, part, {})
+        rows = shard_rows(23, 3, i)
+        run_audit(model, meta, images[rows], labels.iloc[rows], "body.2", 8, cpu, part, {})
     one = pq.read_table(tmp_path / "one.parquet").to_pandas()
     three = ds.dataset([str(p) for p in parts], format="parquet").to_table().to_pandas()
     pd.testing.assert_frame_equal(
@@ -90,7 +94,5 @@ def test_shards_read_back_as_one_dataset_equal_one_shard(toy) -> None:
 def test_failed_audit_leaves_no_file(toy) -> None:
     images, labels, model, meta, tmp_path = toy
     with pytest.raises(ValueError, match="not a module"):
-        run_audit(
-            model, meta, images, labels, np.arange(5), "body.7", 2, torch.device("cpu"), tmp_path / "p.parquet", {}
-        )
+        run_audit(model, meta, images[:5], labels[:5], "body.7", 2, torch.device("cpu"), tmp_path / "p.parquet", {})
     assert not list(tmp_path.iterdir())

@@ -3,7 +3,8 @@ import pytest
 from PIL import Image
 
 from image_io import ImageProblem, center_crop_pad, load_rgb, open_packed
-from pack_images import pack
+from pack_images import concatenate, pack
+from shards import shard_rows
 
 
 def ramp(h: int, w: int) -> np.ndarray:
@@ -115,8 +116,45 @@ def test_failed_pack_leaves_no_file(tmp_path) -> None:
 def test_read_rows_matches_fancy_indexing(tmp_path) -> None:
     from batches import read_rows
 
-    images = np.random.default_rng(0).integers(0, 255, (20, 4, 5, 3), dtype=np.uint8)
+    images = np.random.default_rng(0).integers(0, 255, (20, 5, 5, 3), dtype=np.uint8)
     np.save(tmp_path / "p.npy", images)
     packed = open_packed(tmp_path / "p.npy")
     for rows in (np.arange(3, 11), np.array([0]), np.array([1, 4, 9]), np.arange(20)):
         np.testing.assert_array_equal(read_rows(packed, rows), images[rows])
+
+
+def test_gathered_parts_equal_one_pack(tmp_path) -> None:
+    rng = np.random.default_rng(2)
+    paths = []
+    for i in range(7):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    pack(paths, 16, tmp_path / "one.npy", max_pixels=10**6)
+    parts = []
+    for i in range(3):
+        rows = shard_rows(len(paths), 3, i)
+        parts.append(tmp_path / f"part-{i}.npy")
+        pack([paths[r] for r in rows], 16, parts[-1], max_pixels=10**6)
+    concatenate(parts, tmp_path / "gathered.npy", rows=7, chunk=2)
+    np.testing.assert_array_equal(open_packed(tmp_path / "gathered.npy"), open_packed(tmp_path / "one.npy"))
+    with pytest.raises(ValueError, match="hold 7 images, not 8"):
+        concatenate(parts, tmp_path / "wrong.npy", rows=8)
+    assert not (tmp_path / "wrong.npy").exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda path: path.write_bytes(b"\0" * 400), "no .npy header"),
+        (lambda path: path.write_bytes(path.read_bytes()[:200]), "mmap length is greater than file size"),
+        (lambda path: np.save(path, np.zeros((2, 4, 4), np.float32)), "not N x S x S x 3 uint8"),
+    ],
+)
+def test_a_damaged_packed_file_is_named(tmp_path, damage, message) -> None:
+    path = tmp_path / "part-1.npy"
+    np.save(path, np.zeros((10, 4, 4, 3), np.uint8))
+    damage(path)
+    with pytest.raises(ValueError, match=message) as error:
+        open_packed(path)
+    assert str(path) in str(error.value)

@@ -1,9 +1,19 @@
-"""The workflow on a real single-node Slurm (tests/slurm/cluster.sh): same tables as a local run, one job per rule."""
+"""The workflow on a real single-node Slurm (tests/slurm/cluster.sh).
 
+One tiny demo with ``audit.shards: 3`` runs through ``--profile workflow/profiles/slurm`` in
+three steps: packing; then the rest while packed part 1 is damaged on disk, so that audit
+shard 1 fails; then again after the damaged part is deleted. The final tables must equal a
+local run's, every non-local rule must have been its own Slurm job, and the last step must
+redo only what depends on the damaged part.
+"""
+
+import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +30,36 @@ SLURM_OPTIONS = (
     "--slurm-no-account",
 )  # fmt: skip
 LOCAL_RULES = {"all", "validate_catalog", "bin_classes", "saliency_summary", "provenance"}
-JOB_RULES = {"simulate_demo", "pack_images", "train", "evaluate", "audit", "pca", "saliency_stats",
+JOB_RULES = {"simulate_demo", "pack_images", "gather_images", "train", "evaluate", "audit", "pca", "saliency_stats",
              "strategy_clusters", "galleries"}  # fmt: skip
+
+
+@dataclass
+class SlurmRun:
+    returncode: int
+    log: str
+    seconds: float
+    jobs: list[tuple[str, str]]  # (job, Slurm state); job is "<rule>" or "<rule>_<shard>"
+
+
+def snakemake_on_slurm(configfile: Path, *args: str) -> SlurmRun:
+    command = [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/slurm",
+               "--configfile", str(configfile), *SLURM_OPTIONS, *args]  # fmt: skip
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1200)
+    seconds = time.perf_counter() - started
+    log = done.stdout + done.stderr
+    listed = subprocess.run(
+        ["squeue", "--states=all", "-h", "-o", "%i|%T|%k"], capture_output=True, text=True, check=True
+    ).stdout
+    known = {job_id: (state, comment) for job_id, state, comment in (line.split("|") for line in listed.splitlines())}
+    jobs = []
+    for job_id in re.findall(r"submitted with SLURM jobid (\d+)", log):
+        state, comment = known.get(job_id, ("NOT_LISTED", job_id))
+        jobs.append((re.sub(r"^rule_(\w+?)(?:_wildcards_(\d+))?$", lambda m: "_".join(filter(None, m.groups())),
+                            comment), state))  # fmt: skip
+    print(f"snakemake on Slurm {' '.join(args)}: {seconds:.0f} s, {len(jobs)} jobs")
+    return SlurmRun(done.returncode, log, seconds, jobs)
 
 
 @pytest.fixture(scope="module")
@@ -33,28 +71,68 @@ def slurm() -> Iterator[None]:
     subprocess.run([str(CLUSTER), "stop"], capture_output=True, timeout=60)
 
 
-def test_tiny_demo_on_slurm_matches_the_local_run(slurm: None, tiny_demo: Path, tmp_path: Path) -> None:
-    results = tmp_path / "results"
-    configfile = tmp_path / "config.yaml"
+@pytest.fixture(scope="module")
+def runs(slurm: None, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    folder = tmp_path_factory.mktemp("slurm")
+    results = folder / "results"
+    configfile = folder / "config.yaml"
     configfile.write_text(yaml.safe_dump({**TINY_DEMO, "audit": {"shards": 3}, "results": str(results)}))
-    command = [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/slurm",
-               "--configfile", str(configfile), *SLURM_OPTIONS]  # fmt: skip
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1200)
-    log = done.stdout + done.stderr
-    assert done.returncode == 0, log
 
-    submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: [^)]*/rule_(\w+?)/", log)
-    rules = [rule for _, rule in submitted]
-    assert set(rules) == JOB_RULES and rules.count("audit") == 3, rules
-    assert not LOCAL_RULES & set(rules)
-    states = dict(
-        line.split()
-        for line in subprocess.run(
-            ["squeue", "--states=all", "-h", "-o", "%i %T"], capture_output=True, text=True, check=True
-        ).stdout.splitlines()
-    )
-    assert all(states.get(job) == "COMPLETED" for job, _ in submitted), (submitted, states)
+    packed = snakemake_on_slurm(configfile, str(results / "images/images.npy"))
+    assert packed.returncode == 0, packed.log
 
+    # damage packed part 1 the way a bad copy would: same size and time, so Snakemake sees nothing
+    part = results / "images/part-1.npy"
+    stat = part.stat()
+    part.write_bytes(b"\0" * stat.st_size)
+    os.utime(part, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    failed = snakemake_on_slurm(configfile, "--keep-going")
+    kept = {p.name: p.stat().st_mtime_ns for p in (results / "audit").glob("part-*.parquet")}
+    failed_shard_log = (results / "logs/audit/1.log").read_text()
+
+    part.unlink()  # the fix a user makes: delete the damaged part so that it is packed again
+    repaired = snakemake_on_slurm(configfile)
+    assert repaired.returncode == 0, repaired.log
+    return {"results": results, "packed": packed, "failed": failed, "repaired": repaired, "kept": kept,
+            "failed_shard_log": failed_shard_log}  # fmt: skip
+
+
+def test_every_job_rule_ran_as_its_own_completed_slurm_job(runs: dict) -> None:
+    jobs = [job for run in ("packed", "failed", "repaired") for job in runs[run].jobs]
+    rules = {re.sub(r"_\d+$", "", name) for name, _ in jobs}
+    assert rules == JOB_RULES and not LOCAL_RULES & rules, jobs
+    assert sorted(name for name, _ in runs["packed"].jobs) == [
+        "gather_images", "pack_images_0", "pack_images_1", "pack_images_2", "simulate_demo",
+    ]  # fmt: skip
+    for run in ("packed", "repaired"):
+        assert all(state == "COMPLETED" for _, state in runs[run].jobs), runs[run].jobs
+
+
+def test_a_damaged_packed_part_fails_only_its_audit_shard(runs: dict) -> None:
+    failed: SlurmRun = runs["failed"]
+    assert failed.returncode != 0
+    states: dict[str, set[str]] = {}
+    for name, state in failed.jobs:
+        states.setdefault(name, set()).add(state)
+    assert states == {
+        "train": {"COMPLETED"}, "evaluate": {"COMPLETED"},
+        "audit_0": {"COMPLETED"}, "audit_2": {"COMPLETED"}, "audit_1": {"FAILED"},
+    }, failed.jobs  # fmt: skip
+    assert "images/part-1.npy is not a packed image array (no .npy header)" in runs["failed_shard_log"]
+    assert sorted(runs["kept"]) == ["part-0.parquet", "part-2.parquet"]
+
+
+def test_the_rerun_redoes_only_what_the_damaged_part_feeds(runs: dict) -> None:
+    names = sorted(name for name, _ in runs["repaired"].jobs)
+    assert names == [
+        "audit_1", "galleries", "gather_images", "pack_images_1", "pca", "saliency_stats", "strategy_clusters",
+    ]  # fmt: skip
+    audit = runs["results"] / "audit"
+    assert {name: (audit / name).stat().st_mtime_ns for name in runs["kept"]} == runs["kept"]
+
+
+def test_tables_equal_the_local_run(runs: dict, tiny_demo: Path) -> None:
+    results = runs["results"]
     for table in ("classes/labels.parquet", "eval/predictions.parquet", "pca/pca.parquet", "saliency/stats.parquet"):
         remote, local = pd.read_parquet(results / table), pd.read_parquet(tiny_demo / table)
         assert list(remote.columns) == list(local.columns), table
@@ -64,3 +142,4 @@ def test_tiny_demo_on_slurm_matches_the_local_run(slurm: None, tiny_demo: Path, 
             else:
                 assert remote[column].astype(str).tolist() == local[column].astype(str).tolist(), (table, column)
     assert sorted(p.name for p in (results / "audit").iterdir()) == [f"part-{i}.parquet" for i in range(3)]
+    np.testing.assert_array_equal(np.load(results / "images/images.npy"), np.load(tiny_demo / "images/images.npy"))

@@ -162,8 +162,9 @@ def test_bad_config_fails_before_any_job(tmp_path: Path, override: str, message:
 def test_dry_run_lists_every_stage(tmp_path: Path) -> None:
     done = run_workflow(TINY_DEMO, tmp_path / "results", "-n")
     out = done.stdout + done.stderr
-    for rule in ("simulate_demo", "validate_catalog", "bin_classes", "pack_images", "train", "evaluate", "audit",
-                 "pca", "saliency_stats", "strategy_clusters", "saliency_summary", "galleries"):  # fmt: skip
+    for rule in ("simulate_demo", "validate_catalog", "bin_classes", "pack_images", "gather_images", "train",
+                 "evaluate", "audit", "pca", "saliency_stats", "strategy_clusters", "saliency_summary",
+                 "galleries"):  # fmt: skip
         assert rule in out
     assert not any((tmp_path / "results").iterdir())
 
@@ -267,10 +268,18 @@ def test_audit_and_pca_cover_every_kept_image(tiny_demo: Path) -> None:
 
 def test_three_audit_shards_equal_one(tiny_demo: Path, tmp_path: Path) -> None:
     results = tmp_path / "results"
-    shutil.copytree(tiny_demo, results)  # same model: only the audit and what follows run again
+    shutil.copytree(tiny_demo, results)  # a copy has no run metadata: drop the one-shard packing by hand
     shutil.rmtree(results / "audit")
+    (results / "images/part-0.npy").unlink()
     done = run_workflow({**TINY_DEMO, "audit": {"shards": 3}}, results)
-    assert "rule train" not in done.stdout + done.stderr
+    log = done.stdout + done.stderr
+    # packing is split three ways and gathered again; the same pixels keep the same model
+    assert log.count("rule pack_images:") == 3 and "rule gather_images:" in log
+    assert "rule train:" not in log and "rule evaluate:" not in log
+    assert [len(np.load(results / f"images/part-{i}.npy", mmap_mode="r")) for i in range(3)] == [
+        len(rows) for rows in np.array_split(np.arange(len(np.load(results / "images/images.npy", mmap_mode="r"))), 3)
+    ]
+    np.testing.assert_array_equal(np.load(results / "images/images.npy"), np.load(tiny_demo / "images/images.npy"))
     parts = sorted((results / "audit").glob("part-*.parquet"))
     assert [p.name for p in parts] == ["part-0.parquet", "part-1.parquet", "part-2.parquet"]
     three = ds.dataset([str(p) for p in parts], format="parquet").to_table().to_pandas()

@@ -4,7 +4,7 @@
 rule audit:
     input:
         model=res("model/model.pt"),
-        images=res("images/images.npy"),
+        images=res("images/part-{shard}.npy"),
         labels=res("classes/labels.parquet"),
     output:
         part=res("audit/part-{shard}.parquet"),
@@ -24,6 +24,8 @@ rule audit:
     wildcard_constraints:
         shard=r"\d+",
     threads: workflow.cores
+    conda:
+        ENVIRONMENT
     script:
         "../../scripts/audit.py"
 
@@ -65,5 +67,7 @@ rule pca:
         components=config["pca"]["components"],
         whiten=config["pca"]["whiten"],
         target=config["target"],
+    conda:
+        ENVIRONMENT
     script:
         "../../scripts/pca.py"

@@ -35,8 +35,13 @@ def res(path):
     return os.path.join(RESULTS, path)
 
 
+PACKED_PARTS = [res(f"images/part-{i}.npy") for i in range(config["audit"]["shards"])]
 AUDIT_PARTS = [res(f"audit/part-{i}.parquet") for i in range(config["audit"]["shards"])]
 AUDIT_MOMENTS = [res(f"moments/part-{i}.npz") for i in range(config["audit"]["shards"])]
+
+
+# With --software-deployment-method conda every job runs in the repository's pinned environment.
+ENVIRONMENT = os.path.join(workflow.basedir, os.pardir, "environment.yml")
 
 
 def logfile(rule_name):
@@ -47,19 +52,11 @@ def bench(rule_name):
     return res(f"benchmarks/{rule_name}.tsv")
 
 
-# Cheap steps run on the submit host when an executor (e.g. Slurm) is used.
-localrules:
-    all,
-    validate_catalog,
-    bin_classes,
-    saliency_summary,
-    provenance,
-
-
-# Per-rule cluster resources: these defaults, then the config's `resources.<rule>` on top.
+# Cluster resources per rule, from these defaults with the config's `resources.<rule>` on top.
 RESOURCE_DEFAULTS = {
     "simulate_demo": {"runtime": 30, "mem_mb": 4000},
     "pack_images": {"runtime": 60, "mem_mb": 4000},
+    "gather_images": {"runtime": 60, "mem_mb": 2000},
     "train": {"runtime": 240, "mem_mb": 16000},
     "evaluate": {"runtime": 60, "mem_mb": 8000},
     "audit": {"runtime": 120, "mem_mb": 8000},

@@ -1,4 +1,4 @@
-# Data stages: demo simulation, catalog validation, class binning, image packing.
+# Data stages: demo simulation, catalog validation, class binning, image packing (scattered, gathered).
 
 
 rule simulate_demo:
@@ -22,6 +22,8 @@ rule simulate_demo:
         demo=config["demo"],
         target=config["target"],
     threads: workflow.cores
+    conda:
+        ENVIRONMENT
     script:
         "../../scripts/simulate_demo.py"
 
@@ -47,6 +49,8 @@ rule validate_catalog:
         target=config["target"],
         max_pixels=config["image"]["max_pixels"],
     threads: 2
+    conda:
+        ENVIRONMENT
     script:
         "../../scripts/validate_catalog.py"
 
@@ -73,6 +77,8 @@ rule bin_classes:
     params:
         target=config["target"],
         split=config["split"],
+    conda:
+        ENVIRONMENT
     script:
         "../../scripts/bin_classes.py"
 
@@ -82,17 +88,41 @@ rule pack_images:
         clean=res("catalog/clean.parquet"),
         labels=res("classes/labels.parquet"),
     output:
-        images=res("images/images.npy"),
-        index=res("images/index.parquet"),
+        part=res("images/part-{shard}.npy"),
     resources:
         **rule_resources("pack_images"),
     log:
-        logfile("pack_images"),
+        res("logs/pack_images/{shard}.log"),
     benchmark:
-        bench("pack_images")
+        res("benchmarks/pack_images/{shard}.tsv")
     params:
+        shard=lambda wildcards: int(wildcards.shard),
+        shards=config["audit"]["shards"],
         size=config["image"]["size"],
         max_pixels=config["image"]["max_pixels"],
+    wildcard_constraints:
+        shard=r"\d+",
     threads: workflow.cores
+    conda:
+        ENVIRONMENT
     script:
         "../../scripts/pack_images.py"
+
+
+rule gather_images:
+    input:
+        parts=PACKED_PARTS,
+        labels=res("classes/labels.parquet"),
+    output:
+        images=res("images/images.npy"),
+        index=res("images/index.parquet"),
+    resources:
+        **rule_resources("gather_images"),
+    log:
+        logfile("gather_images"),
+    benchmark:
+        bench("gather_images")
+    conda:
+        ENVIRONMENT
+    script:
+        "../../scripts/gather_images.py"

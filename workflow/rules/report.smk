@@ -21,5 +21,7 @@ rule provenance:
     params:
         config=RESOLVED_CONFIG,
         workflow_dir=workflow.basedir,
+    conda:
+        ENVIRONMENT
     script:
         "../../scripts/provenance.py"

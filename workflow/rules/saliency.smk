@@ -20,6 +20,8 @@ rule saliency_stats:
         region=config["saliency"]["object"],
         min_object_energy=config["saliency"]["min_object_energy"],
         max_pixels=config["image"]["max_pixels"],
+    conda:
+        ENVIRONMENT
     script:
         "../../scripts/saliency_stats.py"
 
@@ -54,6 +56,8 @@ rule strategy_clusters:
     params:
         clusters=config["saliency"]["clusters"],
         min_object_energy=config["saliency"]["min_object_energy"],
+    conda:
+        ENVIRONMENT
     script:
         "../../scripts/strategy_clusters.py"
 
@@ -86,6 +90,8 @@ rule saliency_summary:
     params:
         truth_column=config["saliency"]["truth_column"],
         min_object_energy=config["saliency"]["min_object_energy"],
+    conda:
+        ENVIRONMENT
     script:
         "../../scripts/saliency_summary.py"
 
@@ -115,5 +121,7 @@ rule galleries:
         region=config["saliency"]["object"],
         gallery=config["saliency"]["gallery"],
         max_pixels=config["image"]["max_pixels"],
+    conda:
+        ENVIRONMENT
     script:
         "../../scripts/galleries.py"

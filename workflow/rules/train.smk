@@ -1,9 +1,13 @@
 # Model stages: training and evaluation on the packed images.
+#
+# images.npy is gathered again whenever audit.shards changes how the packing is split, with the
+# same pixels; ancient() keeps that from retraining. The pixels change only through the catalog
+# (labels.parquet, an ordinary input) or the `image` settings (a param of train, so a trigger).
 
 
 rule train:
     input:
-        images=res("images/images.npy"),
+        images=ancient(res("images/images.npy")),
         labels=res("classes/labels.parquet"),
     output:
         model=res("model/model.pt"),
@@ -28,7 +32,10 @@ rule train:
     params:
         model=config["model"],
         train=config["train"],
+        pixels=config["image"],
     threads: workflow.cores
+    conda:
+        ENVIRONMENT
     script:
         "../../scripts/train.py"
 
@@ -36,7 +43,7 @@ rule train:
 rule evaluate:
     input:
         model=res("model/model.pt"),
-        images=res("images/images.npy"),
+        images=ancient(res("images/images.npy")),
         labels=res("classes/labels.parquet"),
     output:
         predictions=res("eval/predictions.parquet"),
@@ -75,5 +82,7 @@ rule evaluate:
         batch_size=config["audit"]["batch_size"],
         target_column=config["target"]["column"],
     threads: workflow.cores
+    conda:
+        ENVIRONMENT
     script:
         "../../scripts/evaluate.py"

@@ -1,0 +1,22 @@
+"""gather_images: the packed parts as one ``images.npy``, and the row index that names its rows."""
+
+import sys
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from atomic_io import write_parquet
+from pack_images import concatenate
+
+
+def main(snakemake: Any) -> None:
+    sys.stderr = open(snakemake.log[0], "w", buffering=1)
+    labels = pd.read_parquet(snakemake.input.labels, columns=["id"])
+    concatenate(snakemake.input.parts, snakemake.output.images, len(labels))
+    write_parquet(pd.DataFrame({"row": np.arange(len(labels)), "id": labels["id"]}), snakemake.output.index)
+    print(f"gathered {len(snakemake.input.parts)} packed parts into {len(labels)} images", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main(snakemake)  # type: ignore[name-defined]  # noqa: F821
