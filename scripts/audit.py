@@ -27,6 +27,7 @@ from batches import batch_rows, read_rows, to_tensor
 from checkpoint import load_checkpoint, select_device
 from gradcam import GradCAM
 from image_io import open_packed
+from job import start_job
 from models import Classifier
 from moments import Moments
 from shards import shard_rows
@@ -155,7 +156,7 @@ def predicted_index(predicted: pd.Series | np.ndarray, classes: list[str]) -> np
 
 
 def main(snakemake: Any) -> None:
-    sys.stderr = open(snakemake.log[0], "w", buffering=1)
+    start_job(snakemake.log[0])
     torch.set_num_threads(snakemake.threads)
     params = snakemake.params
     device = select_device(params.device)

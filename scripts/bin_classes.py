@@ -13,6 +13,7 @@ import pandas as pd
 
 from atomic_io import write_csv, write_parquet
 from figures import BAR_COLOUR, CLASS_COLOURS, plt, save_figure
+from job import start_job
 
 
 class ClassError(ValueError):
@@ -111,7 +112,7 @@ def histogram_figure(values: pd.Series, target: dict[str, Any], counts: pd.DataF
 
 
 def main(snakemake: Any) -> None:
-    sys.stderr = open(snakemake.log[0], "w", buffering=1)
+    start_job(snakemake.log[0])
     target = snakemake.params.target
     clean = pd.read_parquet(snakemake.input.clean)
     labels, counts = make_labels(clean, target, snakemake.params.split)

@@ -11,6 +11,7 @@ from atomic_io import write_json, write_parquet
 from checkpoint import load_checkpoint, select_device
 from figures import CLASS_COLOURS, plt, save_figure
 from image_io import open_packed
+from job import start_job
 from metrics import classification_metrics, roc_curve
 from models import Classifier
 from train import predict_logits
@@ -113,7 +114,7 @@ def top_losses_figure(losses: pd.DataFrame, images: np.ndarray, columns: int = 4
 
 
 def main(snakemake: Any) -> None:
-    sys.stderr = open(snakemake.log[0], "w", buffering=1)
+    start_job(snakemake.log[0])
     torch.set_num_threads(snakemake.threads)
     device = select_device(snakemake.params.device)
     model, meta = load_checkpoint(snakemake.input.model, device)

@@ -18,6 +18,7 @@ from audit import read_audit_metadata, read_cams
 from evaluate import top_losses
 from figures import plt, save_figure
 from image_io import open_packed
+from job import start_job
 from localisation import upsample
 from regions import object_regions
 from strategy_clusters import safe_name
@@ -107,7 +108,7 @@ def gallery(
 
 
 def main(snakemake: Any) -> None:
-    sys.stderr = open(snakemake.log[0], "w", buffering=1)
+    start_job(snakemake.log[0])
     params = snakemake.params
     settings = params.gallery
     dataset = ds.dataset(list(snakemake.input.parts), format="parquet")

@@ -7,11 +7,12 @@ import numpy as np
 import pandas as pd
 
 from atomic_io import write_parquet
+from job import start_job
 from pack_images import concatenate
 
 
 def main(snakemake: Any) -> None:
-    sys.stderr = open(snakemake.log[0], "w", buffering=1)
+    start_job(snakemake.log[0])
     labels = pd.read_parquet(snakemake.input.labels, columns=["id"])
     concatenate(snakemake.input.parts, snakemake.output.images, len(labels))
     write_parquet(pd.DataFrame({"row": np.arange(len(labels)), "id": labels["id"]}), snakemake.output.index)

@@ -83,10 +83,10 @@ def center_crop_pad(image: np.ndarray, size: int) -> np.ndarray:
     src, dst = [], []
     for extent in image.shape[:2]:
         start = crop_start(extent, size)
-        if start >= 0:
+        if extent >= size:
             src.append(slice(start, start + size))
             dst.append(slice(0, size))
-        else:
+        else:  # padding; an odd difference of one pads after the image only (start is 0)
             src.append(slice(0, extent))
             dst.append(slice(-start, -start + extent))
     out[dst[0], dst[1]] = image[src[0], src[1]]

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from atomic_io import atomic_path
 from batches import read_rows
 from image_io import center_crop_pad, load_rgb, open_packed
+from job import start_job
 from shards import shard_rows
 
 
@@ -76,7 +77,7 @@ def concatenate(parts: Sequence[str | os.PathLike], out: str | os.PathLike, rows
 
 
 def main(snakemake: Any) -> None:
-    sys.stderr = open(snakemake.log[0], "w", buffering=1)
+    start_job(snakemake.log[0])
     params = snakemake.params
     labels = pd.read_parquet(snakemake.input.labels, columns=["id"])
     clean = pd.read_parquet(snakemake.input.clean, columns=["id", "image"])

@@ -20,6 +20,7 @@ from atomic_io import write_json, write_parquet
 from audit import read_list_column
 from figures import BAR_COLOUR, CLASS_COLOURS, plt, save_figure
 from image_io import open_packed
+from job import start_job
 from moments import Moments
 
 
@@ -207,7 +208,7 @@ def figure_points(pcs: pd.DataFrame, dataset: ds.Dataset, labels: pd.DataFrame, 
 
 
 def main(snakemake: Any) -> None:
-    sys.stderr = open(snakemake.log[0], "w", buffering=1)
+    start_job(snakemake.log[0])
     params = snakemake.params
     moments = Moments.empty(0)
     for path in snakemake.input.moments:

@@ -19,6 +19,7 @@ import torch
 
 from atomic_io import write_csv
 from audit import file_sha256
+from job import start_job
 
 PACKAGES = ("torch", "torchvision", "snakemake", "pandas", "pyarrow", "numpy", "galsim", "scikit-learn", "matplotlib")
 
@@ -85,7 +86,7 @@ def provenance_table(
 
 
 def main(snakemake: Any) -> None:
-    sys.stderr = open(snakemake.log[0], "w", buffering=1)
+    start_job(snakemake.log[0])
     inputs = snakemake.input
     table = provenance_table(
         snakemake.params.config,

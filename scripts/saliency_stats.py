@@ -19,6 +19,7 @@ from atomic_io import write_csv, write_parquet
 from audit import predicted_index, read_audit_metadata, read_cams
 from batches import read_rows
 from image_io import open_packed
+from job import start_job
 from localisation import METRICS, localisation
 from regions import object_regions
 
@@ -96,7 +97,7 @@ def saliency_table(
 
 
 def main(snakemake: Any) -> None:
-    sys.stderr = open(snakemake.log[0], "w", buffering=1)
+    start_job(snakemake.log[0])
     params = snakemake.params
     dataset = ds.dataset(list(snakemake.input.parts), format="parquet")
     index = pd.read_parquet(snakemake.input.index)

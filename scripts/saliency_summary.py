@@ -15,6 +15,7 @@ import pandas as pd
 
 from atomic_io import write_csv, write_json, write_parquet
 from figures import CLASS_COLOURS, plt, save_figure
+from job import start_job
 from metrics import binary_auc
 
 MEANS = ("energy_in_object", "relative_energy", "pointing_hit", "rank_accuracy", "peak_offset", "entropy")
@@ -154,7 +155,7 @@ def energy_figure(stats: pd.DataFrame, threshold: float, planted: np.ndarray | N
 
 
 def main(snakemake: Any) -> None:
-    sys.stderr = open(snakemake.log[0], "w", buffering=1)
+    start_job(snakemake.log[0])
     params = snakemake.params
     stats = pd.read_parquet(snakemake.input.stats).merge(
         pd.read_parquet(snakemake.input.clusters), on="id", how="left", validate="one_to_one"

@@ -18,6 +18,7 @@ from atomic_io import atomic_path, write_csv
 from figures import plt, save_figure
 from galaxy_model import GalaxyParams, draw_galaxies
 from galaxy_render import Shortcut, SkySettings, render_stamp, to_rgb
+from job import start_job
 
 OBJID_BASE = 1237648720693755918  # SDSS DR7 objIDs are 64-bit integers of this size
 
@@ -154,7 +155,7 @@ def preview_figure(catalog: pd.DataFrame, image_dir: Path, target: dict[str, Any
 
 
 def main(snakemake: Any) -> None:
-    sys.stderr = open(snakemake.log[0], "w", buffering=1)
+    start_job(snakemake.log[0])
     out = snakemake.output
     demo, target = snakemake.params.demo, snakemake.params.target
     catalog = simulate(demo, target, Path(out.images), Path(out.masks), snakemake.threads)

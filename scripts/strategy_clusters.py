@@ -21,6 +21,7 @@ from atomic_io import write_csv, write_parquet
 from audit import predicted_index, read_audit_metadata, read_cams
 from figures import plt, save_figure
 from image_io import open_packed
+from job import start_job
 from localisation import upsample
 from strategies import map_features, spectral_clusters
 
@@ -143,7 +144,7 @@ def safe_name(index: int, label: str) -> str:
 
 
 def main(snakemake: Any) -> None:
-    sys.stderr = open(snakemake.log[0], "w", buffering=1)
+    start_job(snakemake.log[0])
     params = snakemake.params
     dataset = ds.dataset(list(snakemake.input.parts), format="parquet")
     stats = pd.read_parquet(snakemake.input.stats)

@@ -22,6 +22,7 @@ from batches import batch_rows, channel_stats, dihedral, read_rows, to_tensor
 from checkpoint import describe_device, save_checkpoint, select_device
 from figures import plt, save_figure
 from image_io import open_packed
+from job import start_job
 from metrics import classification_metrics
 from models import Classifier, build_model
 
@@ -231,7 +232,7 @@ def training_curve(history: pd.DataFrame) -> plt.Figure:
 
 
 def main(snakemake: Any) -> None:
-    sys.stderr = open(snakemake.log[0], "w", buffering=1)
+    start_job(snakemake.log[0])
     torch.set_num_threads(snakemake.threads)
     params = snakemake.params
     device = select_device(params.train["device"])

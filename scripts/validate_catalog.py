@@ -1,9 +1,11 @@
 """validate_catalog: check every row of the catalog and every image before anything uses them.
 
 Problems become rows of an integrity table (id, problem, detail) and their rows
-are excluded; the run goes on with the good rows. Only problems that make the
-whole catalog unusable (a missing column, a missing image folder, no usable
-row at all) stop the run, with a message that says what to fix.
+are excluded; the run goes on with the good rows. Warnings (``WARNINGS``, e.g. an
+object that the centre crop cuts) are rows of the same table, but their rows are
+kept. Only problems that make the whole catalog unusable (a missing column, a
+missing image folder, no usable row at all) stop the run, with a message that
+says what to fix.
 """
 
 import difflib
@@ -19,9 +21,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from atomic_io import write_csv, write_parquet
-from image_io import ImageProblem, load_rgb
+from image_io import ImageProblem, crop_start, load_rgb
+from job import start_job
+from regions import threshold_regions
 
 INTEGRITY_COLUMNS = ["row", "id", "problem", "detail"]
+WARNINGS = frozenset({"object_cut"})  # reported, but the row is kept
+CUT_WARNING = 0.05  # share of the object's pixels outside the crop above which object_cut is reported
 
 
 class CatalogError(ValueError):
@@ -57,7 +63,11 @@ def image_folder(pattern: str) -> Path | None:
 
 
 def id_problems(ids: pd.Series) -> list[tuple[int, str, str]]:
-    """Missing, unsafe (path-like) and duplicate ids; the first of duplicates is kept."""
+    """Missing, unsafe (path-like) and duplicate ids; the first of duplicates is kept.
+
+    ``ids`` are already stripped of surrounding whitespace; any other character,
+    unicode included, is part of the id and of its file name.
+    """
     problems = []
     first_seen: dict[str, int] = {}
     for position, value in enumerate(ids):
@@ -93,15 +103,41 @@ def target_problems(values: pd.Series, numeric: bool, invalid: list[float]) -> l
     return problems
 
 
-def image_problems(paths: dict[int, str], max_pixels: int, workers: int) -> list[tuple[int, str, str]]:
-    """Decode every image once (in threads: PIL releases the GIL while decoding)."""
+def cut_fraction(image: np.ndarray, size: int) -> float:
+    """Share of the object's pixels (brightness threshold, as saliency.object.method threshold)
+    that fall outside the central ``size`` x ``size`` crop; 0 when the image fits."""
+    height, width = image.shape[:2]
+    if height <= size and width <= size:
+        return 0.0
+    mask = threshold_regions(image[None])[0]
+    total = int(mask.sum())
+    if total == 0:
+        return 0.0
+    top, left = max(crop_start(height, size), 0), max(crop_start(width, size), 0)
+    return 1.0 - int(mask[top : top + size, left : left + size].sum()) / total
+
+
+def image_problems(paths: dict[int, str], max_pixels: int, size: int, workers: int) -> list[tuple[int, str, str]]:
+    """Decode every image once (in threads: PIL and numpy release the GIL), and warn when the
+    centre crop to ``size`` would cut the object."""
 
     def check(item: tuple[int, str]) -> tuple[int, str, str] | None:
         position, path = item
         try:
-            load_rgb(path, max_pixels)
+            image = load_rgb(path, max_pixels)
         except ImageProblem as problem:
             return position, problem.problem, problem.detail
+        cut = cut_fraction(image, size)
+        if cut > CUT_WARNING:
+            height, width = image.shape[:2]
+            return (
+                position,
+                "object_cut",
+                (
+                    f"{path} is {width}x{height}; the central {size}x{size} crop (image.size) cuts {cut:.0%} of the "
+                    "object's pixels (row kept)"
+                ),
+            )
         return None
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -117,6 +153,7 @@ def validate(
     numeric_target: bool,
     invalid: list[float],
     max_pixels: int,
+    size: int,
     workers: int = 1,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (clean catalog with ``id`` and ``image`` columns, integrity table)."""
@@ -126,19 +163,19 @@ def validate(
     if folder is not None and not folder.is_dir():
         raise CatalogError(f"config key images: the image folder {folder} does not exist (pattern {images!r})")
 
-    ids = catalog[id_column].astype("string")
+    ids = catalog[id_column].astype("string").str.strip()
     problems = id_problems(ids) + target_problems(catalog[target_column], numeric_target, invalid)
     bad_id = {position for position, problem, _ in problems if problem in ("missing_id", "unsafe_id")}
     paths = {
         position: images.format(id=ids.iloc[position]) for position in range(len(catalog)) if position not in bad_id
     }
-    problems += image_problems(paths, max_pixels, workers)
+    problems += image_problems(paths, max_pixels, size, workers)
 
     integrity = pd.DataFrame(
         [(position + 1, ids.iloc[position], p, d) for position, p, d in sorted(problems)],
         columns=INTEGRITY_COLUMNS,
     )
-    excluded = {position for position, _, _ in problems}
+    excluded = {position for position, problem, _ in problems if problem not in WARNINGS}
     keep = np.array([position not in excluded for position in range(len(catalog))], dtype=bool)
     clean = catalog.loc[keep].copy()
     clean.insert(0, "id", ids[keep].astype(str))
@@ -158,7 +195,7 @@ def validate(
 
 
 def main(snakemake: Any) -> None:
-    sys.stderr = open(snakemake.log[0], "w", buffering=1)
+    start_job(snakemake.log[0])
     p = snakemake.params
     catalog = read_catalog(snakemake.input.catalog, p.id_column)
     clean, integrity = validate(
@@ -169,11 +206,12 @@ def main(snakemake: Any) -> None:
         numeric_target="bins" in p.target,
         invalid=p.target.get("invalid", []),
         max_pixels=p.max_pixels,
+        size=p.size,
         workers=snakemake.threads,
     )
     write_csv(integrity, snakemake.output.integrity)
     write_parquet(clean, snakemake.output.clean)
-    print(f"{len(clean)} of {len(catalog)} rows usable; {len(integrity)} problems", file=sys.stderr)
+    print(f"{len(clean)} of {len(catalog)} rows usable; {len(integrity)} problems and warnings", file=sys.stderr)
     for problem, count in integrity["problem"].value_counts().items():
         print(f"  {problem}: {count}", file=sys.stderr)
 

@@ -1,6 +1,8 @@
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bin_classes import ClassError, assign_classes, make_labels, stratified_split
 
@@ -71,3 +73,32 @@ def test_split_keeps_one_of_each_class_on_each_side() -> None:
 def test_empty_class_is_an_error_that_shows_the_counts() -> None:
     with pytest.raises(ClassError, match=r"low: 0, medium: 3, high: 2"):
         make_labels(catalog([8.8, 8.9, 9.0, 9.2, 9.25]), NUMERIC, SPLIT)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    edges=st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=2, max_size=6, unique=True).map(sorted),
+    values=st.lists(st.one_of(st.floats(-2e6, 2e6), st.just(np.nan)), max_size=60),
+)
+def test_binning_matches_the_bin_definition_for_any_values(edges: list[float], values: list[float]) -> None:
+    labels = [f"c{i}" for i in range(len(edges) - 1)]
+    classes = assign_classes(pd.Series(values, dtype=float), {"column": "Z", "bins": edges, "labels": labels})
+    for value, label in zip(values, classes.astype(object).where(classes.notna(), None)):
+        inside = [i for i in range(len(labels)) if edges[i] < value <= edges[i + 1]]  # right-closed, like pd.cut
+        assert label == (labels[inside[0]] if inside else None), (value, edges)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    counts=st.lists(st.integers(2, 40), min_size=2, max_size=4),
+    fraction=st.floats(0.05, 0.6),
+    seed=st.integers(0, 2**31),
+)
+def test_split_keeps_every_class_on_both_sides_for_any_counts(counts: list[int], fraction: float, seed: int) -> None:
+    classes = pd.Series(np.repeat([f"c{i}" for i in range(len(counts))], counts)).astype("category")
+    split = stratified_split(classes, fraction, seed)
+    assert set(split) <= {"train", "valid"}
+    for name in classes.cat.categories:
+        sides = set(split[(classes == name).to_numpy()])
+        assert sides == {"train", "valid"}, (name, counts, fraction)
+    assert (split == stratified_split(classes, fraction, seed)).all()

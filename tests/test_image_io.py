@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from image_io import ImageProblem, center_crop_pad, load_rgb, open_packed
+from image_io import ImageProblem, center_crop_pad, crop_start, load_rgb, open_packed
 from pack_images import concatenate, pack
 from shards import shard_rows
 
@@ -158,3 +160,22 @@ def test_a_damaged_packed_file_is_named(tmp_path, damage, message) -> None:
     with pytest.raises(ValueError, match=message) as error:
         open_packed(path)
     assert str(path) in str(error.value)
+
+
+@settings(max_examples=200, deadline=None)
+@example(height=63, width=64, size=64, seed=0)  # one pixel short of image.size: padded, not stretched
+@given(height=st.integers(1, 40), width=st.integers(1, 40), size=st.integers(1, 40), seed=st.integers(0, 2**16))
+def test_crop_pad_places_every_pixel_at_its_centred_offset(height: int, width: int, size: int, seed: int) -> None:
+    image = np.random.default_rng(seed).integers(1, 255, (height, width, 3), dtype=np.uint8)  # no zeros
+    out = center_crop_pad(image, size)
+    assert out.shape == (size, size, 3) and out.dtype == np.uint8
+    # output pixel (i, j) shows source pixel (i + top, j + left), or zero padding where there is none
+    top, left = crop_start(height, size), crop_start(width, size)
+    rows, cols = np.arange(size)[:, None] + top, np.arange(size)[None, :] + left
+    inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+    np.testing.assert_array_equal(out[inside], image[rows.clip(0, height - 1), cols.clip(0, width - 1)][inside])
+    assert not out[~inside].any()
+    # padding and cropping back is lossless
+    big = max(height, width, size)
+    if height == width:
+        np.testing.assert_array_equal(center_crop_pad(center_crop_pad(image, big), height), image)

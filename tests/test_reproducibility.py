@@ -1,12 +1,20 @@
-"""Same config, same seed, on CPU: a second run into another folder gives identical tables and metrics."""
+"""Same config, same seed, on CPU: a second run gives identical tables and metrics, even when it
+is killed during training and during the audit pass (SIGTERM to every process, as Slurm or a
+shutdown does it) and resumed with the same command."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
+import yaml
 
-from conftest import TINY_DEMO, run_workflow
+from conftest import REPO, TINY_DEMO, run_workflow
 
 TABLES = (
     "classes/labels.parquet",
@@ -17,9 +25,44 @@ TABLES = (
 )
 
 
-def test_a_second_run_reproduces_every_table_exactly(tiny_demo: Path, tmp_path: Path) -> None:
+def kill_when_started(results: Path, job_log: str) -> str:
+    """Run the tiny demo and SIGTERM its whole process group once the job writing ``job_log`` runs."""
+    results.mkdir(parents=True, exist_ok=True)
+    configfile = results.parent / "config.yaml"
+    configfile.write_text(yaml.safe_dump({**TINY_DEMO, "results": str(results)}))
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", str(configfile)]
+    run = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 600
+    while not (results / job_log).exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run.poll() is None, f"the run ended before {job_log} was written"
+    os.killpg(run.pid, signal.SIGTERM)
+    log, _ = run.communicate(timeout=300)
+    assert run.returncode != 0, log
+    assert "died with <Signals.SIGTERM: 15>" in log or "exit status 143" in log, log
+    return log
+
+
+def leftovers(results: Path) -> list[str]:
+    """Temporary files of atomic_path that a kill left behind."""
+    return [str(p) for p in results.rglob(".*.tmp-*")]
+
+
+def test_a_killed_and_resumed_run_reproduces_every_table_exactly(tiny_demo: Path, tmp_path: Path) -> None:
     again = tmp_path / "results"
-    run_workflow(TINY_DEMO, again)
+
+    kill_when_started(again, "logs/train.log")
+    assert not (again / "model/model.pt").exists() and not leftovers(again)
+
+    log = kill_when_started(again, "logs/audit/0.log")
+    assert "rule gather_images:" not in log, "the packed images survive the first kill"
+    assert (again / "model/model.pt").exists() and not (again / "audit/part-0.parquet").exists()
+    assert not leftovers(again)
+
+    done = run_workflow(TINY_DEMO, again)
+    assert "rule train:" not in done.stdout + done.stderr, "the model survives the second kill"
+
     for table in TABLES:
         first, second = pq.read_table(tiny_demo / table), pq.read_table(again / table)
         assert first.equals(second), f"{table} differs between two runs of the same config"

@@ -23,6 +23,7 @@ def run(frame: pd.DataFrame, image_dir, **kwargs):
         numeric_target=True,
         invalid=[-9999.0],
         max_pixels=10**6,
+        size=16,
     )
     options.update(kwargs)
     return validate(frame, **options)
@@ -122,3 +123,29 @@ def test_categorical_column_with_bins_explains_the_fix(image_dir) -> None:
     frame = pd.DataFrame({"objID": ["1", "2"], "Z": ["whale", "dolphin"]})
     with pytest.raises(CatalogError, match=r"target.bins is set, so target.column 'Z' must be numeric"):
         run(frame, image_dir)
+
+
+def test_ids_are_stripped_and_unicode_ids_name_their_files(image_dir) -> None:
+    Image.fromarray(np.full((16, 16, 3), 90, dtype=np.uint8)).save(image_dir / "NGC 1300 Ω.jpg")
+    frame = pd.DataFrame({"objID": [" 1", "2\t", "NGC 1300 Ω", " "], "Z": [8.5, 9.0, 9.2, 8.8]})
+    clean, integrity = run(frame, image_dir)
+    assert clean["id"].tolist() == ["1", "2", "NGC 1300 Ω"]
+    assert clean["image"].tolist()[2] == str(image_dir / "NGC 1300 Ω.jpg")
+    assert list(zip(integrity["row"], integrity["problem"])) == [(4, "missing_id")]
+
+
+def test_an_object_cut_by_the_crop_is_a_warning_and_its_row_is_kept(image_dir) -> None:
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:64, :64]
+    for name, (y, x, r) in {"small": (32, 32, 5), "large": (32, 32, 22), "offset": (10, 32, 7)}.items():
+        sky = rng.normal(30, 3, (64, 64))
+        galaxy = 200 * np.exp(-(((yy - y) ** 2 + (xx - x) ** 2) / (2 * (r / 2) ** 2)))
+        pixels = np.clip(sky + galaxy, 0, 255).astype(np.uint8)
+        Image.fromarray(np.repeat(pixels[..., None], 3, axis=2)).save(image_dir / f"{name}.png")
+    frame = pd.DataFrame({"objID": ["small", "large", "offset"], "Z": [8.5, 9.0, 9.2]})
+    clean, integrity = run(frame, image_dir, images=str(image_dir / "{id}.png"), size=32)
+    assert clean["id"].tolist() == ["small", "large", "offset"]
+    assert integrity["id"].tolist() == ["large", "offset"] and set(integrity["problem"]) == {"object_cut"}
+    assert integrity["detail"].str.contains("is 64x64; the central 32x32 crop").all()
+    _, fits = run(frame, image_dir, images=str(image_dir / "{id}.png"), size=64)
+    assert fits.empty

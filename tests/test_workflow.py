@@ -40,10 +40,14 @@ def test_demo_catalog_images_and_masks(tiny_demo: Path) -> None:
         assert image[y, x].mean() > 200, "the shortcut star must be bright where the catalog says"
 
 
-def test_integrity_is_empty_for_the_demo(tiny_demo: Path) -> None:
-    integrity = pd.read_csv(tiny_demo / "catalog/integrity.csv")
+def test_the_demo_has_no_problems_but_its_crop_warnings(tiny_demo: Path) -> None:
+    # the tiny demo crops its 64 px stamps to image.size 48: extended galaxies lose their outskirts
+    integrity = pd.read_csv(tiny_demo / "catalog/integrity.csv", dtype={"id": str})
     assert list(integrity.columns) == ["row", "id", "problem", "detail"]
-    assert integrity.empty
+    assert set(integrity["problem"]) == {"object_cut"}
+    assert integrity["detail"].str.contains(r"is 64x64; the central 48x48 crop \(image.size\) cuts").all()
+    clean = pd.read_parquet(tiny_demo / "catalog/clean.parquet")
+    assert len(clean) == TINY_DEMO["demo"]["n_galaxies"] and set(integrity["id"]) < set(clean["id"])
 
 
 def test_labels_follow_the_configured_bins(tiny_demo: Path) -> None:
@@ -106,12 +110,28 @@ def test_bad_catalog_rows_are_reported_and_good_rows_go_on(tiny_demo: Path, tmp_
     images = tmp_path / "images"
     shutil.copytree(tiny_demo / "demo/images", images)
     catalog = pd.read_csv(tiny_demo / "demo/catalog.csv", dtype={"objID": str})
+    ids = catalog["objID"].tolist()
     good = len(catalog)
-    (images / f"{catalog.loc[0, 'objID']}.jpg").unlink()  # missing image
-    corrupt = images / f"{catalog.loc[1, 'objID']}.jpg"
+    # rows that must be excluded, one problem each
+    (images / f"{ids[0]}.jpg").unlink()  # missing image
+    corrupt = images / f"{ids[1]}.jpg"
     corrupt.write_bytes(corrupt.read_bytes()[:300])  # truncated JPEG
     catalog.loc[2, "metallicity"] = np.nan  # empty target
-    extra = catalog.iloc[[3, 3]].copy()
+    (images / f"{ids[3]}.jpg").write_bytes(b"")  # zero-byte file
+    (images / f"{ids[4]}.jpg").write_text("<html>404 Not Found</html>")  # a failed download, not an image
+    catalog.loc[5, "metallicity"] = -9999  # sentinel listed in target.invalid
+    catalog.loc[6, "metallicity"] = np.inf
+    # rows that must be kept: other modes and sizes are converted, surrounding whitespace is stripped
+    rgb = np.asarray(Image.open(images / f"{ids[7]}.jpg"))
+    Image.fromarray(rgb.mean(axis=2).astype(np.uint8)).save(images / f"{ids[7]}.jpg", format="JPEG")  # grayscale
+    Image.fromarray(rgb).convert("RGBA").save(images / f"{ids[8]}.jpg", format="PNG")  # RGBA, PNG content
+    Image.fromarray(rgb).convert("P").save(images / f"{ids[9]}.jpg", format="PNG")  # palette
+    deep = (rgb.mean(axis=2) * 257).astype(np.uint16)
+    Image.fromarray(deep).save(images / f"{ids[10]}.jpg", format="PNG")  # 16-bit grayscale
+    Image.fromarray(rgb[5:, 3:]).save(images / f"{ids[11]}.jpg", format="JPEG")  # 59 x 61: padded
+    catalog["objID"] = catalog["objID"].astype(object)
+    catalog.loc[12, "objID"] = f"  {ids[12]}\t"
+    extra = catalog.iloc[[13, 13]].copy()
     extra.iloc[1, extra.columns.get_loc("objID")] = "../../x"
     catalog = pd.concat([catalog, extra], ignore_index=True)  # a duplicate id and an unsafe id
     catalog.to_csv(tmp_path / "catalog.csv", index=False)
@@ -121,22 +141,29 @@ def test_bad_catalog_rows_are_reported_and_good_rows_go_on(tiny_demo: Path, tmp_
         **TINY_DEMO,
         "catalog": str(tmp_path / "catalog.csv"),
         "images": str(images / "{id}.jpg"),
+        "target": {"invalid": [-9999]},
         "saliency": {"object": {"method": "masks", "masks": str(tiny_demo / "demo/masks/{id}.png")}},
     }
     run_workflow(config, results)
     integrity = pd.read_csv(results / "catalog/integrity.csv", dtype={"id": str})
-    assert sorted(integrity["problem"]) == sorted(
-        ["missing_image", "unreadable_image", "missing_target", "duplicate_id", "unsafe_id"]
-    )
-    assert set(integrity["row"]) == {1, 2, 3, good + 1, good + 2}
-    assert integrity.set_index("problem").loc["unsafe_id", "id"] == "../../x"
+    problems = integrity[integrity["problem"] != "object_cut"]  # crop warnings keep their rows
+    assert list(zip(problems["row"], problems["problem"])) == [
+        (1, "missing_image"), (2, "unreadable_image"), (3, "missing_target"), (4, "unreadable_image"),
+        (5, "unreadable_image"), (6, "invalid_target"), (7, "non_finite_target"),
+        (good + 1, "duplicate_id"), (good + 2, "unsafe_id"),
+    ]  # fmt: skip
+    assert "is an empty file" in problems["detail"].iloc[3] and "cannot identify image" in problems["detail"].iloc[4]
+    assert problems.set_index("problem").loc["unsafe_id", "id"] == "../../x"
     clean = pd.read_parquet(results / "catalog/clean.parquet")
-    assert len(clean) == good - 3
-    bad_ids = set(catalog.loc[:2, "objID"])
-    assert not bad_ids & set(clean["id"]) and "../../x" not in set(clean["id"])
+    assert len(clean) == good - 7 and set(clean["id"]) == set(ids[7:])
     labels = pd.read_parquet(results / "classes/labels.parquet")
     packed = np.load(results / "images/images.npy", mmap_mode="r")
     assert len(packed) == len(labels) and set(labels["id"]) <= set(clean["id"])
+    rows = dict(zip(labels["id"], range(len(labels))))
+    grays = [packed[rows[i]] for i in (ids[7], ids[10]) if i in rows]  # the demo is seeded: this never changes
+    assert grays, "neither grayscale image fell in a kept class"
+    for gray in grays:  # packed as three equal channels
+        assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all() and gray.any()
     stats = pd.read_parquet(results / "saliency/stats.parquet")
     assert sorted(stats["id"]) == sorted(labels["id"])  # the good rows reach the end of the workflow
 

@@ -47,6 +47,7 @@ rule validate_catalog:
         id_column=config["id_column"],
         images=lambda wildcards: config["images"],  # keep {id} unexpanded
         target=config["target"],
+        size=config["image"]["size"],
         max_pixels=config["image"]["max_pixels"],
     threads: 2
     conda:
