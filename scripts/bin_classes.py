@@ -69,10 +69,11 @@ def make_labels(
         }
     )
     catalog_counts = classes.value_counts(sort=False)
-    if labels.empty or (labels["class"].value_counts() < 2).any():
+    if len(keep) < 2 or labels.empty or (labels["class"].value_counts() < 2).any():
         shown = ", ".join(f"{c}: {n}" for c, n in catalog_counts.items())
         raise ClassError(
-            f"every kept class needs at least 2 images to split into train and valid; "
+            f"a classifier needs at least 2 kept classes, each with at least 2 images to split into train and "
+            f"valid; "
             f"counts per class: {shown}; outside every class: {int(classes.isna().sum())}; "
             f"target.keep: {keep}"
         )

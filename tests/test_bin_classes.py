@@ -102,3 +102,10 @@ def test_split_keeps_every_class_on_both_sides_for_any_counts(counts: list[int],
         sides = set(split[(classes == name).to_numpy()])
         assert sides == {"train", "valid"}, (name, counts, fraction)
     assert (split == stratified_split(classes, fraction, seed)).all()
+
+
+def test_a_categorical_target_with_one_value_is_an_error_that_shows_the_counts() -> None:
+    frame = pd.DataFrame({"id": ["a", "b", "c"], "kind": ["whale", "whale", None]})
+    expected = r"at least 2 kept classes.*counts per class: whale: 2; outside every class: 1"
+    with pytest.raises(ClassError, match=expected):
+        make_labels(frame, {"column": "kind"}, SPLIT)
