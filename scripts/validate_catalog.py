@@ -35,13 +35,18 @@ class CatalogError(ValueError):
 
 
 def read_catalog(path: str | os.PathLike, id_column: str) -> pd.DataFrame:
-    """Read the CSV with ids as strings: 64-bit objIDs do not survive a float64."""
+    """Read the CSV with ids as the exact text of the file: 64-bit objIDs do not survive a float64,
+    and an id such as "NA" or "nan" is a name, not a missing value (only an empty cell is)."""
     try:
         header = pd.read_csv(path, nrows=0).columns
     except (FileNotFoundError, pd.errors.EmptyDataError) as error:
         raise CatalogError(f"catalog {path}: {error}") from None
-    dtype = {id_column: "string"} if id_column in header else None
-    return pd.read_csv(path, engine="pyarrow", dtype=dtype)
+    if id_column not in header:
+        return pd.read_csv(path, engine="pyarrow")
+    catalog = pd.read_csv(path, engine="pyarrow", dtype={id_column: "string"})
+    ids = pd.read_csv(path, engine="pyarrow", usecols=[id_column], dtype="string", keep_default_na=False)
+    catalog[id_column] = ids[id_column].replace("", pd.NA)
+    return catalog
 
 
 def require_column(frame: pd.DataFrame, column: str, key: str) -> None:

@@ -71,6 +71,13 @@ def test_ids_are_exact_64_bit_strings(tmp_path) -> None:
     assert frame["objID"].tolist() == ["1237648720693755918", "1237648720693755919"]
 
 
+def test_ids_that_look_missing_are_names_and_only_empty_cells_are_missing(tmp_path) -> None:
+    (tmp_path / "c.csv").write_text("objID,Z\nNA,8.5\nnan,9.0\n,9.1\nnull,nan\n")
+    frame = read_catalog(tmp_path / "c.csv", "objID")
+    assert frame["objID"].tolist()[:2] == ["NA", "nan"] and pd.isna(frame["objID"].iloc[2])
+    assert frame["objID"].iloc[3] == "null" and np.isnan(frame["Z"].iloc[3])  # other columns keep NA parsing
+
+
 @pytest.mark.parametrize(
     ("ids", "expected"),
     [
