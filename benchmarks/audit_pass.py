@@ -25,6 +25,7 @@ from captum.attr import LayerGradCam  # noqa: E402
 from pytorch_grad_cam import GradCAM as LibraryGradCAM  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
+from audit_tables import audit_schema, batch_table  # noqa: E402
 from gradcam import GradCAM  # noqa: E402
 from models import build_model, find_module  # noqa: E402
 
@@ -100,6 +101,28 @@ print(json.dumps({{"peak_rss_mb": peak_kb / 1024}}))
 """
 
 
+def parquet_write_rate(n_features: int, map_side: int, n_classes: int, workdir: Path) -> tuple[float, float]:
+    """Rows/s and MB/s of the audit's Parquet writer (batch_table + one row group per batch of 256)."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    classes = [f"c{k}" for k in range(n_classes)]
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"id": [f"g{i}" for i in range(256)], "split": "train",
+                         "class": pd.Categorical(rng.choice(classes, 256), classes)})  # fmt: skip
+    probs = rng.dirichlet(np.ones(n_classes), 256).astype(np.float32)
+    activations = rng.random((256, n_features), dtype=np.float32)
+    cams = rng.random((256, n_classes, map_side, map_side), dtype=np.float32)
+    schema = audit_schema(classes, {"classes": classes})
+    out = workdir / "write.parquet"
+    batches, started = 200, time.perf_counter()
+    with pq.ParquetWriter(out, schema) as writer:
+        for _ in range(batches):
+            writer.write_table(batch_table(rows, probs, activations, cams, classes, schema), row_group_size=256)
+    seconds = time.perf_counter() - started
+    return 256 * batches / seconds, out.stat().st_size / 1e6 / seconds
+
+
 def audit_peak_memory(n: int, workdir: Path) -> tuple[float, float]:
     """Peak RSS (MB) and wall time of run_audit over ``n`` synthetic 64 px images, in a fresh process."""
     packed = workdir / f"images-{n}.npy"
@@ -141,6 +164,11 @@ def main() -> None:
             f" {r['audit pass'] / r['pytorch-grad-cam']:>9.2f} {r['audit pass'] / r['captum']:>9.2f}"
         )
     print("(images/s; ratios are the audit pass over each other method)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch, features, side in (("simple_cnn", 128, 8), ("resnet18", 512, 4)):
+            rows, megabytes = parquet_write_rate(features, side, args.classes, Path(tmp))
+            print(f"Parquet writer, {arch} tables ({features} features, {side}x{side} maps): "
+                  f"{rows:.0f} rows/s, {megabytes:.0f} MB/s")  # fmt: skip
     if args.skip_memory:
         return
     print("\naudit rule memory (simple_cnn, 64 px, CPU):")

@@ -8,8 +8,6 @@ Each shard also writes the streamed moments of its activations, which the PCA
 stage merges.
 """
 
-import hashlib
-import json
 import os
 import sys
 import time
@@ -17,73 +15,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
 from atomic_io import atomic_path
+from audit_tables import audit_schema, batch_table
 from batches import batch_rows, read_rows, to_tensor
 from checkpoint import load_checkpoint, select_device
+from checksums import file_sha256
 from gradcam import GradCAM
 from image_io import open_packed
 from job import start_job
 from models import Classifier
 from moments import Moments
 from shards import shard_rows
-
-METADATA_KEY = b"saliency_audit"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def audit_schema(classes: list[str], metadata: dict[str, Any]) -> pa.Schema:
-    """The columns of the output contract, with the run's facts in the key-value metadata."""
-    fields = [
-        pa.field("id", pa.string()),
-        pa.field("split", pa.string()),
-        pa.field("label", pa.string()),
-        pa.field("predicted", pa.string()),
-        *(pa.field(f"prob_{c}", pa.float32()) for c in classes),
-        pa.field("activation", pa.list_(pa.float32())),
-        *(pa.field(f"cam_{c}", pa.list_(pa.float32())) for c in classes),
-    ]
-    return pa.schema(fields, metadata={METADATA_KEY: json.dumps(metadata).encode()})
-
-
-def read_audit_metadata(schema: pa.Schema) -> dict[str, Any]:
-    """Class order, map shape, layer and model checksum stored with the audit tables."""
-    return json.loads(schema.metadata[METADATA_KEY])
-
-
-def _list_column(values: np.ndarray) -> pa.ListArray:
-    """B x D float32 -> list<float32> without copying row by row."""
-    rows, width = values.shape
-    offsets = np.arange(0, rows * width + 1, width, dtype=np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.ascontiguousarray(values, np.float32).reshape(-1)))
-
-
-def batch_table(rows: pd.DataFrame, probs: np.ndarray, activations: np.ndarray, cams: np.ndarray,
-                classes: list[str], schema: pa.Schema) -> pa.Table:  # fmt: skip
-    """One row group from host arrays: probs B x C, activations B x F, cams B x C x h x w."""
-    columns: dict[str, pa.Array] = {
-        "id": pa.array(rows["id"].astype(str).to_numpy(), pa.string()),
-        "split": pa.array(rows["split"].astype(str).to_numpy(), pa.string()),
-        "label": pa.array(rows["class"].astype(str).to_numpy(), pa.string()),
-        "predicted": pa.array(np.asarray(classes, dtype=object)[probs.argmax(axis=1)], pa.string()),
-    }
-    for k, name in enumerate(classes):
-        columns[f"prob_{name}"] = pa.array(probs[:, k], pa.float32())
-    columns["activation"] = _list_column(activations)
-    for k, name in enumerate(classes):
-        columns[f"cam_{name}"] = _list_column(cams[:, k].reshape(len(cams), -1))
-    return pa.Table.from_pydict(columns, schema=schema)
 
 
 def run_audit(
@@ -135,24 +81,6 @@ def run_audit(
     seconds = time.perf_counter() - started
     print(f"audited {len(labels)} images in {seconds:.1f} s ({len(labels) / seconds:.0f} images/s)", file=sys.stderr)
     return moments
-
-
-def read_list_column(table: pa.Table | pa.RecordBatch, name: str) -> np.ndarray:
-    """A list<float32> column (activation, cam_<class>) as an N x D array, without per-row Python."""
-    column = table.column(name)
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1)
-
-
-def read_cams(table: pa.Table | pa.RecordBatch, classes: list[str], map_shape: list[int]) -> np.ndarray:
-    """The Grad-CAM maps of every class as a B x C x h x w array."""
-    return np.stack([read_list_column(table, f"cam_{c}").reshape(-1, *map_shape) for c in classes], axis=1)
-
-
-def predicted_index(predicted: pd.Series | np.ndarray, classes: list[str]) -> np.ndarray:
-    """Position of each predicted class in ``classes``."""
-    return pd.Categorical(np.asarray(predicted, dtype=object), categories=classes).codes.astype(np.int64)
 
 
 def main(snakemake: Any) -> None:

@@ -12,7 +12,7 @@ from checkpoint import load_checkpoint, select_device
 from figures import CLASS_COLOURS, plt, save_figure
 from image_io import open_packed
 from job import start_job
-from metrics import classification_metrics, roc_curve
+from metrics import classification_metrics, roc_curve, top_losses
 from models import Classifier
 from train import predict_logits
 
@@ -87,15 +87,6 @@ def roc_figure(predictions: pd.DataFrame, classes: list[str], auc: float) -> plt
     ax.set_aspect("equal")
     fig.tight_layout()
     return fig
-
-
-def top_losses(predictions: pd.DataFrame, classes: list[str], n: int) -> pd.DataFrame:
-    """The valid images the model is most confidently wrong about (highest cross-entropy)."""
-    valid = predictions[predictions["split"] == "valid"].copy()
-    true_prob = valid[[f"prob_{c}" for c in classes]].to_numpy()[np.arange(len(valid)), valid["label"].cat.codes]
-    valid["loss"] = -np.log(np.clip(true_prob, 1e-12, None))
-    valid["row"] = valid.index
-    return valid.nlargest(n, "loss")
 
 
 def top_losses_figure(losses: pd.DataFrame, images: np.ndarray, columns: int = 4) -> plt.Figure:

@@ -1,6 +1,7 @@
 """Shared figure conventions: one look for every figure, written atomically."""
 
 import os
+import re
 
 import matplotlib
 
@@ -30,3 +31,8 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, bbox_inches="tight")
     plt.close(fig)
+
+
+def safe_name(index: int, label: str) -> str:
+    """A file name for a class label from the catalog (any characters)."""
+    return f"{index}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', label)[:40]}.png"

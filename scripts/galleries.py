@@ -14,14 +14,13 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
-from audit import read_audit_metadata, read_cams
-from evaluate import top_losses
-from figures import plt, save_figure
+from audit_tables import read_audit_metadata, read_cams
+from figures import plt, safe_name, save_figure
 from image_io import open_packed
 from job import start_job
 from localisation import upsample
+from metrics import top_losses
 from regions import object_regions
-from strategy_clusters import safe_name
 
 TEXT = {"ha": "center", "color": "white", "fontsize": 8}
 

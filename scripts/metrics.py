@@ -6,7 +6,7 @@ ROC AUC.
 """
 
 import numpy as np
-from scipy.stats import rankdata
+import pandas as pd
 
 
 def confusion(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
@@ -21,13 +21,20 @@ def f1_scores(matrix: np.ndarray) -> np.ndarray:
     return np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
 
 
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from 1, ties sharing their average rank (scipy.stats.rankdata's default)."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    last = np.cumsum(counts)
+    return (last - (counts - 1) / 2.0)[inverse.reshape(-1)]
+
+
 def binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve: the Mann-Whitney statistic, ties counted half."""
     n_pos = int(positive.sum())
     n_neg = len(positive) - n_pos
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    ranks = rankdata(scores)
+    ranks = average_ranks(scores)
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
@@ -59,3 +66,12 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, o
         "f1": float(f1_value),
         "confusion_matrix": matrix.tolist(),
     }
+
+
+def top_losses(predictions: pd.DataFrame, classes: list[str], n: int) -> pd.DataFrame:
+    """The valid images the model is most confidently wrong about (highest cross-entropy)."""
+    valid = predictions[predictions["split"] == "valid"].copy()
+    true_prob = valid[[f"prob_{c}" for c in classes]].to_numpy()[np.arange(len(valid)), valid["label"].cat.codes]
+    valid["loss"] = -np.log(np.clip(true_prob, 1e-12, None))
+    valid["row"] = valid.index
+    return valid.nlargest(n, "loss")

@@ -10,7 +10,6 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
-from torchvision.models import resnet18
 
 ARCHS = ("simple_cnn", "resnet18")
 
@@ -49,28 +48,54 @@ def simple_cnn(n_classes: int, stride: int = 2) -> Classifier:
     return Classifier(body, channels[-1], n_classes, target_layer="body.2")
 
 
+class BasicBlock(nn.Module):
+    """ResNet's two 3x3 convs with an identity (or 1x1 projection) shortcut; names as torchvision's."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(c_out, c_out, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.downsample = None
+        if stride != 1 or c_in != c_out:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(c_in, c_out, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + shortcut)
+
+
 def resnet18_cutout(n_classes: int) -> Classifier:
-    """torchvision's ResNet-18, untrained, with a stem for small cutouts.
+    """ResNet-18 (torchvision's layout and initialisation, untrained) with a stem for small cutouts.
 
     The ImageNet stem (7x7 stride-2 conv and max pool) divides a 64 px cutout by
     4 before the first block and leaves a 2x2 map after ``layer4``. A 3x3
     stride-2 conv without the pool leaves 4x4 (``layer3``: 8x8) at about a third
     of the ImageNet stem's CPU speed; a stride-1 stem would be 5x slower again.
+    Built here rather than imported, because importing torchvision costs every
+    job over a second.
     """
-    net = resnet18(weights=None, num_classes=n_classes)
+    layers, c_in = OrderedDict(), 64
+    for k, (c_out, stride) in enumerate(((64, 1), (128, 2), (256, 2), (512, 2)), start=1):
+        layers[f"layer{k}"] = nn.Sequential(BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out, 1))
+        c_in = c_out
     body = nn.Sequential(
         OrderedDict(
             conv1=nn.Conv2d(3, 64, kernel_size=3, stride=2, padding=1, bias=False),
-            bn1=net.bn1,
-            relu=net.relu,
-            layer1=net.layer1,
-            layer2=net.layer2,
-            layer3=net.layer3,
-            layer4=net.layer4,
+            bn1=nn.BatchNorm2d(64),
+            relu=nn.ReLU(inplace=True),
+            **layers,
         )
     )
-    nn.init.kaiming_normal_(body.conv1.weight, mode="fan_out", nonlinearity="relu")
-    return Classifier(body, net.fc.in_features, n_classes, target_layer="body.layer4")
+    for module in body.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    return Classifier(body, 512, n_classes, target_layer="body.layer4")
 
 
 def build_model(arch: str, n_classes: int, stride: int = 2) -> Classifier:

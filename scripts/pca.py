@@ -17,7 +17,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
 from atomic_io import write_json, write_parquet
-from audit import read_list_column
+from audit_tables import read_list_column
 from figures import BAR_COLOUR, CLASS_COLOURS, plt, save_figure
 from image_io import open_packed
 from job import start_job

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from atomic_io import write_csv
-from audit import file_sha256
+from checksums import file_sha256
 from job import start_job
 
 PACKAGES = ("torch", "torchvision", "snakemake", "pandas", "pyarrow", "numpy", "galsim", "scikit-learn", "matplotlib")

@@ -16,7 +16,7 @@ import pyarrow.dataset as ds
 from tqdm import tqdm
 
 from atomic_io import write_csv, write_parquet
-from audit import predicted_index, read_audit_metadata, read_cams
+from audit_tables import predicted_index, read_audit_metadata, read_cams
 from batches import read_rows
 from image_io import open_packed
 from job import start_job

@@ -8,7 +8,6 @@ object is below ``saliency.min_object_energy``, is a candidate shortcut: a
 recurring way of deciding that rests on the background.
 """
 
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,8 @@ import pandas as pd
 import pyarrow.dataset as ds
 
 from atomic_io import write_csv, write_parquet
-from audit import predicted_index, read_audit_metadata, read_cams
-from figures import plt, save_figure
+from audit_tables import predicted_index, read_audit_metadata, read_cams
+from figures import plt, safe_name, save_figure
 from image_io import open_packed
 from job import start_job
 from localisation import upsample
@@ -136,11 +135,6 @@ def cluster_figure(
     fig.suptitle(f"Strategies of predicted '{name}': mean Grad-CAM per cluster and examples", fontsize=9)
     fig.tight_layout()
     return fig
-
-
-def safe_name(index: int, label: str) -> str:
-    """A file name for a class label from the catalog (any characters)."""
-    return f"{index}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', label)[:40]}.png"
 
 
 def main(snakemake: Any) -> None:

@@ -6,7 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from audit import read_audit_metadata, read_list_column, run_audit
+from audit import run_audit
+from audit_tables import read_audit_metadata, read_list_column
 from batches import to_tensor
 from gradcam import GradCAM
 from models import build_model

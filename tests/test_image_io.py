@@ -121,7 +121,7 @@ def test_read_rows_matches_fancy_indexing(tmp_path) -> None:
     images = np.random.default_rng(0).integers(0, 255, (20, 5, 5, 3), dtype=np.uint8)
     np.save(tmp_path / "p.npy", images)
     packed = open_packed(tmp_path / "p.npy")
-    for rows in (np.arange(3, 11), np.array([0]), np.array([1, 4, 9]), np.arange(20)):
+    for rows in (np.arange(3, 11), np.array([0]), np.array([1, 4, 9]), np.arange(20), np.array([5, 3, 3, 4, 19])):
         np.testing.assert_array_equal(read_rows(packed, rows), images[rows])
 
 

@@ -155,3 +155,22 @@ def test_class_weights_change_the_training() -> None:
     plain, _, _ = fit(images, labels, "simple_cnn", 2, TrainSettings(1, 0.01, 8, class_weights=False), CPU)
     assert meta["train"]["class_weights"] is True
     assert not torch.equal(weighted.head.weight, plain.head.weight)
+
+
+def test_resnet18_has_torchvision_s_layout_with_the_cutout_stem() -> None:
+    from torchvision.models import resnet18
+
+    ours = build_model("resnet18", 3).body.state_dict()
+    reference = {k: v for k, v in resnet18(weights=None, num_classes=3).state_dict().items() if not k.startswith("fc.")}
+    reference["conv1.weight"] = torch.empty(64, 3, 3, 3)  # the cutout stem: 3x3 stride 2, no max pool
+    assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in reference.items()}
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", 3).eval()
+    twin = resnet18(weights=None, num_classes=3).eval()
+    twin.conv1 = torch.nn.Conv2d(3, 64, kernel_size=3, stride=2, padding=1, bias=False)
+    twin.maxpool = torch.nn.Identity()
+    twin.load_state_dict({**model.body.state_dict(), "fc.weight": model.head.weight, "fc.bias": model.head.bias})
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), twin(x))

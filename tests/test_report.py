@@ -1,5 +1,6 @@
 """The HTML report: rendered by headless Chromium, captions and headline present, catalog strings escaped."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -75,7 +76,15 @@ def test_catalog_strings_are_escaped_not_executed(tiny_demo: Path, tmp_path: Pat
     }
     results = tmp_path / "results"
     report = make_report(config, results, "--replace-workflow-config")
-    assert set(pd.read_parquet(results / "classes/labels.parquet")["class"].astype(str)) == {HOSTILE, HOSTILE_IMG}
+    # a categorical target from the schema's defaults alone: sorted values are the classes, no demo is made
+    labels = pd.read_parquet(results / "classes/labels.parquet")
+    assert list(labels["class"].cat.categories) == sorted([HOSTILE, HOSTILE_IMG])
+    assert (labels["class"].astype(str) == labels["target"]).all() and len(labels) == len(catalog)
+    assert np.load(results / "images/images.npy", mmap_mode="r").shape == (len(catalog), 32, 32, 3)
+    assert not (results / "demo").exists()
+    metrics = json.loads((results / "eval/metrics.json").read_text())
+    assert metrics["classes"] == sorted([HOSTILE, HOSTILE_IMG])
+    assert metrics["n_valid"] == (labels["split"] == "valid").sum()
     assert {p.name for p in (results / "saliency/galleries").iterdir()} >= {"random.png", "top-losses.png"}
 
     dom = chromium("--dump-dom", report.as_uri()).stdout

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluate import top_losses
 from galleries import GalleryError, most_background_focused, random_sample
+from metrics import top_losses
 from saliency_stats import image_stats
 from saliency_summary import headlines, shortcut_benchmark, summary_table
 from strategy_clusters import cluster_summary

@@ -26,7 +26,7 @@ from conftest import REPO, TINY_DEMO
 CLUSTER = REPO / "tests/slurm/cluster.sh"
 SLURM_OPTIONS = (
     "--slurm-status-command", "squeue",  # the test cluster has no accounting database (sacct)
-    "--slurm-init-seconds-before-status-checks", "5",
+    "--slurm-init-seconds-before-status-checks", "2",
     "--slurm-no-account",
 )  # fmt: skip
 LOCAL_RULES = {"all", "validate_catalog", "bin_classes", "saliency_summary", "provenance"}
@@ -86,7 +86,7 @@ def runs(slurm: None, tmp_path_factory: pytest.TempPathFactory) -> dict:
     stat = part.stat()
     part.write_bytes(b"\0" * stat.st_size)
     os.utime(part, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    failed = snakemake_on_slurm(configfile, "--keep-going")
+    failed = snakemake_on_slurm(configfile, "--keep-going", "--retries", "0")
     kept = {p.name: p.stat().st_mtime_ns for p in (results / "audit").glob("part-*.parquet")}
     failed_shard_log = (results / "logs/audit/1.log").read_text()
 

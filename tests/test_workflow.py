@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from audit import read_audit_metadata
+from audit_tables import read_audit_metadata
 from conftest import TINY_DEMO, run_workflow
 from image_io import center_crop_pad, load_rgb
 from regions import threshold_regions
@@ -196,28 +196,6 @@ def test_dry_run_lists_every_stage(tmp_path: Path) -> None:
     assert not any((tmp_path / "results").iterdir())
 
 
-def test_categorical_target_runs_from_schema_defaults(tiny_demo: Path, tmp_path: Path) -> None:
-    catalog = pd.read_csv(tiny_demo / "demo/catalog.csv", dtype={"objID": str})
-    catalog["morphology"] = np.where(catalog["bulge_fraction"] > 0.4, "bulge", "disk")
-    catalog.to_csv(tmp_path / "catalog.csv", index=False)
-    config = {
-        "catalog": str(tmp_path / "catalog.csv"),
-        "images": str(tiny_demo / "demo/images/{id}.jpg"),
-        "target": {"column": "morphology"},
-        "image": {"size": 32},
-        "train": {"epochs": 1, "batch_size": 16},
-    }
-    results = tmp_path / "results"
-    run_workflow(config, results, "--replace-workflow-config")
-    labels = pd.read_parquet(results / "classes/labels.parquet")
-    assert list(labels["class"].cat.categories) == ["bulge", "disk"]
-    assert (labels["class"].astype(str) == labels["target"]).all() and len(labels) == len(catalog)
-    assert np.load(results / "images/images.npy", mmap_mode="r").shape == (len(catalog), 32, 32, 3)
-    assert not (results / "demo").exists()
-    metrics = json.loads((results / "eval/metrics.json").read_text())
-    assert metrics["classes"] == ["bulge", "disk"] and metrics["n_valid"] == (labels["split"] == "valid").sum()
-
-
 def test_training_and_evaluation_outputs(tiny_demo: Path) -> None:
     history = pd.read_csv(tiny_demo / "model/history.csv")
     assert history["epoch"].tolist() == [1, 2]
@@ -377,7 +355,7 @@ def test_missing_masks_are_reported_and_skipped(tiny_demo: Path, tmp_path: Path)
     gone = labels["id"].iloc[:3].tolist()
     for obj_id in gone:
         (results / f"demo/masks/{obj_id}.png").unlink()
-    done = run_workflow(TINY_DEMO, results, "--forcerun", "saliency_stats")
+    done = run_workflow(TINY_DEMO, results, "--forcerun", "saliency_stats", str(results / "saliency/stats.parquet"))
     assert "rule train" not in done.stdout + done.stderr
     problems = pd.read_csv(results / "saliency/region_problems.csv", dtype={"id": str})
     assert problems["id"].tolist() == gone and set(problems["problem"]) == {"missing_mask"}
@@ -394,7 +372,7 @@ def test_other_region_methods_run_end_to_end(tiny_demo: Path, tmp_path: Path, re
     shutil.copytree(tiny_demo, results)
     # a copied folder has no Snakemake metadata of its own, so the changed params must be forced
     config = {**TINY_DEMO, "saliency": {"object": region, "truth_column": "shortcut"}}
-    done = run_workflow(config, results, "--forcerun", "saliency_stats")
+    done = run_workflow(config, results, "--forcerun", "saliency_stats", str(results / "saliency/stats.parquet"))
     assert "rule train" not in done.stdout + done.stderr and "rule saliency_stats" in done.stdout + done.stderr
     stats = pd.read_parquet(results / "saliency/stats.parquet")
     before = pd.read_parquet(tiny_demo / "saliency/stats.parquet")
