@@ -46,7 +46,8 @@ def run(n: int, workdir: Path) -> tuple[pd.DataFrame, float]:
     configfile.write_text(yaml.safe_dump(config))
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "all", "--configfile", str(configfile), "--forceall", "-q"],
+        [sys.executable, "-m", "snakemake", "--cores", "all", "--configfile", str(configfile),
+         "--replace-workflow-config", "--forceall", "-q"],
         cwd=REPO, check=True,
     )  # fmt: skip
     wall = time.perf_counter() - started
@@ -68,7 +69,7 @@ def main() -> None:
     small_n, large_n = args.sizes
     small, small_wall = run(small_n, args.workdir)
     large, large_wall = run(large_n, args.workdir)
-    table = small.join(large, lsuffix="_small", rsuffix="_large")
+    table = small.add_suffix("_small").join(large.add_suffix("_large"))
     print(f"\nstage              {small_n:>7} s {large_n:>7} s  time x   {small_n:>6} MB {large_n:>6} MB  RSS x")
     for stage, r in table.iterrows():
         print(

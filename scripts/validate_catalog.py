@@ -122,7 +122,9 @@ def cut_fraction(image: np.ndarray, size: int) -> float:
     return 1.0 - int(mask[top : top + size, left : left + size].sum()) / total
 
 
-def image_problems(paths: dict[int, str], max_pixels: int, size: int, workers: int) -> list[tuple[int, str, str]]:
+def image_problems(
+    paths: dict[int, str], max_pixels: int, size: int, workers: int, chunk: int = 1024
+) -> list[tuple[int, str, str]]:
     """Decode every image once (in threads: PIL and numpy release the GIL), and warn when the
     centre crop to ``size`` would cut the object."""
 
@@ -145,9 +147,16 @@ def image_problems(paths: dict[int, str], max_pixels: int, size: int, workers: i
             )
         return None
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = tqdm(pool.map(check, paths.items()), total=len(paths), desc="decode", unit="image", mininterval=2.0)
-        return [r for r in results if r is not None]
+    items, problems = list(paths.items()), []
+    with (
+        ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
+        tqdm(total=len(items), desc="decode", unit="image", mininterval=2.0) as progress,
+    ):
+        for start in range(0, len(items), chunk):  # a chunk of futures at a time: memory stays flat
+            batch = items[start : start + chunk]
+            problems += [r for r in pool.map(check, batch) if r is not None]
+            progress.update(len(batch))
+    return problems
 
 
 def validate(
@@ -182,7 +191,10 @@ def validate(
     )
     excluded = {position for position, problem, _ in problems if problem not in WARNINGS}
     keep = np.array([position not in excluded for position in range(len(catalog))], dtype=bool)
-    clean = catalog.loc[keep].copy()
+    # "id" and "image" are the clean table's own columns: the catalog's column of that name is
+    # replaced when it is the id column, kept as "catalog_<name>" otherwise
+    clean = catalog.loc[keep].drop(columns=[id_column] if id_column in ("id", "image") else [])
+    clean = clean.rename(columns={c: f"catalog_{c}" for c in ("id", "image") if c in clean.columns})
     clean.insert(0, "id", ids[keep].astype(str))
     clean.insert(1, "image", [paths[position] for position in np.flatnonzero(keep)])
     if numeric_target:

@@ -156,3 +156,11 @@ def test_an_object_cut_by_the_crop_is_a_warning_and_its_row_is_kept(image_dir) -
     assert integrity["detail"].str.contains("is 64x64; the central 32x32 crop").all()
     _, fits = run(frame, image_dir, images=str(image_dir / "{id}.png"), size=64)
     assert fits.empty
+
+
+def test_a_catalog_whose_columns_are_named_id_and_image(image_dir) -> None:
+    frame = pd.DataFrame({"id": ["1", "2"], "Z": [8.5, 9.0], "image": ["a.fits", "b.fits"]})
+    clean, integrity = run(frame, image_dir, id_column="id")
+    assert integrity.empty and clean["id"].tolist() == ["1", "2"]
+    assert clean["image"].tolist() == [str(image_dir / "1.jpg"), str(image_dir / "2.jpg")]
+    assert clean["catalog_image"].tolist() == ["a.fits", "b.fits"]
