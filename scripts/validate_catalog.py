@@ -21,7 +21,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from atomic_io import write_csv, write_parquet
-from image_io import ImageProblem, crop_start, load_rgb
+from image_io import ImageProblem, center_crop_pad, load_rgb
 from job import start_job
 from regions import threshold_regions
 
@@ -118,8 +118,7 @@ def cut_fraction(image: np.ndarray, size: int) -> float:
     total = int(mask.sum())
     if total == 0:
         return 0.0
-    top, left = max(crop_start(height, size), 0), max(crop_start(width, size), 0)
-    return 1.0 - int(mask[top : top + size, left : left + size].sum()) / total
+    return 1.0 - int(center_crop_pad(mask, size).sum()) / total
 
 
 def image_problems(
