@@ -27,6 +27,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa:
 
 from audit_tables import audit_schema, batch_table  # noqa: E402
 from gradcam import GradCAM  # noqa: E402
+from image_io import packed_writer  # noqa: E402
 from models import build_model, find_module  # noqa: E402
 
 
@@ -126,12 +127,10 @@ def parquet_write_rate(n_features: int, map_side: int, n_classes: int, workdir: 
 def audit_peak_memory(n: int, workdir: Path) -> tuple[float, float]:
     """Peak RSS (MB) and wall time of run_audit over ``n`` synthetic 64 px images, in a fresh process."""
     packed = workdir / f"images-{n}.npy"
-    array = np.lib.format.open_memmap(packed, mode="w+", dtype=np.uint8, shape=(n, 64, 64, 3))
     rng = np.random.default_rng(0)
-    for start in range(0, n, 10_000):
-        array[start : start + 10_000] = rng.integers(0, 255, (min(10_000, n - start), 64, 64, 3), dtype=np.uint8)
-    array.flush()
-    del array
+    with packed_writer(packed, n, 64) as write:
+        for start in range(0, n, 10_000):
+            write(rng.integers(0, 255, (min(10_000, n - start), 64, 64, 3), dtype=np.uint8))
     script = MEMORY_CHILD.format(scripts=str(Path(__file__).resolve().parents[1] / "scripts"))
     started = time.perf_counter()
     done = subprocess.run(

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from synthetic import galaxies, write_catalog  # noqa: E402
 
 from batches import batch_rows, dihedral, read_rows, to_tensor  # noqa: E402
-from image_io import center_crop_pad, load_rgb, open_packed  # noqa: E402
+from image_io import center_crop_pad, load_rgb, open_packed, packed_writer  # noqa: E402
 from pack_images import pack  # noqa: E402
 from train import TrainSettings, fit  # noqa: E402
 
@@ -75,9 +75,8 @@ def loading_table(folder: Path, n: int = 8192, rounds: int = 3) -> dict[str, flo
 
 def training_row(arch: str, size: int, n: int, folder: Path) -> dict[str, float]:
     images, table = galaxies(n, size, seed=2)
-    array = np.lib.format.open_memmap(folder / f"train-{size}.npy", mode="w+", dtype=np.uint8, shape=images.shape)
-    array[:] = images
-    array.flush()
+    with packed_writer(folder / f"train-{size}.npy", n, size) as write:
+        write(images)
     labels = pd.DataFrame(
         {
             "id": table["id"],
@@ -104,7 +103,7 @@ def main() -> None:
             print(f"{name:<24} {rate:>9.0f} {rate / base:>8.1f}")
         print(f"\n{'training (1 epoch)':<24} {'size':>5} {'images/s':>9} {'waiting for data':>17}")
         for arch, size, n in (("simple_cnn", 64, 8192), ("simple_cnn", 128, 4096), ("resnet18", 64, 4096),
-                              ("resnet18", 128, 2048)):  # fmt: skip
+                              ("resnet18", 128, 1024)):  # fmt: skip
             row = training_row(arch, size, n, folder)
             print(f"{arch:<24} {size:>5} {row['images/s']:>9.0f} {row['wait']:>17.1%}")
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from atomic_io import atomic_path
 from audit_tables import audit_schema, batch_table
-from batches import batch_rows, read_rows, to_tensor
+from batches import batch_rows, prefetch, read_rows, to_tensor
 from checkpoint import load_checkpoint, select_device
 from checksums import file_sha256
 from gradcam import GradCAM
@@ -52,8 +52,13 @@ def run_audit(
     with atomic_path(out) as tmp, GradCAM(model, layer) as gradcam:
         try:
             progress = tqdm(total=len(labels), desc="audit", unit="img", mininterval=2.0)
-            for batch in batch_rows(np.arange(len(labels)), batch_size, shuffle=False, generator=None):
-                result = gradcam(to_tensor(read_rows(images, batch), meta["mean"], meta["std"], device))
+            batches = list(batch_rows(np.arange(len(labels)), batch_size, shuffle=False, generator=None))
+
+            def load(batch: np.ndarray) -> torch.Tensor:
+                return to_tensor(read_rows(images, batch), meta["mean"], meta["std"], device)
+
+            for batch, x in zip(batches, prefetch(load, batches)):
+                result = gradcam(x)
                 if writer is None:
                     metadata = {
                         "classes": classes,

@@ -1,10 +1,15 @@
 """Batches from the packed uint8 array: normalisation, dihedral augmentation, device transfer.
 
-The packed array is memory-mapped, so a batch reads only its own rows.
+The packed array is memory-mapped, so a batch reads only its own rows. Batches
+are prepared one step ahead in a background thread (``prefetch``), so reading,
+normalising and augmenting the next batch overlaps the model's step.
 """
 
 import os
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -16,7 +21,7 @@ def channel_stats(images: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> tu
     squares = np.zeros(3)
     count = 0
     for start in range(0, len(rows), chunk):
-        block = np.asarray(images[np.sort(rows[start : start + chunk])], dtype=np.float64) / 255.0
+        block = read_rows(images, np.sort(rows[start : start + chunk])).astype(np.float64) / 255.0
         total += block.sum(axis=(0, 1, 2))
         squares += (block**2).sum(axis=(0, 1, 2))
         count += block.shape[0] * block.shape[1] * block.shape[2]
@@ -28,8 +33,14 @@ def channel_stats(images: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> tu
 def to_tensor(
     batch: np.ndarray, mean: list[float], std: list[float], device: torch.device, channels_last: bool = False
 ) -> torch.Tensor:
-    """uint8 N x H x W x 3 -> normalised float N x 3 x H x W on ``device`` (scaled there, not on the host)."""
-    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device, non_blocking=True)
+    """uint8 N x H x W x 3 -> normalised float N x 3 x H x W on ``device`` (scaled there, not on the host).
+
+    For a GPU the uint8 batch is staged in pinned memory, so its copy is asynchronous.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(batch))
+    if device.type == "cuda":
+        x = x.pin_memory()
+    x = x.to(device, non_blocking=True)
     x = x.permute(0, 3, 1, 2).float().div_(255.0)
     m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     s = torch.tensor(std, device=device).view(1, 3, 1, 1)
@@ -91,3 +102,23 @@ def batch_rows(
     order = rows[torch.randperm(len(rows), generator=generator).numpy()] if shuffle else rows
     for start in range(0, len(order), batch_size):
         yield np.sort(order[start : start + batch_size])
+
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+def prefetch(make: Callable[[Item], Result], items: Sequence[Item], depth: int = 2) -> Iterator[Result]:
+    """``make(item)`` for each item in order, computed up to ``depth`` items ahead in one background thread.
+
+    ``make`` reads files with the GIL released and runs torch kernels, so it overlaps
+    the caller's step. A single worker keeps the calls in order: a seeded generator
+    used by ``make`` (the augmentation's) draws the same numbers as without prefetching.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+        pending = deque(pool.submit(make, item) for item in items[:depth])
+        for position in range(len(items)):
+            result = pending.popleft().result()
+            if position + depth < len(items):
+                pending.append(pool.submit(make, items[position + depth]))
+            yield result

@@ -67,10 +67,29 @@ def reference_maps(masks: np.ndarray, map_shape: tuple[int, int]) -> torch.Tenso
     return F.adaptive_avg_pool2d(masks[:, None], map_shape)[:, 0]
 
 
-def _energy(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    total = maps.sum(dim=(1, 2))
-    inside = (maps * masks).sum(dim=(1, 2))
+def _energy(maps: torch.Tensor, masks: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    """Share of each flattened map's ``total`` that lies on its mask (NaN for an empty map)."""
+    inside = (maps * masks).sum(dim=1, dtype=torch.float64)
     return torch.where(total > 0, inside / torch.where(total > 0, total, 1.0), torch.nan)
+
+
+def _rank_accuracy(flat: torch.Tensor, flat_mask: torch.Tensor, area: torch.Tensor) -> torch.Tensor:
+    """Share of the |object| highest pixels of each map that lie in the object.
+
+    Equal values are taken in pixel order, as a stable sort from the highest value
+    would; finding the |object|-th value with one sort of the values (no argsort,
+    no gather) is what keeps this the cheap part of the batch.
+    """
+    k = area.clamp(min=1)
+    ascending = np.sort(flat.numpy(), axis=1)
+    kth = torch.from_numpy(ascending[np.arange(len(k)), flat.shape[1] - k.numpy()])[:, None]
+    del ascending
+    above = flat > kth
+    hits = (above & flat_mask).sum(dim=1)
+    tied = flat == kth
+    room = (k - above.sum(dim=1))[:, None]  # how many of the tied pixels still fit among the first |object|
+    hits += (tied & flat_mask & (tied.cumsum(dim=1, dtype=torch.int32) <= room)).sum(dim=1)
+    return hits.double() / k.double()
 
 
 def localisation(maps: np.ndarray, masks: np.ndarray) -> Localisation:
@@ -80,40 +99,39 @@ def localisation(maps: np.ndarray, masks: np.ndarray) -> Localisation:
         raise ValueError(f"{maps.shape[0]} maps but {masks.shape[0]} masks")
     batch, height, width = masks.shape
     lowres = torch.as_tensor(np.asarray(maps), dtype=torch.float32).clamp(min=0)
-    up = upsample(lowres, (height, width)).double()
-    mask_t = torch.from_numpy(masks)
-    area = mask_t.sum(dim=(1, 2))
+    # pixel-wise work in float32 (the maps' own precision), sums accumulated in float64:
+    # a batch of 64 px maps then needs a few B x H x W float32 temporaries, not float64 ones
+    flat = upsample(lowres, (height, width)).reshape(batch, -1)
+    flat_mask = torch.from_numpy(masks.reshape(batch, -1))
+    mask_f = flat_mask.to(torch.float32)
+    area = flat_mask.sum(dim=1)
 
-    cam_total = lowres.double().sum(dim=(1, 2))
-    empty_map = up.sum(dim=(1, 2)) <= 0
+    cam_total = lowres.sum(dim=(1, 2), dtype=torch.float64)
+    total = flat.sum(dim=1, dtype=torch.float64)
+    empty_map = total <= 0
     empty_object = area == 0
     undefined = empty_map | empty_object
 
-    energy = _energy(up, mask_t.double())
-    reference = _energy(upsample(reference_maps(masks, lowres.shape[1:]), (height, width)).double(), mask_t.double())
+    energy = _energy(flat, mask_f, total)
+    reference_up = upsample(reference_maps(masks, lowres.shape[1:]), (height, width)).reshape(batch, -1)
+    reference = _energy(reference_up, mask_f, reference_up.sum(dim=1, dtype=torch.float64))
+    del reference_up
     relative = torch.where(reference > 0, (energy / reference).clamp(0.0, 1.0), torch.nan)
 
-    flat = up.reshape(batch, -1)
-    flat_mask = mask_t.reshape(batch, -1)
     peak = flat.argmax(dim=1)
     pointing = flat_mask.gather(1, peak[:, None])[:, 0].double()
 
-    # rank accuracy: walk the pixels from the highest value; count object pixels among the first |object|
-    order = torch.argsort(flat, dim=1, descending=True, stable=True)
-    hits = flat_mask.gather(1, order).cumsum(dim=1)
-    k = area.clamp(min=1)
-    rank = hits.gather(1, (k - 1)[:, None])[:, 0].double() / k.double()
+    rank = _rank_accuracy(flat, flat_mask, area)
 
-    rows = torch.arange(height, dtype=torch.float64)[None, :, None]
-    cols = torch.arange(width, dtype=torch.float64)[None, None, :]
+    pixel = torch.arange(height * width)
     safe_area = area.clamp(min=1).double()
-    centre_y = (mask_t * rows).sum(dim=(1, 2)) / safe_area
-    centre_x = (mask_t * cols).sum(dim=(1, 2)) / safe_area
+    centre_y = (mask_f @ (pixel // width).float()).double() / safe_area
+    centre_x = (mask_f @ (pixel % width).float()).double() / safe_area
     radius = torch.sqrt(safe_area / torch.pi)  # radius of the circle with the object's area
     offset = torch.hypot((peak // width).double() - centre_y, (peak % width).double() - centre_x) / radius
 
-    p = flat / flat.sum(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float64).tiny)
-    entropy = -(torch.where(p > 0, p * torch.log(p), 0.0)).sum(dim=1) / np.log(flat.shape[1])
+    p = flat / total.clamp(min=torch.finfo(torch.float64).tiny)[:, None].float()
+    entropy = torch.special.entr(p).sum(dim=1, dtype=torch.float64) / np.log(flat.shape[1])
 
     state = np.full(batch, STATE_OK, dtype=object)
     state[empty_object.numpy()] = STATE_EMPTY_OBJECT

@@ -15,12 +15,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
 from atomic_io import atomic_path
 from batches import read_rows
-from image_io import center_crop_pad, load_rgb, open_packed
+from image_io import center_crop_pad, load_rgb, open_packed, packed_writer
 from job import start_job
 from shards import shard_rows
 
@@ -37,19 +36,16 @@ def pack(
     def decode(path: str) -> np.ndarray:
         return center_crop_pad(load_rgb(path, max_pixels), size)
 
-    with atomic_path(out) as tmp:
-        array = open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
-        with (
-            ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
-            tqdm(total=len(paths), desc="pack", unit="image", mininterval=2.0) as progress,
-        ):
-            for start in range(0, len(paths), chunk):
-                batch = paths[start : start + chunk]
-                for offset, image in enumerate(pool.map(decode, batch)):
-                    array[start + offset] = image
-                progress.update(len(batch))
-        array.flush()
-        del array
+    with (
+        atomic_path(out) as tmp,
+        packed_writer(tmp, len(paths), size) as write,
+        ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
+        tqdm(total=len(paths), desc="pack", unit="image", mininterval=2.0) as progress,
+    ):
+        for start in range(0, len(paths), chunk):
+            batch = paths[start : start + chunk]
+            write(np.stack(list(pool.map(decode, batch))))
+            progress.update(len(batch))
 
 
 def concatenate(parts: Sequence[str | os.PathLike], out: str | os.PathLike, rows: int, chunk: int = 4096) -> None:
@@ -62,18 +58,16 @@ def concatenate(parts: Sequence[str | os.PathLike], out: str | os.PathLike, rows
     total = sum(len(array) for array in arrays)
     if total != rows:
         raise ValueError(f"the packed parts hold {total} images, not {rows}: delete them so that they are packed again")
-    with atomic_path(out) as tmp:
-        merged = open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(total, *shapes.pop()))
-        start = 0
-        with tqdm(total=total, desc="gather", unit="image", mininterval=2.0) as progress:
-            for array in arrays:
-                for first in range(0, len(array), chunk):
-                    block = read_rows(array, np.arange(first, min(first + chunk, len(array))))
-                    merged[start : start + len(block)] = block
-                    start += len(block)
-                    progress.update(len(block))
-        merged.flush()
-        del merged
+    with (
+        atomic_path(out) as tmp,
+        packed_writer(tmp, total, shapes.pop()[0]) as write,
+        tqdm(total=total, desc="gather", unit="image", mininterval=2.0) as progress,
+    ):
+        for array in arrays:
+            for first in range(0, len(array), chunk):
+                block = read_rows(array, np.arange(first, min(first + chunk, len(array))))
+                write(block)
+                progress.update(len(block))
 
 
 def main(snakemake: Any) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as ds
 from matplotlib.colors import ListedColormap
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
@@ -73,17 +74,24 @@ def fit_pca(moments: Moments, n_components: int, whiten: bool) -> PCAFit:
     )
 
 
-def project_dataset(dataset: ds.Dataset, fit: PCAFit, batch_size: int = 65536) -> pd.DataFrame:
-    """id, pc1..pcK for every audited image, reading the activations a batch at a time."""
-    parts = []
+def project_dataset(dataset: ds.Dataset, fit: PCAFit, batch_size: int = 8192) -> pd.DataFrame:
+    """id, pc1..pcK for every audited image, reading the activations a batch at a time.
+
+    The projections go into one array allocated up front and the ids stay Arrow
+    arrays: a small frame kept per batch would pin the heap under the next
+    batch's temporaries, and the job would grow with the number of images.
+    """
+    values = np.empty((dataset.count_rows(), len(fit.components)))
+    ids, start = [], 0
     for batch in dataset.to_batches(columns=["id", "activation"], batch_size=batch_size):
         if batch.num_rows == 0:
             continue
-        pcs = fit.transform(read_list_column(batch, "activation"))
-        frame = pd.DataFrame(pcs, columns=[f"pc{k + 1}" for k in range(pcs.shape[1])])
-        frame.insert(0, "id", batch.column("id").to_numpy(zero_copy_only=False))
-        parts.append(frame)
-    return pd.concat(parts, ignore_index=True)
+        values[start : start + batch.num_rows] = fit.transform(read_list_column(batch, "activation"))
+        ids.append(batch.column("id"))
+        start += batch.num_rows
+    frame = pd.DataFrame(values[:start], columns=[f"pc{k + 1}" for k in range(values.shape[1])])
+    frame.insert(0, "id", pa.chunked_array(ids, type=pa.string()).to_numpy() if ids else [])
+    return frame
 
 
 @dataclass(frozen=True)

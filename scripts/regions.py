@@ -65,18 +65,26 @@ def _central_component(binary: np.ndarray, detected: np.ndarray) -> tuple[np.nda
     labels, n_components = ndimage.label(binary, structure=_PLANE_8)
     if n_components == 0:
         return np.zeros_like(binary), np.zeros(batch, dtype=bool)
-    index = np.arange(1, n_components + 1)
-    yy, xx = np.mgrid[0:height, 0:width]
-    distance = np.broadcast_to(np.hypot(yy - (height - 1) / 2, xx - (width - 1) / 2), binary.shape)
-    nearest = ndimage.minimum(distance, labels, index)
-    owner = ndimage.minimum(np.broadcast_to(np.arange(batch)[:, None, None], binary.shape), labels, index).astype(int)
-    significant = ndimage.maximum(detected, labels, index).astype(bool)
+    # per component, from its pixels only (labels run 1..n over the whole batch)
+    pixels = np.flatnonzero(labels)
+    component = labels.ravel()[pixels]
+    yy, xx = np.divmod(pixels % (height * width), width)
+    nearest = np.full(n_components + 1, np.inf)
+    np.minimum.at(nearest, component, np.hypot(yy - (height - 1) / 2, xx - (width - 1) / 2))
+    owner = np.zeros(n_components + 1, dtype=np.int64)
+    owner[component] = pixels // (height * width)
+    significant = np.zeros(n_components + 1, dtype=bool)
+    significant[component[detected.ravel()[pixels]]] = True
     close = significant & (nearest <= MAX_CENTRE_DISTANCE * min(height, width))
-    candidates = pd.DataFrame({"label": index[close], "image": owner[close], "distance": nearest[close]})
+    close[0] = False  # the background
+    index = np.flatnonzero(close)
+    candidates = pd.DataFrame({"label": index, "image": owner[index], "distance": nearest[index]})
     chosen = candidates.sort_values(["image", "distance", "label"]).drop_duplicates("image")
     found = np.zeros(batch, dtype=bool)
     found[chosen["image"].to_numpy()] = True
-    return np.isin(labels, chosen["label"].to_numpy()), found
+    keep = np.zeros(n_components + 1, dtype=bool)
+    keep[chosen["label"].to_numpy()] = True
+    return keep[labels], found
 
 
 def disk_mask(size: int, x: float, y: float, a: float, b: float, theta_deg: float) -> np.ndarray:

@@ -2,20 +2,26 @@
 
 Streams the audit tables a batch at a time: finds each image's object region,
 then scores the map of the predicted class (unsuffixed columns) and of every
-class (``<metric>_<class>`` columns). Images without a usable region are
+class (``<metric>_<class>`` columns). Each batch's rows go straight to the
+output Parquet file, so memory stays that of one batch at any catalog size
+(kept per-batch results would also pin the allocator's heap under every later
+batch's temporaries, and the job would grow by megabytes per batch). Images without a usable region are
 listed in ``region_problems.csv`` and left out; an all-zero map keeps its row
 with ``state = empty_map``.
 """
 
+import os
 import sys
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from atomic_io import write_csv, write_parquet
+from atomic_io import atomic_path, write_csv
 from audit_tables import predicted_index, read_audit_metadata, read_cams
 from batches import read_rows
 from image_io import open_packed
@@ -42,10 +48,12 @@ def image_stats(
     for k, name in enumerate(classes):
         for metric in (*METRICS, "state"):
             out[f"{metric}_{name}"] = columns[metric][k::n_classes]
+    for column in ("label", "predicted"):
+        out[column] = pd.Categorical(out[column].astype(str), categories=classes)
     return out
 
 
-def saliency_table(
+def write_saliency_table(
     dataset: ds.Dataset,
     images: np.ndarray,
     image_rows: pd.Series,
@@ -53,9 +61,11 @@ def saliency_table(
     region: dict[str, Any],
     min_object_energy: float,
     max_pixels: int,
+    out: str | os.PathLike,
     batch_size: int = 1024,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(statistics of every image with a region, region problems) for an audit dataset.
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Write the statistics of every image with a region to ``out``; return the region problems
+    and the number of images per ``state``.
 
     ``image_rows`` maps id -> row of the packed array; ``catalog`` is the clean
     catalog indexed by id (region columns, image paths).
@@ -63,37 +73,42 @@ def saliency_table(
     meta = read_audit_metadata(dataset.schema)
     classes, map_shape = meta["classes"], meta["map_shape"]
     keep = ["id", "split", "label", "predicted", *(f"prob_{c}" for c in classes)]
-    parts, problems = [], []
-    progress = tqdm(total=dataset.count_rows(), desc="saliency", unit="img", mininterval=2.0)
-    for batch in dataset.to_batches(columns=keep + [f"cam_{c}" for c in classes], batch_size=batch_size):
-        if batch.num_rows == 0:
-            continue
-        frame = batch.select(keep).to_pandas()
-        ids = frame["id"].astype(str).tolist()
-        pixels = read_rows(images, image_rows.loc[ids].to_numpy())
-        paths = catalog["image"].reindex(ids).tolist() if "image" in catalog else None
-        masks, bad = object_regions(region, ids, pixels, catalog, paths, max_pixels)
-        problems += [(ids[position], problem, detail) for position, problem, detail in bad]
-        usable = np.ones(len(ids), dtype=bool)
-        usable[[position for position, _, _ in bad]] = False
-        if usable.any():
-            cams = read_cams(batch, classes, map_shape)[usable]
-            parts.append(image_stats(frame[usable], cams, masks[usable], classes, min_object_energy))
-        progress.update(batch.num_rows)
-    progress.close()
-    problem_table = pd.DataFrame(problems, columns=PROBLEM_COLUMNS)
-    if not parts:
-        counts = problem_table["problem"].value_counts().to_dict()
-        details = problem_table["detail"].head(1).tolist()
-        raise ValueError(
-            f"no image has a usable object region (saliency.object = {region}): {counts}; e.g. {details}. "
-            "A catalog of your own inherits the demo's mask files unless you set saliency.object "
-            "(e.g. {method: threshold}) or run with --replace-workflow-config"
-        )
-    table = pd.concat(parts, ignore_index=True)
-    for column in ("label", "predicted"):
-        table[column] = pd.Categorical(table[column].astype(str), categories=classes)
-    return table, problem_table
+    problems: list[tuple[int, str, str]] = []
+    states = pd.Series(dtype="int64")
+    with atomic_path(out) as tmp:
+        writer = None
+        progress = tqdm(total=dataset.count_rows(), desc="saliency", unit="img", mininterval=2.0)
+        for batch in dataset.to_batches(columns=keep + [f"cam_{c}" for c in classes], batch_size=batch_size):
+            if batch.num_rows == 0:
+                continue
+            frame = batch.select(keep).to_pandas()
+            ids = frame["id"].astype(str).tolist()
+            pixels = read_rows(images, image_rows.loc[ids].to_numpy())
+            paths = catalog["image"].reindex(ids).tolist() if "image" in catalog else None
+            masks, bad = object_regions(region, ids, pixels, catalog, paths, max_pixels)
+            problems += [(ids[position], problem, detail) for position, problem, detail in bad]
+            usable = np.ones(len(ids), dtype=bool)
+            usable[[position for position, _, _ in bad]] = False
+            if usable.any():
+                cams = read_cams(batch, classes, map_shape)[usable]
+                stats = image_stats(frame[usable], cams, masks[usable], classes, min_object_energy)
+                table = pa.Table.from_pandas(stats, schema=writer.schema if writer else None, preserve_index=False)
+                writer = writer or pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+                states = states.add(stats["state"].value_counts(), fill_value=0)
+            progress.update(batch.num_rows)
+        progress.close()
+        problem_table = pd.DataFrame(problems, columns=PROBLEM_COLUMNS)
+        if writer is None:
+            counts = problem_table["problem"].value_counts().to_dict()
+            details = problem_table["detail"].head(1).tolist()
+            raise ValueError(
+                f"no image has a usable object region (saliency.object = {region}): {counts}; e.g. {details}. "
+                "A catalog of your own inherits the demo's mask files unless you set saliency.object "
+                "(e.g. {method: threshold}) or run with --replace-workflow-config"
+            )
+        writer.close()
+    return problem_table, states.astype("int64")
 
 
 def main(snakemake: Any) -> None:
@@ -102,7 +117,7 @@ def main(snakemake: Any) -> None:
     dataset = ds.dataset(list(snakemake.input.parts), format="parquet")
     index = pd.read_parquet(snakemake.input.index)
     catalog = pd.read_parquet(snakemake.input.clean).set_index("id")
-    table, problems = saliency_table(
+    problems, states = write_saliency_table(
         dataset,
         open_packed(snakemake.input.images),
         index.set_index(index["id"].astype(str))["row"],
@@ -110,11 +125,11 @@ def main(snakemake: Any) -> None:
         params.region,
         params.min_object_energy,
         params.max_pixels,
+        snakemake.output.table,
     )
-    write_parquet(table, snakemake.output.table)
     write_csv(problems, snakemake.output.problems)
-    print(f"{len(table)} images scored, {len(problems)} without an object region", file=sys.stderr)
-    for state, count in table["state"].value_counts().items():
+    print(f"{states.sum()} images scored, {len(problems)} without an object region", file=sys.stderr)
+    for state, count in states.items():
         print(f"  state {state}: {count}", file=sys.stderr)
 
 

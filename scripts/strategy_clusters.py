@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from atomic_io import write_csv, write_parquet
@@ -39,12 +41,12 @@ def cluster_maps(dataset: ds.Dataset, stats: pd.DataFrame, clusters: dict[str, A
     """id, predicted, cluster for every scored image (clustered within its predicted class)."""
     meta = read_audit_metadata(dataset.schema)
     classes, map_shape = meta["classes"], meta["map_shape"]
-    scored = set(stats["id"])
+    scored = pa.array(stats["id"].astype(str).unique())
     ids, predicted, vectors = [], [], []
     columns = ["id", "predicted", *(f"cam_{c}" for c in classes)]
     for batch in dataset.to_batches(columns=columns, batch_size=4096):
-        keep = np.isin(batch.column("id").to_numpy(zero_copy_only=False), list(scored))
-        if not keep.any():
+        keep = pc.is_in(batch.column("id"), value_set=scored)  # a hash lookup: linear in the images
+        if not pc.any(keep).as_py():
             continue
         batch = batch.filter(keep)
         ids += batch.column("id").to_pylist()
@@ -91,11 +93,12 @@ def mean_maps(dataset: ds.Dataset, stats: pd.DataFrame, image_size: int) -> dict
     meta = read_audit_metadata(dataset.schema)
     classes, map_shape = meta["classes"], meta["map_shape"]
     key = stats.set_index("id")[["predicted", "cluster"]]
+    known_ids = pa.array(key.index.astype(str))
     sums: dict[tuple[str, int], np.ndarray] = {}
     counts: dict[tuple[str, int], int] = {}
     for batch in dataset.to_batches(columns=["id", "predicted", *(f"cam_{c}" for c in classes)], batch_size=4096):
         ids = batch.column("id").to_numpy(zero_copy_only=False)
-        known = np.isin(ids, key.index)
+        known = pc.is_in(batch.column("id"), value_set=known_ids).to_numpy(zero_copy_only=False)
         if not known.any():
             continue
         maps = upsample(predicted_maps(batch.filter(known), classes, map_shape), (image_size, image_size)).numpy()

@@ -18,7 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from atomic_io import write_csv
-from batches import batch_rows, channel_stats, dihedral, read_rows, to_tensor
+from batches import batch_rows, channel_stats, dihedral, prefetch, read_rows, to_tensor
 from checkpoint import describe_device, save_checkpoint, select_device
 from figures import plt, save_figure
 from image_io import open_packed
@@ -86,9 +86,10 @@ def predict_logits(
     """Logits (float32, N x classes) for ``rows`` of the packed array, in that order."""
     model.eval()
     out = []
+    batches = list(batch_rows(rows, batch_size, shuffle=False, generator=None))
     with torch.inference_mode():
-        for batch in batch_rows(rows, batch_size, shuffle=False, generator=None):
-            out.append(model(to_tensor(read_rows(images, batch), mean, std, device)).float().cpu())
+        for x in prefetch(lambda batch: to_tensor(read_rows(images, batch), mean, std, device), batches):
+            out.append(model(x).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, model.head.out_features), np.float32)
 
 
@@ -110,11 +111,15 @@ def train_one_epoch(
     model.train()
     device = precision.device
     total_loss, seen, waiting = torch.zeros((), device=device), 0, 0.0
-    for step, batch in enumerate(batch_rows(rows, settings.batch_size, shuffle=True, generator=generator)):
-        started = time.perf_counter()
+    batches = list(batch_rows(rows, settings.batch_size, shuffle=True, generator=generator))
+
+    def load(batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         x = dihedral(to_tensor(read_rows(images, batch), *norm, device, precision.channels_last), generator)
-        y = torch.from_numpy(codes[batch]).to(device, non_blocking=True)
-        waiting += time.perf_counter() - started
+        return x, torch.from_numpy(codes[batch]).to(device, non_blocking=True)
+
+    started = time.perf_counter()
+    for step, (batch, (x, y)) in enumerate(zip(batches, prefetch(load, batches))):
+        waiting += time.perf_counter() - started  # the step had to wait this long for its batch
         with precision.autocast():
             loss = loss_fn(model(x), y)
         optimizer.zero_grad(set_to_none=True)
@@ -127,6 +132,7 @@ def train_one_epoch(
         progress.update(len(batch))
         if step % 10 == 0:
             progress.set_postfix(loss=f"{total_loss.item() / seen:.4f}")
+        started = time.perf_counter()
     return total_loss.item() / max(seen, 1), waiting
 
 

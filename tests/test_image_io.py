@@ -4,7 +4,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from image_io import ImageProblem, center_crop_pad, crop_start, load_rgb, open_packed
+from image_io import ImageProblem, center_crop_pad, crop_start, load_rgb, open_packed, packed_writer
 from pack_images import concatenate, pack
 from shards import shard_rows
 
@@ -113,6 +113,20 @@ def test_failed_pack_leaves_no_file(tmp_path) -> None:
     with pytest.raises(ImageProblem):
         pack([str(good), str(tmp_path / "missing.png")], 8, out, max_pixels=10**6)
     assert list(tmp_path.iterdir()) == [good]
+
+
+def test_packed_writer_writes_a_loadable_array_and_refuses_a_short_or_foreign_one(tmp_path) -> None:
+    images = np.random.default_rng(3).integers(0, 255, (7, 4, 4, 3), dtype=np.uint8)
+    with packed_writer(tmp_path / "ok.npy", 7, 4) as write:
+        write(images[:3])
+        write(images[3:])
+    np.testing.assert_array_equal(open_packed(tmp_path / "ok.npy"), images)
+    with pytest.raises(ValueError, match="received 3 of its 7 images"):
+        with packed_writer(tmp_path / "short.npy", 7, 4) as write:
+            write(images[:3])
+    with pytest.raises(ValueError, match="cannot append a uint8 block of shape"):
+        with packed_writer(tmp_path / "foreign.npy", 7, 5) as write:
+            write(images)
 
 
 def test_read_rows_matches_fancy_indexing(tmp_path) -> None:

@@ -159,3 +159,21 @@ def test_metrics_stay_in_their_ranges(maps: np.ndarray, masks: np.ndarray) -> No
     assert not np.isnan(scores.energy_in_object[ok]).any()
     assert np.isnan(scores.energy_in_object[~ok]).all()
     assert (scores.state[~masks.any(axis=(1, 2))] != STATE_OK).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    maps=arrays(np.float32, (4, 3, 3), elements=st.sampled_from([0.0, 0.5, 1.0, -1.0])),
+    masks=arrays(np.bool_, (4, 6, 6)),
+)
+def test_rank_accuracy_equals_a_stable_walk_from_the_highest_pixel(maps: np.ndarray, masks: np.ndarray) -> None:
+    """Few distinct values, so most pixels tie: ties must be taken in pixel order."""
+    scores = localisation(maps, masks)
+    flat = upsample(maps, (6, 6)).numpy().reshape(4, -1)
+    for i in range(4):
+        k = masks[i].sum()
+        if k == 0 or flat[i].sum() <= 0:
+            continue
+        order = np.argsort(-flat[i], kind="stable")
+        expected = masks[i].ravel()[order[:k]].mean()
+        assert scores.rank_accuracy[i] == pytest.approx(expected)
