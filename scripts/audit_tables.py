@@ -6,13 +6,32 @@ tables start quickly.
 """
 
 import json
+import os
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 
 METADATA_KEY = b"saliency_audit"
+
+
+def audit_dataset(parts: Sequence[str | os.PathLike]) -> ds.Dataset:
+    """The audit parts as one dataset, read without pre-buffering whole row groups."""
+    options = ds.ParquetFragmentScanOptions(pre_buffer=False)
+    return ds.dataset([str(part) for part in parts], format=ds.ParquetFileFormat(default_fragment_scan_options=options))
+
+
+def audit_batches(dataset: ds.Dataset, columns: list[str], batch_size: int) -> Iterator[pa.RecordBatch]:
+    """Stream ``columns`` a batch at a time, reading at most two batches ahead.
+
+    pyarrow's default read-ahead runs far ahead of a consumer as slow as the
+    saliency stages, and its buffers made a stage's memory grow with the number
+    of images.
+    """
+    return dataset.to_batches(columns=columns, batch_size=batch_size, batch_readahead=2, fragment_readahead=1)
 
 
 def audit_schema(classes: list[str], metadata: dict[str, Any]) -> pa.Schema:

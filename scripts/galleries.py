@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
-from audit_tables import read_audit_metadata, read_cams
+from audit_tables import audit_dataset, read_audit_metadata, read_cams
 from figures import plt, safe_name, save_figure
 from image_io import open_packed
 from job import start_job
@@ -110,7 +110,7 @@ def main(snakemake: Any) -> None:
     start_job(snakemake.log[0])
     params = snakemake.params
     settings = params.gallery
-    dataset = ds.dataset(list(snakemake.input.parts), format="parquet")
+    dataset = audit_dataset(snakemake.input.parts)
     classes = read_audit_metadata(dataset.schema)["classes"]
     stats = pd.read_parquet(snakemake.input.stats)
     catalog = pd.read_parquet(snakemake.input.clean).set_index("id")

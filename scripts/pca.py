@@ -18,7 +18,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
 from atomic_io import write_json, write_parquet
-from audit_tables import read_list_column
+from audit_tables import audit_batches, audit_dataset, read_list_column
 from figures import BAR_COLOUR, CLASS_COLOURS, plt, save_figure
 from image_io import open_packed
 from job import start_job
@@ -83,7 +83,7 @@ def project_dataset(dataset: ds.Dataset, fit: PCAFit, batch_size: int = 8192) ->
     """
     values = np.empty((dataset.count_rows(), len(fit.components)))
     ids, start = [], 0
-    for batch in dataset.to_batches(columns=["id", "activation"], batch_size=batch_size):
+    for batch in audit_batches(dataset, ["id", "activation"], batch_size):
         if batch.num_rows == 0:
             continue
         values[start : start + batch.num_rows] = fit.transform(read_list_column(batch, "activation"))
@@ -222,7 +222,7 @@ def main(snakemake: Any) -> None:
     for path in snakemake.input.moments:
         moments = moments.merge(Moments.load(path))
     fit = fit_pca(moments, params.components, params.whiten)
-    dataset = ds.dataset(list(snakemake.input.parts), format="parquet")
+    dataset = audit_dataset(snakemake.input.parts)
     pcs = project_dataset(dataset, fit)
     write_parquet(pcs, snakemake.output.table)
     write_json(fit.to_json(), snakemake.output.summary)

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from atomic_io import atomic_path, write_csv
-from audit_tables import predicted_index, read_audit_metadata, read_cams
+from audit_tables import audit_batches, audit_dataset, predicted_index, read_audit_metadata, read_cams
 from batches import read_rows
 from image_io import open_packed
 from job import start_job
@@ -78,7 +78,7 @@ def write_saliency_table(
     with atomic_path(out) as tmp:
         writer = None
         progress = tqdm(total=dataset.count_rows(), desc="saliency", unit="img", mininterval=2.0)
-        for batch in dataset.to_batches(columns=keep + [f"cam_{c}" for c in classes], batch_size=batch_size):
+        for batch in audit_batches(dataset, keep + [f"cam_{c}" for c in classes], batch_size):
             if batch.num_rows == 0:
                 continue
             frame = batch.select(keep).to_pandas()
@@ -114,7 +114,7 @@ def write_saliency_table(
 def main(snakemake: Any) -> None:
     start_job(snakemake.log[0])
     params = snakemake.params
-    dataset = ds.dataset(list(snakemake.input.parts), format="parquet")
+    dataset = audit_dataset(snakemake.input.parts)
     index = pd.read_parquet(snakemake.input.index)
     catalog = pd.read_parquet(snakemake.input.clean).set_index("id")
     problems, states = write_saliency_table(

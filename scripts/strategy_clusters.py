@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from atomic_io import write_csv, write_parquet
-from audit_tables import predicted_index, read_audit_metadata, read_cams
+from audit_tables import audit_batches, audit_dataset, predicted_index, read_audit_metadata, read_cams
 from figures import plt, safe_name, save_figure
 from image_io import open_packed
 from job import start_job
@@ -44,7 +44,7 @@ def cluster_maps(dataset: ds.Dataset, stats: pd.DataFrame, clusters: dict[str, A
     scored = pa.array(stats["id"].astype(str).unique())
     ids, predicted, vectors = [], [], []
     columns = ["id", "predicted", *(f"cam_{c}" for c in classes)]
-    for batch in dataset.to_batches(columns=columns, batch_size=4096):
+    for batch in audit_batches(dataset, columns, 4096):
         keep = pc.is_in(batch.column("id"), value_set=scored)  # a hash lookup: linear in the images
         if not pc.any(keep).as_py():
             continue
@@ -96,7 +96,7 @@ def mean_maps(dataset: ds.Dataset, stats: pd.DataFrame, image_size: int) -> dict
     known_ids = pa.array(key.index.astype(str))
     sums: dict[tuple[str, int], np.ndarray] = {}
     counts: dict[tuple[str, int], int] = {}
-    for batch in dataset.to_batches(columns=["id", "predicted", *(f"cam_{c}" for c in classes)], batch_size=4096):
+    for batch in audit_batches(dataset, ["id", "predicted", *(f"cam_{c}" for c in classes)], 4096):
         ids = batch.column("id").to_numpy(zero_copy_only=False)
         known = pc.is_in(batch.column("id"), value_set=known_ids).to_numpy(zero_copy_only=False)
         if not known.any():
@@ -143,7 +143,7 @@ def cluster_figure(
 def main(snakemake: Any) -> None:
     start_job(snakemake.log[0])
     params = snakemake.params
-    dataset = ds.dataset(list(snakemake.input.parts), format="parquet")
+    dataset = audit_dataset(snakemake.input.parts)
     stats = pd.read_parquet(snakemake.input.stats)
     images = open_packed(snakemake.input.images)
     image_size = images.shape[1]
