@@ -6,9 +6,9 @@
    (centre crop, in a pool of threads like pack_images) against reading the packed
    uint8 array, each with and without the dihedral augmentation. Interleaved rounds,
    best round kept.
-2. One training epoch (train.fit, the rule's own code) per architecture and image
-   size on synthetic packed images: training images/s and the share of each step
-   spent waiting for data.
+2. One training epoch (train.fit, the rule's own code; on CUDA when torch sees a
+   GPU) per architecture and image size on synthetic packed images: training
+   images/s and the share of each step spent waiting for data.
 """
 
 import sys
@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from synthetic import galaxies, write_catalog  # noqa: E402
 
 from batches import batch_rows, dihedral, read_rows, to_tensor  # noqa: E402
+from checkpoint import describe_device, select_device  # noqa: E402
 from image_io import center_crop_pad, load_rgb, open_packed, packed_writer  # noqa: E402
 from pack_images import pack  # noqa: E402
 from train import TrainSettings, fit  # noqa: E402
@@ -42,14 +43,14 @@ def loaders(folder: Path, n: int) -> dict:
     packed = open_packed(folder / "packed.npy")
     pool = ThreadPoolExecutor(2)
     generator = torch.Generator().manual_seed(0)
-    cpu = torch.device("cpu")
+    device = select_device("auto")
 
     def jpeg(rows: np.ndarray) -> torch.Tensor:
         batch = np.stack(list(pool.map(lambda r: center_crop_pad(load_rgb(paths[r], 10**6), 64), rows)))
-        return to_tensor(batch, *NORM, cpu)
+        return to_tensor(batch, *NORM, device)
 
     def packed_rows(rows: np.ndarray) -> torch.Tensor:
-        return to_tensor(read_rows(packed, rows), *NORM, cpu)
+        return to_tensor(read_rows(packed, rows), *NORM, device)
 
     return {
         "JPEG (PIL)": jpeg,
@@ -69,6 +70,8 @@ def loading_table(folder: Path, n: int = 8192, rounds: int = 3) -> dict[str, flo
             started = time.perf_counter()
             for rows in batches:
                 load(rows)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
             best[name] = max(best[name], BATCH * len(batches) / (time.perf_counter() - started))
     return best
 
@@ -85,7 +88,7 @@ def training_row(arch: str, size: int, n: int, folder: Path) -> dict[str, float]
         }
     )
     _, history, _ = fit(open_packed(folder / f"train-{size}.npy"), labels, arch, 2, TrainSettings(epochs=1,
-                        batch_size=128), torch.device("cpu"))  # fmt: skip
+                        batch_size=128), select_device("auto"))  # fmt: skip
     epoch = history.iloc[0]
     train_images = int((labels["split"] == "train").sum())
     return {"images/s": train_images / epoch["train_seconds"], "wait": epoch["data_seconds"] / epoch["train_seconds"]}
@@ -93,7 +96,9 @@ def training_row(arch: str, size: int, n: int, folder: Path) -> dict[str, float]
 
 def main() -> None:
     torch.set_num_threads(2)
-    print(f"CPU, torch {torch.__version__}, {torch.get_num_threads()} threads; batches of {BATCH} random rows, 64 px\n")
+    device = select_device("auto")
+    print(f"{describe_device(device)}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
+          f"batches of {BATCH} random rows, 64 px\n")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         best = loading_table(folder)
