@@ -21,11 +21,11 @@ from tqdm import tqdm
 
 from atomic_io import atomic_path
 from audit_tables import audit_schema, batch_table
-from batches import batch_rows, prefetch, read_rows, to_tensor
+from batches import batch_rows, prefetch, to_tensor
 from checkpoint import load_checkpoint, select_device
 from checksums import file_sha256
 from gradcam import GradCAM
-from image_io import open_packed
+from image_io import open_packed, read_rows
 from job import start_job
 from models import Classifier
 from moments import Moments

@@ -1,11 +1,10 @@
 """Batches from the packed uint8 array: normalisation, dihedral augmentation, device transfer.
 
-The packed array is memory-mapped, so a batch reads only its own rows. Batches
+A batch reads only its own rows of the packed array (``image_io.read_rows``). Batches
 are prepared one step ahead in a background thread (``prefetch``), so reading,
 normalising and augmenting the next batch overlaps the model's step.
 """
 
-import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +12,8 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+
+from image_io import read_rows
 
 
 def channel_stats(images: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> tuple[list[float], list[float]]:
@@ -46,34 +47,6 @@ def to_tensor(
     s = torch.tensor(std, device=device).view(1, 3, 1, 1)
     x = (x - m) / s
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
-
-
-def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Rows of the packed array, in the order of ``rows``.
-
-    From a memory map, each contiguous run of rows is read with one plain ``pread``
-    instead of through the mapping, which would leave every page it touched resident:
-    a pass over a 100k-image array (or an epoch of random batches) then keeps a
-    resident size of one batch, not of the whole file.
-    """
-    rows = np.asarray(rows, dtype=np.int64)
-    if not isinstance(images, np.memmap) or not len(rows):
-        return np.asarray(images[rows])
-    block = np.empty((len(rows), *images.shape[1:]), dtype=images.dtype)
-    row_bytes = block[0].nbytes
-    out = memoryview(block).cast("B")
-    starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 2) != 1)  # where a contiguous run begins
-    ends = np.append(starts[1:], len(rows))
-    with open(images.filename, "rb", buffering=0) as handle:
-        for start, end in zip(starts.tolist(), ends.tolist()):
-            offset = images.offset + int(rows[start]) * row_bytes
-            view = out[start * row_bytes : end * row_bytes]
-            while len(view):
-                done = os.preadv(handle.fileno(), [view], offset)
-                if done == 0:
-                    raise EOFError(f"{images.filename} ends before row {rows[start]}")
-                view, offset = view[done:], offset + done
-    return block
 
 
 def dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

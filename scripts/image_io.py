@@ -138,3 +138,31 @@ def packed_writer(path: str | os.PathLike, rows: int, size: int) -> Iterator[Cal
         yield write
     if written != rows:
         raise ValueError(f"{path} received {written} of its {rows} images")
+
+
+def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows of the packed array, in the order of ``rows``.
+
+    From a memory map, each contiguous run of rows is read with one plain ``pread``
+    instead of through the mapping, which would leave every page it touched resident:
+    a pass over a 100k-image array (or an epoch of random batches) then keeps a
+    resident size of one batch, not of the whole file.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if not isinstance(images, np.memmap) or not len(rows):
+        return np.asarray(images[rows])
+    block = np.empty((len(rows), *images.shape[1:]), dtype=images.dtype)
+    row_bytes = block[0].nbytes
+    out = memoryview(block).cast("B")
+    starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 2) != 1)  # where a contiguous run begins
+    ends = np.append(starts[1:], len(rows))
+    with open(images.filename, "rb", buffering=0) as handle:
+        for start, end in zip(starts.tolist(), ends.tolist()):
+            offset = images.offset + int(rows[start]) * row_bytes
+            view = out[start * row_bytes : end * row_bytes]
+            while len(view):
+                done = os.preadv(handle.fileno(), [view], offset)
+                if done == 0:
+                    raise EOFError(f"{images.filename} ends before row {rows[start]}")
+                view, offset = view[done:], offset + done
+    return block

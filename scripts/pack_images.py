@@ -18,8 +18,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from atomic_io import atomic_path
-from batches import read_rows
-from image_io import center_crop_pad, load_rgb, open_packed, packed_writer
+from image_io import center_crop_pad, load_rgb, open_packed, packed_writer, read_rows
 from job import start_job
 from shards import shard_rows
 

@@ -23,8 +23,7 @@ from tqdm import tqdm
 
 from atomic_io import atomic_path, write_csv
 from audit_tables import audit_batches, audit_dataset, predicted_index, read_audit_metadata, read_cams
-from batches import read_rows
-from image_io import open_packed
+from image_io import open_packed, read_rows
 from job import start_job
 from localisation import METRICS, localisation
 from regions import object_regions

@@ -18,10 +18,10 @@ from torch import nn
 from tqdm import tqdm
 
 from atomic_io import write_csv
-from batches import batch_rows, channel_stats, dihedral, prefetch, read_rows, to_tensor
+from batches import batch_rows, channel_stats, dihedral, prefetch, to_tensor
 from checkpoint import describe_device, save_checkpoint, select_device
 from figures import plt, save_figure
-from image_io import open_packed
+from image_io import open_packed, read_rows
 from job import start_job
 from metrics import classification_metrics
 from models import Classifier, build_model

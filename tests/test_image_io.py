@@ -4,7 +4,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from image_io import ImageProblem, center_crop_pad, crop_start, load_rgb, open_packed, packed_writer
+from image_io import ImageProblem, center_crop_pad, crop_start, load_rgb, open_packed, packed_writer, read_rows
 from pack_images import concatenate, pack
 from shards import shard_rows
 
@@ -130,8 +130,6 @@ def test_packed_writer_writes_a_loadable_array_and_refuses_a_short_or_foreign_on
 
 
 def test_read_rows_matches_fancy_indexing(tmp_path) -> None:
-    from batches import read_rows
-
     images = np.random.default_rng(0).integers(0, 255, (20, 5, 5, 3), dtype=np.uint8)
     np.save(tmp_path / "p.npy", images)
     packed = open_packed(tmp_path / "p.npy")
