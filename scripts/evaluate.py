@@ -10,7 +10,7 @@ import torch
 from atomic_io import write_json, write_parquet
 from checkpoint import load_checkpoint, select_device
 from figures import CLASS_COLOURS, plt, save_figure
-from image_io import open_packed
+from image_io import open_packed, read_rows
 from job import start_job
 from metrics import classification_metrics, roc_curve, top_losses
 from models import Classifier
@@ -95,8 +95,8 @@ def top_losses_figure(losses: pd.DataFrame, images: np.ndarray, columns: int = 4
     fig, axes = plt.subplots(rows, columns, figsize=(2.1 * columns, 2.7 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, (_, row) in zip(axes.flat, losses.iterrows()):
-        ax.imshow(images[row["row"]])
+    for ax, (_, row), image in zip(axes.flat, losses.iterrows(), read_rows(images, losses["row"].to_numpy())):
+        ax.imshow(image)
         prob = row[f"prob_{row['predicted']}"]
         ax.set_title(f"{row['predicted']} / {row['label']}\nloss {row['loss']:.2f} · p {prob:.2f}", fontsize=8)
     fig.suptitle("Top losses (predicted / true)", fontsize=10)

@@ -16,7 +16,7 @@ import pyarrow.dataset as ds
 
 from audit_tables import audit_dataset, read_audit_metadata, read_cams
 from figures import plt, safe_name, save_figure
-from image_io import open_packed
+from image_io import open_packed, read_rows
 from job import start_job
 from localisation import upsample
 from metrics import top_losses
@@ -98,7 +98,7 @@ def gallery(
     table = dataset.to_table(filter=ds.field("id").isin(ids))
     order = pd.Series(np.arange(table.num_rows), index=table.column("id").to_pylist()).loc[ids].to_numpy()
     cams = read_cams(table, classes, meta["map_shape"])[order]
-    pixels = np.stack([images[row_of[i]] for i in ids])
+    pixels = read_rows(images, row_of.loc[ids].to_numpy())
     paths = catalog["image"].reindex(ids).tolist() if "image" in catalog else None
     masks, _ = object_regions(region, ids, pixels, catalog, paths, max_pixels)
     size = pixels.shape[1]

@@ -20,7 +20,7 @@ from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from atomic_io import write_json, write_parquet
 from audit_tables import audit_batches, audit_dataset, read_list_column
 from figures import BAR_COLOUR, CLASS_COLOURS, plt, save_figure
-from image_io import open_packed
+from image_io import open_packed, read_rows
 from job import start_job
 from moments import Moments
 
@@ -175,10 +175,11 @@ def thumbnail_figure(points: pd.DataFrame, images: np.ndarray, classes: list[str
     """Galaxy images placed at their PC1-PC2 position, framed in their true class colour."""
     fig, ax = plt.subplots(figsize=(8, 8))
     ax.scatter(points["pc1"], points["pc2"], s=0)
-    for _, row in spread_sample(points).iterrows():
+    sample = spread_sample(points)
+    for (_, row), thumbnail in zip(sample.iterrows(), read_rows(images, sample["row"].to_numpy())):
         colour = CLASS_COLOURS[classes.index(row["label"]) % len(CLASS_COLOURS)]
         box = AnnotationBbox(
-            OffsetImage(images[int(row["row"])], zoom=0.5), (row["pc1"], row["pc2"]), frameon=True,
+            OffsetImage(thumbnail, zoom=0.5), (row["pc1"], row["pc2"]), frameon=True,
             pad=0.1, bboxprops={"edgecolor": colour, "linewidth": 2},
         )  # fmt: skip
         ax.add_artist(box)

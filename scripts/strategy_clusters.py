@@ -21,7 +21,7 @@ import pyarrow.dataset as ds
 from atomic_io import write_csv, write_parquet
 from audit_tables import audit_batches, audit_dataset, predicted_index, read_audit_metadata, read_cams
 from figures import plt, safe_name, save_figure
-from image_io import open_packed
+from image_io import open_packed, read_rows
 from job import start_job
 from localisation import upsample
 from strategies import map_features, spectral_clusters
@@ -164,12 +164,13 @@ def main(snakemake: Any) -> None:
     table = dataset.to_table(filter=ds.field("id").isin(chosen["id"].tolist()))
     maps = upsample(predicted_maps(table, meta["classes"], meta["map_shape"]), (image_size, image_size)).numpy()
     map_of = dict(zip(table.column("id").to_pylist(), maps))
+    image_of = dict(zip(chosen["id"], read_rows(images, row_of.loc[chosen["id"].astype(str)].to_numpy())))
     for k, name in enumerate(meta["classes"]):
         members = chosen[chosen["predicted"] == name]
         if members.empty:
             continue
         examples = {
-            int(cluster): [(images[row_of[i]], map_of[i]) for i in group["id"]]
+            int(cluster): [(image_of[i], map_of[i]) for i in group["id"]]
             for cluster, group in members.groupby("cluster")
         }
         save_figure(cluster_figure(name, summary, means, examples), out / safe_name(k, name))
