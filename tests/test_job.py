@@ -1,4 +1,4 @@
-"""A job stopped with SIGTERM leaves neither its output nor a temporary file behind."""
+"""A job stopped with SIGTERM leaves neither its output nor a temporary file behind; every job logs its peak memory."""
 
 import subprocess
 import sys
@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 from conftest import REPO
+from job import read_peak_memory
 
 CHILD = textwrap.dedent(
     """
@@ -29,4 +30,28 @@ def test_sigterm_mid_write_removes_the_temporary_file(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60)
     assert done.returncode == 128 + 15
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job.log"]
-    assert log.read_text() == "writing\n"
+    assert log.read_text().splitlines()[0] == "writing"
+    assert read_peak_memory(log) is not None, "a stopped job still logs its peak memory"
+
+
+PEAK = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    sys.path.insert(0, {scripts!r})
+    from job import start_job
+    start_job({log!r})
+    block = np.ones({mb} * 2**20, dtype=np.uint8)  # touched, so resident
+    del block
+    """
+)
+
+
+def test_the_log_ends_with_the_true_peak_memory_even_after_it_was_freed(tmp_path: Path) -> None:
+    peaks = {}
+    for mb in (0, 400):
+        log = tmp_path / f"{mb}.log"
+        child = PEAK.format(scripts=str(REPO / "scripts"), log=str(log), mb=mb)
+        subprocess.run([sys.executable, "-c", child], check=True, timeout=60)
+        peaks[mb] = read_peak_memory(log)
+    assert peaks[400] - peaks[0] >= 390, peaks

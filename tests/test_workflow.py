@@ -15,6 +15,7 @@ from PIL import Image
 from audit_tables import read_audit_metadata
 from conftest import TINY_DEMO, run_workflow
 from image_io import center_crop_pad, load_rgb
+from job import read_peak_memory
 from regions import threshold_regions
 
 
@@ -104,6 +105,15 @@ def test_results_folder_relocates_every_output(tiny_demo: Path) -> None:
         "logs/validate_catalog.log",
     ):
         assert expected in produced
+
+
+def test_every_job_log_ends_with_its_peak_memory(tiny_demo: Path) -> None:
+    logs = sorted((tiny_demo / "logs").rglob("*.log"))
+    assert len(logs) >= 12, logs
+    peaks = {log.relative_to(tiny_demo).as_posix(): read_peak_memory(log) for log in logs}
+    missing = [name for name, peak in peaks.items() if peak is None or peak < 20]
+    assert not missing, peaks
+    assert peaks["logs/train.log"] > peaks["logs/bin_classes.log"] + 100, "training loads torch, binning does not"
 
 
 def test_bad_catalog_rows_are_reported_and_good_rows_go_on(tiny_demo: Path, tmp_path: Path) -> None:
