@@ -42,14 +42,15 @@ def run_audit(
     device: torch.device,
     out: str | os.PathLike,
     extra_metadata: dict[str, Any],
+    compile: bool = False,
 ) -> Moments:
     """Audit ``images`` (row ``i`` is ``labels.iloc[i]``) into the Parquet file ``out``; return the
-    moments of their activations."""
+    moments of their activations. ``compile`` runs the body through ``torch.compile``."""
     classes = meta["classes"]
     moments: Moments | None = None
     writer: pq.ParquetWriter | None = None
     started = time.perf_counter()
-    with atomic_path(out) as tmp, GradCAM(model, layer) as gradcam:
+    with atomic_path(out) as tmp, GradCAM(model, layer, compile) as gradcam:
         try:
             progress = tqdm(total=len(labels), desc="audit", unit="img", mininterval=2.0)
             batches = list(batch_rows(np.arange(len(labels)), batch_size, shuffle=False, generator=None))
@@ -65,6 +66,7 @@ def run_audit(
                         "map_shape": list(result.cams.shape[-2:]),
                         "layer": layer,
                         "n_features": int(result.activations.shape[1]),
+                        "compiled": compile,
                         **extra_metadata,
                     }
                     writer = pq.ParquetWriter(tmp, audit_schema(classes, metadata))
@@ -107,6 +109,7 @@ def main(snakemake: Any) -> None:
         model, meta, images, labels.iloc[rows].reset_index(drop=True), layer, params.batch_size, device,
         snakemake.output.part,
         {"model_sha256": file_sha256(snakemake.input.model), "shard": params.shard, "shards": params.shards},
+        params.compile,
     )  # fmt: skip
     moments.save(snakemake.output.moments)
 

@@ -65,7 +65,7 @@ def resolve_results(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_config(config: dict[str, Any]) -> None:
-    """Raise ConfigError for cross-field mistakes in target, saliency and demo."""
+    """Raise ConfigError for cross-field mistakes in target, audit, saliency and demo."""
     target = config["target"]
     if "bins" in target:
         bins, labels = target["bins"], target["labels"]
@@ -81,6 +81,12 @@ def check_config(config: dict[str, Any]) -> None:
         unknown = [k for k in target["keep"] if k not in known]
         if unknown:
             raise ConfigError(f"target.keep names {unknown}, which are not in target.labels {known}")
+    audit = config["audit"]
+    if audit.get("compile") and audit["layer"] != "auto":
+        raise ConfigError(
+            f"audit.compile works only with audit.layer: auto (the model's last block), not {audit['layer']!r}: "
+            "a hook at another layer cuts the compiled graph"
+        )
     shortcut = config["demo"]["shortcut"]
     if shortcut["kind"] != "none" and "bins" in target and shortcut["class"] not in target["labels"]:
         raise ConfigError(f"demo.shortcut.class {shortcut['class']!r} is not one of target.labels {target['labels']}")

@@ -13,7 +13,7 @@ from figures import CLASS_COLOURS, plt, save_figure
 from image_io import open_packed, read_rows
 from job import start_job
 from metrics import classification_metrics, roc_curve, top_losses
-from models import Classifier
+from models import Classifier, compiled
 from train import predict_logits
 
 
@@ -33,10 +33,16 @@ def predictions_table(labels: pd.DataFrame, probs: np.ndarray, classes: list[str
 
 
 def predict_all(
-    model: Classifier, meta: dict[str, Any], images: np.ndarray, batch_size: int, device: torch.device
+    model: Classifier,
+    meta: dict[str, Any],
+    images: np.ndarray,
+    batch_size: int,
+    device: torch.device,
+    compile: bool = False,
 ) -> np.ndarray:
-    """Softmax probabilities of every packed image."""
-    logits = predict_logits(model, images, np.arange(len(images)), meta["mean"], meta["std"], batch_size, device)
+    """Softmax probabilities of every packed image (with ``compile``, through ``torch.compile``)."""
+    network = compiled(model) if compile else model
+    logits = predict_logits(network, images, np.arange(len(images)), meta["mean"], meta["std"], batch_size, device)
     return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
 
 
@@ -113,7 +119,7 @@ def main(snakemake: Any) -> None:
     labels = pd.read_parquet(snakemake.input.labels)
     classes = meta["classes"]
     predictions = predictions_table(
-        labels, predict_all(model, meta, images, snakemake.params.batch_size, device), classes
+        labels, predict_all(model, meta, images, snakemake.params.batch_size, device, snakemake.params.compile), classes
     )
     scores = evaluation(predictions, classes)
     write_parquet(predictions, snakemake.output.predictions)

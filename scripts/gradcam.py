@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models import Classifier, find_module
+from models import Classifier, compiled, find_module
 
 
 @dataclass
@@ -38,14 +38,22 @@ class GradCAM:
 
     Use as a context manager so the forward hook is removed afterwards; the
     model's parameters are frozen for the duration (nothing here trains).
+    With ``compile``, the body runs through ``torch.compile``: only at the last
+    block, where no hook cuts the graph.
     """
 
-    def __init__(self, model: Classifier, layer: str) -> None:
+    def __init__(self, model: Classifier, layer: str, compile: bool = False) -> None:
         self.model = model
         self.layer = layer
         self.module = find_module(model, layer)
         last_block = list(model.body.named_children())[-1][0]
         self.linear_tail = layer == f"body.{last_block}"  # only pool and head follow the layer
+        if compile and not self.linear_tail:
+            raise ValueError(
+                f"audit.compile works at the model's last block (audit.layer: auto, here body.{last_block}); "
+                f"with audit.layer {layer!r} set audit.compile: false"
+            )
+        self.body = compiled(model.body) if compile else model.body
         self._activation: torch.Tensor | None = None
         self._handle: torch.utils.hooks.RemovableHandle | None = None
         self._frozen: list[nn.Parameter] = []
@@ -107,7 +115,7 @@ class GradCAM:
     def _class_activation_maps(self, x: torch.Tensor) -> AuditBatch:
         """Grad-CAM with the gradients of pool + linear head written out: W_ck / (h w)."""
         with torch.inference_mode():
-            a = self.model.body(x)
+            a = self.body(x)
             activations = self.model.pool(a)
             logits = self.model.head(activations)
             weights = self.model.head.weight / (a.shape[-2] * a.shape[-1])  # C x K

@@ -107,6 +107,18 @@ def build_model(arch: str, n_classes: int, stride: int = 2) -> Classifier:
     raise ValueError(f"model.arch {arch!r} is not one of {ARCHS}")
 
 
+def compiled(module: nn.Module) -> nn.Module:
+    """``torch.compile`` with a dynamic batch dimension: one compile per mode (train, eval) serves
+    every batch, the short last one included.
+
+    Opt-in (``train.compile``, ``audit.compile``) because every job compiles again: on a 2-core
+    CPU it pays off past about 10k images per job for ResNet-18 and past 100k for simple_cnn
+    (benchmarks/compile.py). Parameters stay shared with ``module``, which is
+    what gets saved (the compiled wrapper's state_dict names carry a prefix).
+    """
+    return torch.compile(module, dynamic=True)
+
+
 def find_module(model: nn.Module, name: str) -> nn.Module:
     """A submodule by dotted name, with the valid names in the error."""
     modules = dict(model.named_modules())

@@ -24,7 +24,7 @@ from figures import plt, save_figure
 from image_io import open_packed, read_rows
 from job import start_job
 from metrics import classification_metrics
-from models import Classifier, build_model
+from models import Classifier, build_model, compiled
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class TrainSettings:
     optimizer: str = "adamw"
     class_weights: bool = False
     seed: int = 0
+    compile: bool = False
 
 
 @dataclass
@@ -75,7 +76,7 @@ def inverse_frequency(codes: np.ndarray, n_classes: int) -> torch.Tensor:
 
 
 def predict_logits(
-    model: Classifier,
+    model: nn.Module,
     images: np.ndarray,
     rows: np.ndarray,
     mean: list[float],
@@ -83,7 +84,10 @@ def predict_logits(
     batch_size: int,
     device: torch.device,
 ) -> np.ndarray:
-    """Logits (float32, N x classes) for ``rows`` of the packed array, in that order."""
+    """Logits (float32, N x classes) for ``rows`` of the packed array, in that order.
+
+    ``model`` is a ``Classifier`` or its compiled wrapper (``models.compiled``).
+    """
     model.eval()
     out = []
     batches = list(batch_rows(rows, batch_size, shuffle=False, generator=None))
@@ -94,7 +98,7 @@ def predict_logits(
 
 
 def train_one_epoch(
-    model: Classifier,
+    model: nn.Module,
     images: np.ndarray,
     rows: np.ndarray,
     codes: np.ndarray,
@@ -146,7 +150,7 @@ def fit(
 ) -> tuple[Classifier, pd.DataFrame, dict[str, Any]]:
     """Train on the 'train' rows of ``labels`` (row i = packed image i); validate on 'valid'.
 
-    Returns the model, the per-epoch history and the checkpoint metadata.
+    Returns the model (never its compiled wrapper), the per-epoch history and the checkpoint metadata.
     """
     classes = list(labels["class"].cat.categories)
     codes = labels["class"].cat.codes.to_numpy().astype(np.int64)
@@ -162,6 +166,7 @@ def fit(
     model = build_model(arch, len(classes), stride).to(device)
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    network = compiled(model) if settings.compile else model  # shares model's parameters
     optimizer = make_optimizer(settings.optimizer, model, settings.lr, settings.weight_decay)
     steps = -(-len(train_rows) // settings.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -175,11 +180,11 @@ def fit(
         started = time.perf_counter()
         with tqdm(total=len(train_rows), desc=f"epoch {epoch + 1}/{settings.epochs}", unit="img") as progress:
             train_loss, waiting = train_one_epoch(
-                model, images, train_rows, codes, settings, optimizer, scheduler, loss_fn, norm,
+                network, images, train_rows, codes, settings, optimizer, scheduler, loss_fn, norm,
                 generator, precision, progress,
             )  # fmt: skip
         train_seconds = time.perf_counter() - started
-        logits = predict_logits(model, images, valid_rows, *norm, 2 * settings.batch_size, device)
+        logits = predict_logits(network, images, valid_rows, *norm, 2 * settings.batch_size, device)
         valid_loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(codes[valid_rows])))
         scores = classification_metrics(codes[valid_rows], torch.softmax(torch.from_numpy(logits), 1).numpy())
         history.append(

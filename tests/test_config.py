@@ -69,6 +69,15 @@ def test_cross_field_checks_name_the_key(target: dict, message: str) -> None:
     assert message in str(error.value)
 
 
+def test_compiled_audit_needs_the_default_layer() -> None:
+    config = copy.deepcopy(DEMO)
+    config["audit"] = {**config["audit"], "compile": True}
+    check_config(config)
+    config["audit"]["layer"] = "body.1"
+    with pytest.raises(ConfigError, match="audit.compile works only with audit.layer: auto .* not 'body.1'"):
+        check_config(config)
+
+
 def test_shortcut_class_must_be_a_label() -> None:
     config = copy.deepcopy(DEMO)
     config["demo"]["shortcut"]["class"] = "highest"

@@ -10,6 +10,7 @@ from captum.attr import LayerGradCam
 from pytorch_grad_cam import GradCAM as LibraryGradCAM
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch._dynamo.utils import counters
 
 from gradcam import GradCAM
 from models import build_model, find_module
@@ -111,3 +112,24 @@ def test_linear_tail_shortcut_equals_the_autograd_path(arch: str, layer: str) ->
     torch.testing.assert_close(fast.cams, slow.cams, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(fast.logits, slow.logits)
     torch.testing.assert_close(fast.activations, slow.activations)
+
+
+def test_compiled_pass_equals_eager_for_any_batch_size() -> None:
+    model = model_with_weights("simple_cnn", 3, trained=True)
+    torch._dynamo.reset()
+    counters.clear()
+    with GradCAM(model, "body.2") as eager, GradCAM(model, "body.2", compile=True) as fast:
+        for batch in (5, 2):  # a short last batch reuses the dynamic-shape compile
+            x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch))
+            expected, got = eager(x), fast(x)
+            torch.testing.assert_close(got.cams, expected.cams, rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(got.logits, expected.logits, rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(got.activations, expected.activations, rtol=1e-4, atol=1e-6)
+    assert counters["stats"]["unique_graphs"] == 1
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_compile_at_an_inner_layer_names_the_keys() -> None:
+    model = model_with_weights("simple_cnn", 2, trained=False)
+    with pytest.raises(ValueError, match=r"audit.compile works at the model's last block .*body.2.*'body.1'"):
+        GradCAM(model, "body.1", compile=True)

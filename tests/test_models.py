@@ -1,11 +1,14 @@
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from batches import channel_stats, dihedral
 from checkpoint import load_checkpoint, save_checkpoint
-from models import build_model, find_module
+from models import Classifier, build_model, find_module
 from train import TrainSettings, fit, inverse_frequency, make_optimizer
 
 CPU = torch.device("cpu")
@@ -174,3 +177,21 @@ def test_resnet18_has_torchvision_s_layout_with_the_cutout_stem() -> None:
     x = torch.randn(4, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x), twin(x))
+
+
+def test_compiled_training_follows_eager_and_saves_plain_weights(tmp_path) -> None:
+    """train.compile: same learning to float rounding; the checkpoint holds the model, not the wrapper."""
+    images, labels = toy_data()  # 36 training images in batches of 8: a short last batch
+    settings = TrainSettings(epochs=2, lr=0.01, batch_size=8, seed=5)
+    _, eager_history, _ = fit(images, labels, "simple_cnn", 2, settings, CPU)
+    torch._dynamo.reset()
+    counters.clear()
+    model, history, meta = fit(images, labels, "simple_cnn", 2, replace(settings, compile=True), CPU)
+    assert counters["stats"]["unique_graphs"] == 2  # training and eval mode; no recompile for the short batch
+    assert type(model) is Classifier and meta["train"]["compile"] is True
+    np.testing.assert_allclose(history["train_loss"], eager_history["train_loss"], rtol=1e-3)
+    np.testing.assert_allclose(history["valid_loss"], eager_history["valid_loss"], rtol=1e-3)
+    save_checkpoint(model, meta, tmp_path / "model.pt")
+    loaded, _ = load_checkpoint(tmp_path / "model.pt")
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name

@@ -261,6 +261,21 @@ def test_three_classes_train_and_evaluate(tiny_demo: Path, tmp_path: Path) -> No
     assert len(stats) == len(predictions)
 
 
+def test_compile_reaches_training_evaluation_and_the_audit(tiny_demo: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(tiny_demo, results)
+    config = {**TINY_DEMO, "train": {**TINY_DEMO["train"], "compile": True}, "audit": {"compile": True}}
+    done = run_workflow(config, results, "--forcerun", "train", "--until", "evaluate", "audit")
+    log = done.stdout + done.stderr
+    assert all(f"rule {rule}:" in log for rule in ("train", "evaluate", "audit"))
+    assert torch.load(results / "model/model.pt", weights_only=True)["train"]["compile"] is True
+    audit = pq.read_table(results / "audit/part-0.parquet")
+    assert read_audit_metadata(audit.schema)["compiled"] is True
+    predictions = pd.read_parquet(results / "eval/predictions.parquet")
+    np.testing.assert_allclose(audit.column("prob_high").to_numpy(), predictions["prob_high"], rtol=1e-4, atol=1e-6)
+    assert read_audit_metadata(pq.read_schema(tiny_demo / "audit/part-0.parquet"))["compiled"] is False
+
+
 def test_audit_and_pca_cover_every_kept_image(tiny_demo: Path) -> None:
     labels = pd.read_parquet(tiny_demo / "classes/labels.parquet")
     audit = pq.read_table(tiny_demo / "audit/part-0.parquet")

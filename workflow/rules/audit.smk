@@ -21,6 +21,7 @@ rule audit:
         layer=config["audit"]["layer"],
         batch_size=config["audit"]["batch_size"],
         device=config["audit"]["device"],
+        compile=config["audit"]["compile"],
     wildcard_constraints:
         shard=r"\d+",
     threads: workflow.cores

@@ -79,6 +79,7 @@ rule evaluate:
         bench("evaluate")
     params:
         device=config["train"]["device"],
+        compile=config["train"]["compile"],
         batch_size=config["audit"]["batch_size"],
         target_column=config["target"]["column"],
     threads: workflow.cores
