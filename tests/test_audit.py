@@ -55,7 +55,7 @@ def test_audit_table_contract_and_values(toy) -> None:
     assert table.schema.field("activation").type == pa.list_(pa.float32())
     metadata = read_audit_metadata(table.schema)
     assert metadata == {"classes": ["a", "b", "c"], "map_shape": [4, 4], "layer": "body.2", "n_features": 128,
-                        "model_sha256": "x"}  # fmt: skip
+                        "compiled": False, "model_sha256": "x"}  # fmt: skip
     frame = table.to_pandas()
     assert frame["id"].tolist() == labels["id"].iloc[rows].tolist()
     assert frame["label"].tolist() == labels["class"].iloc[rows].astype(str).tolist()
