@@ -24,25 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from captum.attr import LayerGradCam  # noqa: E402
 from pytorch_grad_cam import GradCAM as LibraryGradCAM  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+from timing import images_per_second  # noqa: E402
 
 from audit_tables import audit_schema, batch_table  # noqa: E402
 from gradcam import GradCAM  # noqa: E402
 from image_io import packed_writer  # noqa: E402
 from models import build_model, find_module  # noqa: E402
-
-
-def images_per_second(step, batch: torch.Tensor, device: torch.device, seconds: float) -> float:
-    """Run ``step(batch)`` repeatedly for about ``seconds`` after a warm-up; images per second."""
-    step(batch)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        step(batch)
-        done += len(batch)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return done / (time.perf_counter() - started)
 
 
 def throughput(

@@ -30,48 +30,36 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
+from timing import images_per_second  # noqa: E402
+
 from checkpoint import describe_device, select_device  # noqa: E402
 from models import build_model, compiled  # noqa: E402
 
 STEPS = {"audit forward": 256, "training step": 128}  # batch sizes: audit.batch_size's and train.batch_size's defaults
 
 
-def images_per_second(step: Callable[[], None], batch_size: int, device: torch.device, seconds: float) -> float:
-    """Images/s of ``step`` over about ``seconds`` (after one warm-up call)."""
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        step()
-        done += batch_size
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return done / (time.perf_counter() - started)
-
-
-def first_call_seconds(step: Callable[[], None], device: torch.device) -> float:
+def first_call_seconds(step: Callable[[torch.Tensor], None], x: torch.Tensor, device: torch.device) -> float:
     """Wall time of the first call: for a compiled module, tracing and code generation."""
     started = time.perf_counter()
-    step()
+    step(x)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - started
 
 
-def inference_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
-    def step() -> None:
+def inference_step(model: nn.Module) -> Callable[[torch.Tensor], None]:
+    def step(x: torch.Tensor) -> None:
         with torch.inference_mode():
             model(x)
 
     return step
 
 
-def training_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+def training_step(model: nn.Module, y: torch.Tensor) -> Callable[[torch.Tensor], None]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
 
-    def step() -> None:
+    def step(x: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss_fn(model(x), y).backward()
         optimizer.step()
@@ -86,18 +74,13 @@ def measure(arch: str, size: int, name: str, compile: bool, seconds: float) -> d
     generator = torch.Generator().manual_seed(0)
     batch_size = STEPS[name]
     torch.manual_seed(0)
-    model = build_model(arch, 2).to(device)
-    if name == "audit forward":
-        model.eval()
-    if compile:
-        model = compiled(model)  # as train.compile and audit.compile do
+    model = build_model(arch, 2).to(device).train(name == "training step")
+    network = compiled(model) if compile else model  # as train.compile and audit.compile do
     x = torch.randn(batch_size, 3, size, size, generator=generator).to(device)
-    if name == "audit forward":
-        step = inference_step(model, x)
-    else:
-        step = training_step(model, x, torch.randint(0, 2, (batch_size,), generator=generator).to(device))
-    first = first_call_seconds(step, device)
-    return {"first_call": first, "rate": images_per_second(step, batch_size, device, seconds)}
+    y = torch.randint(0, 2, (batch_size,), generator=generator).to(device)
+    step = inference_step(network) if name == "audit forward" else training_step(network, y)
+    first = first_call_seconds(step, x, device)
+    return {"first_call": first, "rate": images_per_second(step, x, device, seconds)}
 
 
 def in_fresh_process(args: argparse.Namespace, name: str, compile: bool, cache: str) -> dict[str, float]:
