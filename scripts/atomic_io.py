@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 
 @contextmanager
@@ -32,9 +34,13 @@ def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> None:
         frame.to_csv(tmp, index=False)
 
 
-def write_parquet(frame: pd.DataFrame, path: str | os.PathLike) -> None:
+def write_parquet(frame: pd.DataFrame, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """``frame`` without its index; ``metadata`` joins the file's schema metadata (pandas' own is kept)."""
     with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if metadata:
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+        pq.write_table(table, tmp)
 
 
 def write_json(data: Any, path: str | os.PathLike) -> None:

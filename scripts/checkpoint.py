@@ -42,10 +42,44 @@ def save_checkpoint(model: Classifier, metadata: dict[str, Any], path: str | os.
         torch.save({"state_dict": state, **metadata}, tmp)
 
 
+class CheckpointError(ValueError):
+    """A model file that is not a checkpoint of this workflow; the message says how to recover."""
+
+
+def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The checkpoint's dictionary (weights and metadata), loaded without running any pickled code.
+
+    PyTorch's own message for a damaged or foreign file suggests ``weights_only=False``, which
+    would run whatever code the file holds; it is never passed on.
+    """
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # damaged zip, a foreign pickle, a truncated copy: all the same to the user
+        reason = type(error).__name__
+        raise CheckpointError(
+            f"{path} is not a checkpoint of this workflow (it cannot be read as plain tensors and values: {reason}); "
+            "it is damaged or was written by something else. Delete it and run again to retrain."
+        ) from None
+    if not isinstance(checkpoint, dict) or not {"state_dict", "arch", "classes"} <= set(checkpoint):
+        raise CheckpointError(
+            f"{path} is not a checkpoint of this workflow (no weights and model metadata in it). "
+            "Delete it and run again to retrain."
+        )
+    return checkpoint
+
+
 def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[Classifier, dict[str, Any]]:
     """Rebuild the model from its metadata and load the weights, in eval mode."""
-    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    checkpoint = read_checkpoint(path, device)
     state = checkpoint.pop("state_dict")
     model = build_model(checkpoint["arch"], len(checkpoint["classes"]), checkpoint["stride"])
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"{path} does not fit the model it names ({checkpoint['arch']}): {str(error).splitlines()[0]}. "
+            "Delete it and run again to retrain."
+        ) from None
     return model.to(device).eval(), checkpoint

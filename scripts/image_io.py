@@ -22,16 +22,70 @@ class ImageProblem(Exception):
         self.detail = detail
 
 
+# Pillow modes with more than 8 bits per sample: 16- and 32-bit integers, 32-bit floats.
+DEEP_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+STRETCH_PERCENTILES = (0.5, 99.5)
+
+
+def stretch_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Scale an image of more than 8 bits (or of floats) linearly so that its 0.5th and 99.5th
+    percentiles become 0 and 255.
+
+    Such files carry no scale that holds across images (a 12-bit camera in a 16-bit
+    container, fluxes of order 0.01 in a float FITS): a fixed rule would pack many of
+    them black. Per image, the central 99% of the values always spans the 8-bit range, at
+    the cost of the absolute brightness between images. Non-finite values become 0.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.zeros(values.shape, dtype=np.uint8)
+    lo, hi = np.percentile(values[finite], STRETCH_PERCENTILES)
+    scaled = (values - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(values)
+    return np.clip(np.round(np.where(finite, scaled, 0.0)), 0, 255).astype(np.uint8)
+
+
 def _to_rgb(image: Image.Image) -> np.ndarray:
-    """Grayscale, palette, alpha and 16-bit images become 8-bit RGB."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        values = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if values.max(initial=0) > 255 else 255.0
-        gray = np.clip(np.round(values / peak * 255.0), 0, 255).astype(np.uint8)
+    """8-bit images (grayscale, palette, alpha, CMYK...) become RGB as Pillow converts them;
+    deeper ones (``DEEP_MODES``) are stretched per image by ``stretch_to_uint8``."""
+    if image.mode in DEEP_MODES:
+        gray = stretch_to_uint8(np.asarray(image))
         return np.repeat(gray[..., None], 3, axis=2)
     if image.mode == "P":
         image = image.convert("RGBA")
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _fits_planes(path: str | os.PathLike) -> int:
+    """Planes of a FITS primary array beyond its first two axes (1 for an ordinary image).
+
+    Pillow reads only the first plane of a cube, so a multi-band cutout would silently lose
+    all bands but one.
+    """
+    planes = 1
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(2880)
+            if len(block) < 80:
+                return planes
+            for start in range(0, len(block) - 79, 80):
+                card = block[start : start + 80].decode("ascii", "replace")
+                key, _, value = card.partition("=")
+                key = key.strip()
+                if key == "END":
+                    return planes
+                if key.startswith("NAXIS") and key[5:].isdigit() and int(key[5:]) >= 3:
+                    try:
+                        planes *= max(int(value.split("/")[0]), 1)
+                    except ValueError:
+                        pass
+
+
+def _file_problem(path: str | os.PathLike, error: OSError) -> ImageProblem:
+    """The integrity problem for a path that cannot be opened (no file, a name too long, a link loop...)."""
+    if isinstance(error, FileNotFoundError):
+        return ImageProblem("missing_image", f"{path} does not exist")
+    return ImageProblem("unreadable_image", f"{path}: {error.strerror or error}")
 
 
 def load_rgb(path: str | os.PathLike, max_pixels: int) -> np.ndarray:
@@ -43,8 +97,8 @@ def load_rgb(path: str | os.PathLike, max_pixels: int) -> np.ndarray:
     try:
         if os.path.getsize(path) == 0:
             raise ImageProblem("unreadable_image", f"{path} is an empty file")
-    except FileNotFoundError:
-        raise ImageProblem("missing_image", f"{path} does not exist") from None
+    except OSError as error:
+        raise _file_problem(path, error) from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -54,6 +108,12 @@ def load_rgb(path: str | os.PathLike, max_pixels: int) -> np.ndarray:
                     raise ImageProblem(
                         "image_too_large",
                         f"{path} is {width}x{height} pixels, above image.max_pixels={max_pixels}",
+                    )
+                if image.format == "FITS" and (planes := _fits_planes(path)) > 1:
+                    raise ImageProblem(
+                        "unsupported_image",
+                        f"{path} is a FITS cube of {planes} planes; only single-plane FITS images are read "
+                        "(one band per file, or an RGB rendering)",
                     )
                 image.load()
                 return _to_rgb(image)
@@ -68,9 +128,11 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             return image.size
-    except FileNotFoundError:
-        raise ImageProblem("missing_image", f"{path} does not exist") from None
-    except (OSError, SyntaxError, ValueError) as error:
+    except OSError as error:
+        if isinstance(error, FileNotFoundError) or error.errno is not None:
+            raise _file_problem(path, error) from None
+        raise ImageProblem("unreadable_image", f"{path}: {error}") from None
+    except (SyntaxError, ValueError) as error:
         raise ImageProblem("unreadable_image", f"{path}: {error}") from None
 
 
@@ -79,20 +141,41 @@ def crop_start(extent: int, size: int) -> int:
     return (extent - size) // 2 if extent >= size else -((size - extent) // 2)
 
 
-def center_crop_pad(image: np.ndarray, size: int) -> np.ndarray:
-    """Centre crop (or zero-pad) an H x W (x C) array to size x size, like the seed's CropPad."""
-    out = np.zeros((size, size) + image.shape[2:], dtype=image.dtype)
+def crop_window(height: int, width: int, size: int) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """The centre crop/pad of an image as (rows, columns) slices of the original image and the
+    matching slices of the size x size result; outside the latter the result is padding."""
     src, dst = [], []
-    for extent in image.shape[:2]:
+    for extent in (height, width):
         start = crop_start(extent, size)
         if extent >= size:
             src.append(slice(start, start + size))
             dst.append(slice(0, size))
-        else:  # padding; an odd difference of one pads after the image only (start is 0)
+        else:  # padding; an odd difference of one pads after the image only
             src.append(slice(0, extent))
             dst.append(slice(-start, -start + extent))
-    out[dst[0], dst[1]] = image[src[0], src[1]]
+    return (src[0], src[1]), (dst[0], dst[1])
+
+
+def center_crop_pad(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre crop (or zero-pad) an H x W (x C) array to size x size, like the seed's CropPad."""
+    out = np.zeros((size, size) + image.shape[2:], dtype=image.dtype)
+    src, dst = crop_window(image.shape[0], image.shape[1], size)
+    out[dst] = image[src]
     return out
+
+
+def image_area(height: int, width: int, size: int) -> np.ndarray:
+    """Boolean size x size mask of the pixels that come from the image, not from padding."""
+    area = np.zeros((size, size), dtype=bool)
+    area[crop_window(height, width, size)[1]] = True
+    return area
+
+
+def nearly_constant(image: np.ndarray, levels: int = 2) -> bool:
+    """Whether the central 99% of an 8-bit image's values spans at most ``levels`` grey levels:
+    a blank, saturated or blackened image that the model cannot learn from."""
+    lo, hi = np.percentile(image, STRETCH_PERCENTILES)
+    return bool(hi - lo <= levels)
 
 
 def open_packed(path: str | os.PathLike) -> np.ndarray:

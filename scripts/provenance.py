@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
+import pyarrow.parquet as pq
 
 from atomic_io import write_csv
+from checkpoint import read_checkpoint
 from checksums import file_sha256
 from job import start_job
 
@@ -60,22 +61,27 @@ def provenance_table(
     config: dict[str, Any],
     workflow_dir: Path,
     files: dict[str, Path],
-    integrity: pd.DataFrame,
+    source: dict[str, Any],
     n_valid_rows: int,
     n_used: int,
 ) -> pd.DataFrame:
-    """section, item, value rows; ``files`` holds the catalog, packed images and model paths."""
-    checkpoint = torch.load(files["model"], map_location="cpu", weights_only=True)
-    n_excluded = int(integrity["row"].nunique())
+    """section, item, value rows; ``files`` holds the catalog, packed images and model paths, ``source``
+    what validation read (the catalog's SHA-256 and its number of data rows, malformed ones included).
+
+    The catalog itself is not read again: it may be a FIFO, and its checksum is that of the
+    bytes validation used.
+    """
+    checkpoint = read_checkpoint(files["model"])
+    n_rows = int(source["catalog_rows"])
     run = [
         ("workflow git commit", git_commit(workflow_dir)),
         ("training device", str(checkpoint.get("device_name", checkpoint.get("device", "unknown")))),
         ("catalog", str(files["catalog"])),
-        ("catalog SHA-256", file_sha256(files["catalog"])),
+        ("catalog SHA-256", source["catalog_sha256"]),
         ("packed images SHA-256", file_sha256(files["images"])),
         ("model SHA-256", file_sha256(files["model"])),
-        ("catalog rows", str(n_valid_rows + n_excluded)),
-        ("rows excluded by validation (integrity table)", str(n_excluded)),
+        ("catalog rows", str(n_rows)),
+        ("rows excluded by validation (integrity table)", str(n_rows - n_valid_rows)),
         ("rows outside the kept classes", str(n_valid_rows - n_used)),
         ("images used", str(n_used)),
     ]
@@ -92,7 +98,7 @@ def main(snakemake: Any) -> None:
         snakemake.params.config,
         Path(snakemake.params.workflow_dir),
         {"catalog": Path(inputs.catalog), "images": Path(inputs.images), "model": Path(inputs.model)},
-        pd.read_csv(inputs.integrity),
+        json.loads(pq.read_schema(inputs.clean).metadata[b"saliency_audit"]),
         len(pd.read_parquet(inputs.clean, columns=["id"])),
         len(pd.read_parquet(inputs.labels, columns=["id"])),
     )

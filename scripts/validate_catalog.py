@@ -1,15 +1,17 @@
 """validate_catalog: check every row of the catalog and every image before anything uses them.
 
-Problems become rows of an integrity table (id, problem, detail) and their rows
-are excluded; the run goes on with the good rows. Warnings (``WARNINGS``, e.g. an
-object that the centre crop cuts) are rows of the same table, but their rows are
+The catalog is read once, as text (``catalog_csv``): a malformed line is a
+``malformed_row`` problem, and only the columns the config uses are converted, per
+row, by the one number rule (``number_text``). Problems become rows of an integrity
+table (row, id, problem, detail) and their rows are excluded; the run goes on with
+the good rows. Warnings (``WARNINGS``: an object that the centre crop cuts, an
+image that packs (nearly) constant) are rows of the same table, but their rows are
 kept. Only problems that make the whole catalog unusable (a missing column, a
 missing image folder, no usable row at all) stop the run, with a message that
 says what to fix.
 """
 
-import difflib
-import math
+import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -21,44 +23,37 @@ import pandas as pd
 from tqdm import tqdm
 
 from atomic_io import write_csv, write_parquet
-from image_io import ImageProblem, center_crop_pad, load_rgb
+from catalog_csv import DELIMITER_NAMES, CatalogReadError, CatalogText, missing_column_message, read_catalog_text
+from image_io import ImageProblem, center_crop_pad, crop_window, load_rgb, nearly_constant
 from job import start_job
+from number_text import NUMBER_PATTERN, parse_numbers
 from regions import threshold_regions
 
 INTEGRITY_COLUMNS = ["row", "id", "problem", "detail"]
-WARNINGS = frozenset({"object_cut"})  # reported, but the row is kept
+WARNINGS = frozenset({"object_cut", "constant_image"})  # reported, but the row is kept
 CUT_WARNING = 0.05  # share of the object's pixels outside the crop above which object_cut is reported
+MAX_NAME_BYTES = 255  # the longest file name Linux and macOS file systems allow
+SIZE_COLUMNS = ("image_width", "image_height")  # the original size of every image, for the saliency stage
+OWN_COLUMNS = ("id", "image", *SIZE_COLUMNS)  # a catalog column of one of these names becomes catalog_<name>
 
 
 class CatalogError(ValueError):
     """The catalog as a whole cannot be used; the message says why and what to change."""
 
 
-def read_catalog(path: str | os.PathLike, id_column: str) -> pd.DataFrame:
-    """Read the CSV with ids as the exact text of the file: 64-bit objIDs do not survive a float64,
-    and an id such as "NA" or "nan" is a name, not a missing value (only an empty cell is)."""
+def read_catalog(path: str | os.PathLike, delimiter: str | None = None) -> CatalogText:
+    """The catalog as text, read once; ids are the exact text of the file (64-bit objIDs do not
+    survive a float64), and only an empty cell is missing ("NA" or "nan" is a name)."""
     try:
-        header = pd.read_csv(path, nrows=0).columns
-    except (FileNotFoundError, pd.errors.EmptyDataError) as error:
-        raise CatalogError(f"catalog {path}: {error}") from None
-    if id_column not in header:
-        return pd.read_csv(path, engine="pyarrow")
-    catalog = pd.read_csv(path, engine="pyarrow", dtype={id_column: "string"})
-    ids = pd.read_csv(path, engine="pyarrow", usecols=[id_column], dtype="string", keep_default_na=False)
-    catalog[id_column] = ids[id_column].replace("", pd.NA)
-    return catalog
+        return read_catalog_text(path, delimiter)
+    except CatalogReadError as error:
+        raise CatalogError(str(error)) from None
 
 
-def require_column(frame: pd.DataFrame, column: str, key: str) -> None:
+def require_column(frame: pd.DataFrame, column: str, key: str, delimiter: str | None = None) -> None:
     """Fail with the config key, the columns that exist and the closest match."""
-    if column in frame.columns:
-        return
-    columns = [str(c) for c in frame.columns]
-    close = difflib.get_close_matches(column, columns, n=1, cutoff=0.5)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise CatalogError(
-        f"config key {key}: column {column!r} is not in the catalog. Columns present: {', '.join(columns)}{hint}"
-    )
+    if column not in frame.columns:
+        raise CatalogError(missing_column_message(column, key, [str(c) for c in frame.columns], delimiter))
 
 
 def image_folder(pattern: str) -> Path | None:
@@ -82,6 +77,9 @@ def id_problems(ids: pd.Series) -> list[tuple[int, str, str]]:
         text = str(value)
         if any(sep in text for sep in ("/", "\\", "\x00")) or text in (".", ".."):
             problems.append((position, "unsafe_id", f"{text!r} is not a plain file name"))
+        elif len(text.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+            problems.append((position, "unsafe_id", f"{text[:40]!r}... is longer than a file name may be "
+                             f"({MAX_NAME_BYTES} bytes)"))  # fmt: skip
         elif text in first_seen:
             problems.append((position, "duplicate_id", f"same id as row {first_seen[text] + 1}"))
         else:
@@ -90,22 +88,22 @@ def id_problems(ids: pd.Series) -> list[tuple[int, str, str]]:
 
 
 def target_problems(values: pd.Series, numeric: bool, invalid: list[float]) -> list[tuple[int, str, str]]:
-    """Empty, non-numeric, non-finite and sentinel target values."""
-    problems = []
-    for position, value in enumerate(values):
-        if pd.isna(value) or str(value).strip() == "":
-            problems.append((position, "missing_target", "the target is empty"))
-        elif numeric:
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                problems.append((position, "non_numeric_target", f"{value!r} is not a number"))
-                continue
-            if not math.isfinite(number):
-                problems.append((position, "non_finite_target", f"{value!r} is not finite"))
-            elif number in invalid:
-                problems.append((position, "invalid_target", f"{value!r} is listed in target.invalid"))
-    return problems
+    """Empty, non-numeric, non-finite and sentinel target values (numbers by ``number_text``'s rule)."""
+    text = values.astype("string").str.strip()
+    empty = text.isna().to_numpy() | (text == "").fillna(True).to_numpy(dtype=bool)
+    problems = [(position, "missing_target", "the target is empty") for position in np.flatnonzero(empty)]
+    if numeric:
+        numbers = parse_numbers(values).to_numpy()
+        spelled = text.str.fullmatch(NUMBER_PATTERN).fillna(False).to_numpy(dtype=bool)
+        for position in np.flatnonzero(~empty & ~spelled):
+            problems.append((position, "non_numeric_target", f"{values.iloc[position]!r} is not a number "
+                             "(plain ASCII digits, e.g. 8.7 or -1.5e3)"))  # fmt: skip
+        for position in np.flatnonzero(spelled & ~np.isfinite(numbers)):
+            problems.append((position, "non_finite_target", f"{values.iloc[position]!r} is not finite"))
+        sentinel = spelled & np.isin(numbers, np.asarray(invalid, dtype=float))
+        for position in np.flatnonzero(sentinel):
+            problems.append((position, "invalid_target", f"{values.iloc[position]!r} is listed in target.invalid"))
+    return [(int(p), kind, detail) for p, kind, detail in sorted(problems)]
 
 
 def cut_fraction(image: np.ndarray, size: int) -> float:
@@ -123,43 +121,45 @@ def cut_fraction(image: np.ndarray, size: int) -> float:
 
 def image_problems(
     paths: dict[int, str], max_pixels: int, size: int, workers: int, chunk: int = 1024
-) -> list[tuple[int, str, str]]:
-    """Decode every image once (in threads: PIL and numpy release the GIL), and warn when the
-    centre crop to ``size`` would cut the object."""
+) -> tuple[list[tuple[int, str, str]], dict[int, tuple[int, int]]]:
+    """Decode every image once (in threads: PIL and numpy release the GIL); warn when the centre
+    crop to ``size`` would cut the object or leaves (nearly) constant pixels. Returns the problems
+    and the (width, height) of every image that decoded."""
 
-    def check(item: tuple[int, str]) -> tuple[int, str, str] | None:
+    def check(item: tuple[int, str]) -> tuple[int, list[tuple[int, str, str]], tuple[int, int] | None]:
         position, path = item
         try:
             image = load_rgb(path, max_pixels)
         except ImageProblem as problem:
-            return position, problem.problem, problem.detail
+            return position, [(position, problem.problem, problem.detail)], None
+        height, width = image.shape[:2]
+        found = []
         cut = cut_fraction(image, size)
         if cut > CUT_WARNING:
-            height, width = image.shape[:2]
-            return (
-                position,
-                "object_cut",
-                (
-                    f"{path} is {width}x{height}; the central {size}x{size} crop (image.size) cuts {cut:.0%} of the "
-                    "object's pixels (row kept)"
-                ),
-            )
-        return None
+            found.append((position, "object_cut", f"{path} is {width}x{height}; the central {size}x{size} crop "
+                          f"(image.size) cuts {cut:.0%} of the object's pixels (row kept)"))  # fmt: skip
+        if nearly_constant(image[crop_window(height, width, size)[0]]):
+            found.append((position, "constant_image", f"{path}: the packed pixels are (nearly) constant, the model "
+                          "sees no structure (blank, saturated or black after conversion; row kept)"))  # fmt: skip
+        return position, found, (width, height)
 
-    items, problems = list(paths.items()), []
+    items, problems, sizes = list(paths.items()), [], {}
     with (
         ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
         tqdm(total=len(items), desc="decode", unit="image", mininterval=2.0) as progress,
     ):
         for start in range(0, len(items), chunk):  # a chunk of futures at a time: memory stays flat
             batch = items[start : start + chunk]
-            problems += [r for r in pool.map(check, batch) if r is not None]
+            for position, found, shape in pool.map(check, batch):
+                problems += found
+                if shape is not None:
+                    sizes[position] = shape
             progress.update(len(batch))
-    return problems
+    return problems, sizes
 
 
 def validate(
-    catalog: pd.DataFrame,
+    catalog: CatalogText | pd.DataFrame,
     id_column: str,
     images: str,
     target_column: str,
@@ -168,52 +168,83 @@ def validate(
     max_pixels: int,
     size: int,
     workers: int = 1,
+    numeric_columns: dict[str, str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return (clean catalog with ``id`` and ``image`` columns, integrity table)."""
-    require_column(catalog, id_column, "id_column")
-    require_column(catalog, target_column, "target.column")
+    """Return (clean catalog with ``id``, ``image``, ``image_width`` and ``image_height`` columns,
+    integrity table).
+
+    ``numeric_columns`` maps the other columns the config reads as numbers (truth, region)
+    to their config key: they must exist, and are converted per row by the number rule.
+    """
+    text = catalog if isinstance(catalog, CatalogText) else CatalogText(catalog.astype("string"),
+                                                                         list(range(1, len(catalog) + 1)))  # fmt: skip
+    frame, delimiter = text.frame, text.delimiter if isinstance(catalog, CatalogText) else None
+    numeric_columns = numeric_columns or {}
+    for column, key in {id_column: "id_column", target_column: "target.column", **numeric_columns}.items():
+        require_column(frame, column, key, delimiter)
     folder = image_folder(images)
     if folder is not None and not folder.is_dir():
         raise CatalogError(f"config key images: the image folder {folder} does not exist (pattern {images!r})")
 
-    ids = catalog[id_column].astype("string").str.strip()
-    problems = id_problems(ids) + target_problems(catalog[target_column], numeric_target, invalid)
+    ids = frame[id_column].astype("string").str.strip()
+    problems = id_problems(ids) + target_problems(frame[target_column], numeric_target, invalid)
     bad_id = {position for position, problem, _ in problems if problem in ("missing_id", "unsafe_id")}
-    paths = {
-        position: images.format(id=ids.iloc[position]) for position in range(len(catalog)) if position not in bad_id
-    }
-    problems += image_problems(paths, max_pixels, size, workers)
+    paths = {position: images.format(id=ids.iloc[position]) for position in range(len(frame)) if position not in bad_id}
+    found, sizes = image_problems(paths, max_pixels, size, workers)
+    problems += found
 
+    rows = np.asarray(text.rows, dtype=np.int64)
     integrity = pd.DataFrame(
-        [(position + 1, ids.iloc[position], p, d) for position, p, d in sorted(problems)],
+        [(rows[position], ids.iloc[position], p, d) for position, p, d in problems]
+        + [(row, pd.NA, "malformed_row", detail) for row, detail in text.malformed],
         columns=INTEGRITY_COLUMNS,
     )
+    integrity = integrity.sort_values(["row", "problem"], kind="stable").reset_index(drop=True)
     excluded = {position for position, problem, _ in problems if problem not in WARNINGS}
-    keep = np.array([position not in excluded for position in range(len(catalog))], dtype=bool)
-    # "id" and "image" are the clean table's own columns: the catalog's column of that name is
-    # replaced when it is the id column, kept as "catalog_<name>" otherwise
-    clean = catalog.loc[keep].drop(columns=[id_column] if id_column in ("id", "image") else [])
-    clean = clean.rename(columns={c: f"catalog_{c}" for c in ("id", "image") if c in clean.columns})
-    clean.insert(0, "id", ids[keep].astype(str))
-    clean.insert(1, "image", [paths[position] for position in np.flatnonzero(keep)])
-    if numeric_target:
-        clean[target_column] = pd.to_numeric(clean[target_column])
+    keep = np.array([position not in excluded for position in range(len(frame))], dtype=bool)
+    # the clean table's own columns replace the id column of that name, and push any other
+    # catalog column of that name to catalog_<name>
+    clean = frame.loc[keep].drop(columns=[id_column] if id_column in OWN_COLUMNS else [])
+    clean = clean.rename(columns={c: f"catalog_{c}" for c in OWN_COLUMNS if c in clean.columns})
+    kept = np.flatnonzero(keep)
+    clean.insert(0, "id", ids[keep].astype(str).to_numpy())
+    clean.insert(1, "image", [paths[position] for position in kept])
+    for k, name in enumerate(SIZE_COLUMNS):
+        clean.insert(2 + k, name, np.array([sizes[position][k] for position in kept], dtype=np.int64))
+    for column in ([target_column] if numeric_target else []) + list(numeric_columns):
+        if column in clean.columns:
+            clean[column] = parse_numbers(clean[column])
     if clean.empty:
         counts = integrity["problem"].value_counts().to_dict()
         hint = ""
-        if counts.get("non_numeric_target", 0) == len(catalog):
+        if counts.get("non_numeric_target", 0) == len(frame):
             hint = (
                 f". target.bins is set, so target.column {target_column!r} must be numeric; for a categorical "
                 "target leave out target.bins (use --replace-workflow-config so the demo's bins are not inherited)"
             )
-        raise CatalogError(f"no usable row left in the catalog ({len(catalog)} rows); problems found: {counts}{hint}")
+        n_rows = text.n_rows or len(frame)
+        raise CatalogError(f"no usable row left in the catalog ({n_rows} rows); problems found: {counts}{hint}")
     return clean.reset_index(drop=True), integrity
+
+
+def numeric_columns(config_target: dict[str, Any], truth_column: str | None, region: dict[str, Any]) -> dict[str, str]:
+    """The catalog columns (other than the target) that the config reads as numbers, with their keys."""
+    columns = {}
+    if truth_column:
+        columns[truth_column] = "saliency.truth_column"
+    if region.get("method") == "circle":
+        columns[region["radius_column"]] = "saliency.object.radius_column"
+    if region.get("method") == "ellipse":
+        for name, column in region["columns"].items():
+            columns[column] = f"saliency.object.columns.{name}"
+    return {c: k for c, k in columns.items() if c != config_target["column"]}
 
 
 def main(snakemake: Any) -> None:
     start_job(snakemake.log[0])
     p = snakemake.params
-    catalog = read_catalog(snakemake.input.catalog, p.id_column)
+    catalog = read_catalog(snakemake.input.catalog, p.delimiter)
+    print(f"read {catalog.n_rows} rows with the {DELIMITER_NAMES[catalog.delimiter]} delimiter", file=sys.stderr)
     clean, integrity = validate(
         catalog,
         id_column=p.id_column,
@@ -224,10 +255,12 @@ def main(snakemake: Any) -> None:
         max_pixels=p.max_pixels,
         size=p.size,
         workers=snakemake.threads,
+        numeric_columns=numeric_columns(p.target, p.truth_column, p.region),
     )
     write_csv(integrity, snakemake.output.integrity)
-    write_parquet(clean, snakemake.output.clean)
-    print(f"{len(clean)} of {len(catalog)} rows usable; {len(integrity)} problems and warnings", file=sys.stderr)
+    source = {"catalog_sha256": catalog.sha256, "catalog_rows": catalog.n_rows, "delimiter": catalog.delimiter}
+    write_parquet(clean, snakemake.output.clean, metadata={"saliency_audit": json.dumps(source)})
+    print(f"{len(clean)} of {catalog.n_rows} rows usable; {len(integrity)} problems and warnings", file=sys.stderr)
     for problem, count in integrity["problem"].value_counts().items():
         print(f"  {problem}: {count}", file=sys.stderr)
 

@@ -4,7 +4,16 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from image_io import ImageProblem, center_crop_pad, crop_start, load_rgb, open_packed, packed_writer, read_rows
+from image_io import (
+    ImageProblem,
+    center_crop_pad,
+    crop_start,
+    load_rgb,
+    nearly_constant,
+    open_packed,
+    packed_writer,
+    read_rows,
+)
 from pack_images import concatenate, pack
 from shards import shard_rows
 
@@ -49,12 +58,69 @@ def test_load_rgb_converts_modes(tmp_path, mode: str) -> None:
     np.testing.assert_array_equal(out, np.asarray(Image.fromarray(rgb).convert(mode).convert("RGB")))
 
 
-def test_load_rgb_scales_16_bit(tmp_path) -> None:
-    values = np.array([[0, 257 * 100, 65535]], dtype=np.uint16)
+def reference_stretch(values: np.ndarray) -> np.ndarray:
+    """The documented rule, written out: 0.5th and 99.5th percentiles of the finite values to 0 and 255."""
+    lo, hi = np.percentile(values[np.isfinite(values)], [0.5, 99.5])
+    out = np.clip(np.round((values - lo) / (hi - lo) * 255), 0, 255)
+    return np.where(np.isfinite(values), out, 0).astype(np.uint8)
+
+
+def test_a_12_bit_camera_image_uses_the_whole_8_bit_range(tmp_path) -> None:
+    values = np.random.default_rng(0).integers(0, 4096, (40, 50)).astype(np.uint16)
     Image.fromarray(values).save(tmp_path / "x.png")
     out = load_rgb(tmp_path / "x.png", 10**6)
-    np.testing.assert_array_equal(out[0, :, 0], [0, 100, 255])
-    assert (out[..., 0] == out[..., 2]).all()
+    np.testing.assert_array_equal(out[..., 0], reference_stretch(values.astype(float)))
+    assert (out[..., 0] == out[..., 2]).all() and out.max() == 255 and out.mean() > 100  # not nearly black
+
+
+def test_16_bit_images_just_above_and_below_255_pack_alike(tmp_path) -> None:
+    base = np.random.default_rng(1).integers(0, 255, (32, 32)).astype(np.uint16)
+    packed = []
+    for peak in (255, 256):
+        values = base.copy()
+        values[0, 0] = peak
+        Image.fromarray(values).save(tmp_path / f"{peak}.png")
+        packed.append(load_rgb(tmp_path / f"{peak}.png", 10**6).astype(int))
+    assert np.abs(packed[0] - packed[1]).max() <= 1  # no 257x jump between the two
+
+
+@pytest.mark.parametrize("kind", ["tiff", "fits"])
+def test_float_images_of_small_fluxes_are_stretched_not_blackened(tmp_path, kind: str) -> None:
+    from astropy.io import fits
+
+    rng = np.random.default_rng(2)
+    flux = rng.normal(0.01, 0.003, (48, 48)).astype(np.float32)
+    flux[20:28, 20:28] += 0.05  # a source
+    flux[0, :5] = np.nan  # blank pixels
+    path = tmp_path / f"x.{kind}"
+    if kind == "tiff":
+        Image.fromarray(flux).save(path)
+    else:
+        fits.PrimaryHDU(flux).writeto(path)
+        flux = np.flipud(flux)  # FITS rows run bottom-up: Pillow shows the first row at the bottom, as ds9 does
+    out = load_rgb(path, 10**6)
+    np.testing.assert_array_equal(out[..., 1], reference_stretch(flux.astype(np.float64)))
+    blank = np.isnan(flux)
+    assert out[21:27, 21:27].min() > 200 and np.median(out) < 150 and (out[blank] == 0).all()
+
+
+def test_a_multi_band_fits_cube_is_refused_not_cut_to_one_band(tmp_path) -> None:
+    from astropy.io import fits
+
+    fits.PrimaryHDU(np.ones((3, 16, 16), dtype=np.float32)).writeto(tmp_path / "cube.fits")
+    with pytest.raises(ImageProblem) as error:
+        load_rgb(tmp_path / "cube.fits", 10**6)
+    assert error.value.problem == "unsupported_image" and "FITS cube of 3 planes" in error.value.detail
+
+
+def test_nearly_constant_images() -> None:
+    rng = np.random.default_rng(3)
+    assert nearly_constant(np.zeros((32, 32, 3), dtype=np.uint8))
+    speckled = np.full((32, 32, 3), 40, dtype=np.uint8)
+    speckled[0, :3] = 255  # a few hot pixels do not make an image
+    assert nearly_constant(speckled)
+    assert not nearly_constant(rng.integers(20, 40, (32, 32, 3)).astype(np.uint8))
+    assert not nearly_constant(np.asarray(Image.fromarray(ramp(32, 32))))
 
 
 @pytest.mark.parametrize(

@@ -46,7 +46,10 @@ rule validate_catalog:
     params:
         id_column=config["id_column"],
         images=lambda wildcards: config["images"],  # keep {id} unexpanded
+        delimiter=config["catalog_delimiter"],
         target=config["target"],
+        truth_column=config["saliency"]["truth_column"],
+        region=config["saliency"]["object"],
         size=config["image"]["size"],
         max_pixels=config["image"]["max_pixels"],
     threads: 2
@@ -78,6 +81,7 @@ rule bin_classes:
     params:
         target=config["target"],
         split=config["split"],
+        shards=config["audit"]["shards"],
     conda:
         ENVIRONMENT
     script:

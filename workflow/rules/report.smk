@@ -6,7 +6,6 @@ rule provenance:
         catalog=config["catalog"],
         images=res("images/images.npy"),
         model=res("model/model.pt"),
-        integrity=res("catalog/integrity.csv"),
         clean=res("catalog/clean.parquet"),
         labels=res("classes/labels.parquet"),
     output:
