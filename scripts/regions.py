@@ -5,15 +5,19 @@
 - ``threshold``: segment the cutout itself (smoothed brightness above the
   sigma-clipped sky of the border, the connected component at or nearest the
   centre that holds a significant detection, holes filled). Works on any centred cutout without extra catalog columns.
-- ``masks``: one mask image per id (non-zero = object), cropped/padded like the image.
+- ``masks``: one mask image per id (non-zero = object) of the original image's size,
+  cropped/padded like the image; a mask of another size is a ``mask_size_mismatch``.
 - ``circle``: a centred circle of radius ``radius_column`` (arcsec) / ``pixel_scale``.
 - ``ellipse``: a catalog ellipse in the pixels of the original image file
   (``x`` column, ``y`` row, 0-based from the top-left pixel; semi-axes ``a``,
   ``b``; ``theta`` in degrees counter-clockwise from the +x axis as displayed).
 
-Masks come back at the packed image size. An image whose region cannot be
-built (missing mask file, missing or invalid catalog value) is returned as a
-problem row and an empty mask, so the caller reports and skips it.
+Masks come back at the packed image size, and never include the zero padding
+that ``image.size`` adds around an image smaller than it: the threshold method
+measures the sky on the border of the image's own pixels, and every region is
+limited to them. An image whose region cannot be built (missing mask file, missing
+or invalid catalog value) is returned as a problem row and an empty mask, so the
+caller reports and skips it.
 """
 
 from collections.abc import Sequence
@@ -24,7 +28,7 @@ import pandas as pd
 from astropy.stats import sigma_clipped_stats
 from scipy import ndimage
 
-from image_io import ImageProblem, center_crop_pad, crop_start, image_size, load_rgb
+from image_io import ImageProblem, center_crop_pad, crop_start, crop_window, image_area, load_rgb
 
 METHODS = ("threshold", "masks", "circle", "ellipse")
 SMOOTH_SIGMA_PX = 1.0  # Gaussian smoothing before thresholding: suppresses single noisy pixels
@@ -40,9 +44,31 @@ _PLANE_8[1] = True
 Problem = tuple[int, str, str]  # (position in the batch, problem code, detail)
 
 
-def threshold_regions(images: np.ndarray, nsigma: float = DEFAULT_NSIGMA) -> np.ndarray:
-    """Segment the centred object of each B x S x S x 3 uint8 cutout (vectorised over the batch)."""
-    batch, height, width = images.shape[:3]
+def threshold_regions(
+    images: np.ndarray, nsigma: float = DEFAULT_NSIGMA, sizes: Sequence[tuple[int, int]] | None = None
+) -> np.ndarray:
+    """Segment the centred object of each B x S x S x 3 uint8 cutout (vectorised over the batch).
+
+    ``sizes`` are the (width, height) of the original images: each is segmented within its
+    own pixels (padding neither sets the sky level nor joins the region). Without them
+    the whole cutout is the image.
+    """
+    size = images.shape[1]
+    if sizes is None:
+        return _threshold(images, nsigma)
+    masks = np.zeros(images.shape[:3], dtype=bool)
+    windows: dict[tuple[int, int, int, int], list[int]] = {}
+    for position, (width, height) in enumerate(sizes):
+        rows, columns = crop_window(int(height), int(width), size)[1]
+        windows.setdefault((rows.start, rows.stop, columns.start, columns.stop), []).append(position)
+    for (y0, y1, x0, x1), members in windows.items():  # usually one window: every image as large as the cutout
+        index = np.asarray(members)
+        masks[index, y0:y1, x0:x1] = _threshold(images[index, y0:y1, x0:x1], nsigma)
+    return masks
+
+
+def _threshold(images: np.ndarray, nsigma: float) -> np.ndarray:
+    height, width = images.shape[1:3]
     gray = ndimage.gaussian_filter(
         np.asarray(images, dtype=np.float32).mean(axis=3), sigma=(0, SMOOTH_SIGMA_PX, SMOOTH_SIGMA_PX)
     )
@@ -120,19 +146,23 @@ def object_regions(
     ids: Sequence[str],
     images: np.ndarray,
     catalog: pd.DataFrame,
-    image_paths: Sequence[str] | None = None,
+    sizes: Sequence[tuple[int, int]] | None = None,
     max_pixels: int = 25_000_000,
 ) -> tuple[np.ndarray, list[Problem]]:
     """Boolean B x S x S object masks for a batch, and the problems of the images left without one.
 
-    ``catalog`` is indexed by id (catalog columns for circle/ellipse);
-    ``image_paths`` are the original files (ellipse coordinates refer to them).
+    ``catalog`` is indexed by id (catalog columns for circle/ellipse); ``sizes`` are the
+    (width, height) of the original image files (the clean catalog's ``image_width`` and
+    ``image_height``): ellipse coordinates and mask files refer to them, and they tell the
+    image's pixels from padding. Without them every image is taken to fill the cutout.
     """
     method = spec["method"]
     batch, size = images.shape[0], images.shape[1]
+    sizes = [(size, size)] * batch if sizes is None else [(int(w), int(h)) for w, h in sizes]
+    areas = np.stack([image_area(h, w, size) for w, h in sizes]) if batch else np.zeros((0, size, size), bool)
     problems: list[Problem] = []
     if method == "threshold":
-        return threshold_regions(images, spec.get("nsigma", DEFAULT_NSIGMA)), problems
+        return threshold_regions(images, spec.get("nsigma", DEFAULT_NSIGMA), sizes), problems
     masks = np.zeros((batch, size, size), dtype=bool)
     if method == "masks":
         for position, image_id in enumerate(ids):
@@ -141,30 +171,37 @@ def object_regions(
             except ImageProblem as problem:
                 problems.append((position, problem.problem.replace("image", "mask"), problem.detail))
                 continue
+            width, height = sizes[position]
+            if mask.shape != (height, width):
+                problems.append((position, "mask_size_mismatch", f"the mask is {mask.shape[1]}x{mask.shape[0]}, "
+                                 f"its image {width}x{height}"))  # fmt: skip
+                continue
             masks[position] = center_crop_pad(mask, size)
-        return masks, problems
+        return masks & areas, problems
     if method == "circle":
         values, problems = _values(catalog, ids, {"radius": spec["radius_column"]}, "radius_column")
         centre = (size - 1) / 2
         for position in _usable(batch, problems):
             radius = values["radius"][position] / spec["pixel_scale"]
             masks[position] = disk_mask(size, centre, centre, radius, radius, 0.0)
-        return masks, problems
+        return masks & areas, problems
     if method == "ellipse":
         values, problems = _values(catalog, ids, spec["columns"], "columns")
         for position in _usable(batch, problems):
-            try:
-                width, height = image_size(image_paths[position]) if image_paths is not None else (size, size)
-            except ImageProblem as problem:
-                problems.append((position, problem.problem, problem.detail))
-                continue
+            width, height = sizes[position]
             x = values["x"][position] - crop_start(width, size)
             y = values["y"][position] - crop_start(height, size)
             masks[position] = disk_mask(
                 size, x, y, values["a"][position], values["b"][position], values["theta"][position]
             )
-        return masks, sorted(problems)
+        return masks & areas, sorted(problems)
     raise ValueError(f"saliency.object.method must be one of {METHODS}, got {method!r}")
+
+
+def image_sizes(catalog: pd.DataFrame, ids: Sequence[str]) -> list[tuple[int, int]]:
+    """(width, height) of the original image of each id, from the clean catalog (indexed by id)."""
+    rows = catalog.loc[list(ids), ["image_width", "image_height"]].to_numpy(dtype=np.int64)
+    return [(int(w), int(h)) for w, h in rows]
 
 
 def _usable(batch: int, problems: list[Problem]) -> list[int]:

@@ -26,7 +26,7 @@ from audit_tables import audit_batches, audit_dataset, predicted_index, read_aud
 from image_io import open_packed, read_rows
 from job import start_job
 from localisation import METRICS, localisation
-from regions import object_regions
+from regions import image_sizes, object_regions
 
 PROBLEM_COLUMNS = ["id", "problem", "detail"]
 
@@ -83,8 +83,7 @@ def write_saliency_table(
             frame = batch.select(keep).to_pandas()
             ids = frame["id"].astype(str).tolist()
             pixels = read_rows(images, image_rows.loc[ids].to_numpy())
-            paths = catalog["image"].reindex(ids).tolist() if "image" in catalog else None
-            masks, bad = object_regions(region, ids, pixels, catalog, paths, max_pixels)
+            masks, bad = object_regions(region, ids, pixels, catalog, image_sizes(catalog, ids), max_pixels)
             problems += [(ids[position], problem, detail) for position, problem, detail in bad]
             usable = np.ones(len(ids), dtype=bool)
             usable[[position for position, _, _ in bad]] = False

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from image_io import center_crop_pad, image_area
 from regions import disk_mask, object_regions, threshold_regions
 
 SIZE = 48
@@ -71,7 +72,7 @@ def test_mask_files_are_read_cropped_and_missing_ones_reported(tmp_path: Path) -
     Image.fromarray(big).save(tmp_path / "a.png")
     spec = {"method": "masks", "masks": str(tmp_path / "{id}.png")}
     images = np.zeros((2, SIZE, SIZE, 3), dtype=np.uint8)
-    masks, problems = object_regions(spec, ["a", "b"], images, pd.DataFrame())
+    masks, problems = object_regions(spec, ["a", "b"], images, pd.DataFrame(), [(SIZE + 10, SIZE + 10)] * 2)
     expected = np.zeros((SIZE, SIZE), dtype=bool)
     expected[15:25, 20:30] = True
     np.testing.assert_array_equal(masks[0], expected)
@@ -116,12 +117,41 @@ def test_ellipse_coordinates_refer_to_the_original_image(tmp_path: Path) -> None
         index=["a"],
     )
     spec = {"method": "ellipse", "columns": {"x": "x", "y": "y", "a": "a", "b": "b", "theta": "theta"}}
-    masks, problems = object_regions(
-        spec, ["a"], np.zeros((1, SIZE, SIZE, 3), np.uint8), catalog, [str(tmp_path / "a.png")]
-    )
+    masks, problems = object_regions(spec, ["a"], np.zeros((1, SIZE, SIZE, 3), np.uint8), catalog, [(SIZE + 20,) * 2])
     assert problems == []
     rows, cols = np.nonzero(masks[0])
     assert (rows.mean(), cols.mean()) == pytest.approx((20.0, 30.0))  # the 68 px file loses 10 px a side
+
+
+def test_a_mask_of_another_size_than_its_image_is_a_problem(tmp_path: Path) -> None:
+    for name, shape in (("a", (SIZE * 2, SIZE * 2)), ("b", (SIZE - 8, SIZE)), ("c", (SIZE - 8, SIZE - 8))):
+        mask = np.zeros(shape, dtype=np.uint8)
+        mask[shape[0] // 2 - 4 : shape[0] // 2 + 4, shape[1] // 2 - 4 : shape[1] // 2 + 4] = 255
+        Image.fromarray(mask).save(tmp_path / f"{name}.png")
+    spec = {"method": "masks", "masks": str(tmp_path / "{id}.png")}
+    sizes = [(SIZE, SIZE), (SIZE, SIZE), (SIZE - 8, SIZE - 8)]  # c: a small image and its own small mask
+    masks, problems = object_regions(spec, ["a", "b", "c"], np.zeros((3, SIZE, SIZE, 3), np.uint8), pd.DataFrame(),
+                                     sizes)  # fmt: skip
+    assert [(p, code) for p, code, _ in problems] == [(0, "mask_size_mismatch"), (1, "mask_size_mismatch")]
+    assert f"the mask is {SIZE * 2}x{SIZE * 2}, its image {SIZE}x{SIZE}" in problems[0][2]
+    assert not masks[:2].any() and masks[2].sum() == 64
+
+
+def test_regions_never_include_the_padding_of_a_small_image() -> None:
+    images, _ = galaxy_cutouts(2, neighbour=False)
+    small = images[:, 9:39, 9:39]  # 30 x 30 cutouts of the same galaxies
+    padded = np.stack([center_crop_pad(image, SIZE) for image in small])
+    sizes = [(30, 30)] * 2
+    area = image_area(30, 30, SIZE)
+    masks, problems = object_regions({"method": "threshold"}, ["a", "b"], padded, pd.DataFrame(), sizes)
+    assert problems == [] and masks.any(axis=(1, 2)).all() and not (masks & ~area).any()
+    np.testing.assert_array_equal(masks[:, 9:39, 9:39], threshold_regions(small))  # as if never padded
+    # without the sizes the zero padding is taken for sky, and the region spreads over the image
+    assert threshold_regions(padded)[:, 9:39, 9:39].sum() > masks.sum() * 1.5
+    catalog = pd.DataFrame({"r": [25.0, 25.0]}, index=["a", "b"])  # a circle larger than the image
+    circles, _ = object_regions({"method": "circle", "radius_column": "r", "pixel_scale": 1.0}, ["a", "b"], padded,
+                                catalog, sizes)  # fmt: skip
+    np.testing.assert_array_equal(circles, np.broadcast_to(area, circles.shape))
 
 
 def test_unknown_method_is_named() -> None:
