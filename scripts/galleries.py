@@ -1,9 +1,9 @@
 """galleries: image | Grad-CAM of each class, as in the seed's figures, for the images worth looking at.
 
 Three kinds: the most background-focused images of each predicted class, a
-random sample (optionally restricted by ``saliency.gallery.where``, a pandas
-query on catalog columns such as ``0.05 < z < 0.08``), and the top losses of
-the valid split. The object region is outlined in cyan on every panel.
+random sample (optionally restricted by ``saliency.gallery.where``, a filter on
+catalog columns such as ``0.05 < z < 0.08``, see ``catalog_filter``), and the top
+losses of the valid split. The object region is outlined in cyan on every panel.
 """
 
 import sys
@@ -15,12 +15,13 @@ import pandas as pd
 import pyarrow.dataset as ds
 
 from audit_tables import audit_dataset, read_audit_metadata, read_cams
+from catalog_filter import FilterError, evaluate_filter, parse_filter
 from figures import plt, safe_name, save_figure
 from image_io import open_packed, read_rows
 from job import start_job
 from localisation import upsample
 from metrics import top_losses
-from regions import object_regions
+from regions import image_sizes, object_regions
 
 TEXT = {"ha": "center", "color": "white", "fontsize": 8}
 
@@ -40,11 +41,9 @@ def random_sample(stats: pd.DataFrame, catalog: pd.DataFrame, n: int, where: str
     pool = stats
     if where:
         try:
-            allowed = catalog.query(where).index
-        except Exception as error:  # pandas raises many kinds for a bad expression
-            raise GalleryError(
-                f"saliency.gallery.where {where!r} cannot be evaluated on the catalog: {error}"
-            ) from None
+            allowed = catalog.index[evaluate_filter(parse_filter(where), catalog)]
+        except FilterError as error:
+            raise GalleryError(f"config key saliency.gallery.where {where!r}: {error}") from None
         pool = stats[stats["id"].isin(allowed)]
     return pool.sample(min(n, len(pool)), random_state=seed).sort_values("id")
 
@@ -99,8 +98,7 @@ def gallery(
     order = pd.Series(np.arange(table.num_rows), index=table.column("id").to_pylist()).loc[ids].to_numpy()
     cams = read_cams(table, classes, meta["map_shape"])[order]
     pixels = read_rows(images, row_of.loc[ids].to_numpy())
-    paths = catalog["image"].reindex(ids).tolist() if "image" in catalog else None
-    masks, _ = object_regions(region, ids, pixels, catalog, paths, max_pixels)
+    masks, _ = object_regions(region, ids, pixels, catalog, image_sizes(catalog, ids), max_pixels)
     size = pixels.shape[1]
     up = upsample(cams.reshape(-1, *cams.shape[2:]), (size, size)).numpy().reshape(len(ids), len(classes), size, size)
     return gallery_figure(chosen, pixels, up, masks, classes, title)

@@ -1,8 +1,11 @@
 """The headline findings of a finished run, for the top of the HTML report.
 
 Read at report time from the run's own small tables (class counts, metrics,
-saliency headlines, shortcut benchmark); anything not produced yet is simply
-absent, so ``snakemake --report`` on a partial run still works.
+saliency headlines) and from the config; anything not produced yet is simply
+absent, so ``snakemake --report`` on a partial run still works. Every string is
+returned already escaped for reStructuredText (``report_text.rst_text``): the
+template prints them as they are, and no catalog or config text is ever parsed
+as markup.
 """
 
 import json
@@ -11,22 +14,38 @@ from typing import Any
 
 import pandas as pd
 
+from report_text import rst_text
+
 
 def _json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def report_facts(results: str | Path) -> dict[str, Any]:
-    """class_counts (list of dicts), metrics, headlines (sentences), benchmark; each may be missing."""
+def report_facts(results: str | Path, config: dict[str, Any]) -> dict[str, Any]:
+    """run (the catalog, target, model and results folder), class_counts, metrics, headlines;
+    each of the last three may be missing."""
     results = Path(results)
-    facts: dict[str, Any] = {}
+    facts: dict[str, Any] = {
+        "run": {
+            "catalog": rst_text(config["catalog"]),
+            "target": rst_text(config["target"]["column"]),
+            "arch": rst_text(config["model"]["arch"]),
+            "results": rst_text(config["results"]),
+            "min_object_energy": rst_text(config["saliency"]["min_object_energy"]),
+        }
+    }
     counts = results / "classes/class_counts.csv"
     if counts.is_file():
-        facts["class_counts"] = pd.read_csv(counts).to_dict("records")
+        table = pd.read_csv(counts, dtype={"class": str}, keep_default_na=False)
+        facts["class_counts"] = [
+            {"class": rst_text(row["class"]), "catalog": int(row["catalog"]), "kept": bool(row["kept"]),
+             "train": int(row["train"]), "valid": int(row["valid"])}  # fmt: skip
+            for row in table.to_dict("records")
+        ]
     metrics = _json(results / "eval/metrics.json")
     if metrics is not None:
-        facts["metrics"] = {k: metrics[k] for k in ("accuracy", "roc_auc", "f1") if k in metrics}
+        facts["metrics"] = {k: float(metrics[k]) for k in ("accuracy", "roc_auc", "f1") if k in metrics}
     headline = _json(results / "saliency/headline.json")
     if headline is not None:
-        facts["headlines"] = headline["headlines"]
+        facts["headlines"] = [rst_text(line, max_length=2000) for line in headline["headlines"]]
     return facts
