@@ -14,6 +14,7 @@ import pandas as pd
 from atomic_io import write_csv, write_parquet
 from figures import BAR_COLOUR, CLASS_COLOURS, plt, save_figure
 from job import start_job
+from shards import check_shards
 
 
 class ClassError(ValueError):
@@ -117,6 +118,7 @@ def main(snakemake: Any) -> None:
     target = snakemake.params.target
     clean = pd.read_parquet(snakemake.input.clean)
     labels, counts = make_labels(clean, target, snakemake.params.split)
+    check_shards(len(labels), snakemake.params.shards)
     write_parquet(labels, snakemake.output.labels)
     write_csv(counts, snakemake.output.counts)
     save_figure(histogram_figure(clean[target["column"]], target, counts), snakemake.output.histogram)

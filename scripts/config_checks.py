@@ -4,9 +4,16 @@ Called from workflow/rules/common.smk right after schema validation, so a bad
 config stops the run before any job, with a message that names the key.
 """
 
+import math
+import os
+import string
 from typing import Any
 
 import yaml
+
+from architectures import FEATURE_WIDTHS
+from catalog_csv import CatalogReadError, catalog_columns, missing_column_message
+from catalog_filter import FilterError, filter_columns, parse_filter
 
 RESULTS_PLACEHOLDER = "{results}"
 
@@ -53,6 +60,30 @@ def describe_schema_error(error: BaseException) -> str:
     return f"invalid config: key {key}: {inner.message}"
 
 
+def placeholders(text: str) -> list[str]:
+    """The ``{name}`` fields of a path (``{{`` and ``}}`` are literal braces), or ValueError."""
+    return [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+
+
+def check_paths(config: dict[str, Any]) -> None:
+    """Before ``{results}`` is resolved: the results folder holds no braces, the catalog only
+    ``{results}``, and every pattern only ``{id}`` (and ``{results}``)."""
+    if "{" in config["results"] or "}" in config["results"]:
+        raise ConfigError(f"config key results: {config['results']!r} holds braces, which the results folder may not")
+    patterns = {"catalog": (config["catalog"], set()), "images": (config["images"], {"id"})}
+    if "masks" in config["saliency"]["object"]:
+        patterns["saliency.object.masks"] = (config["saliency"]["object"]["masks"], {"id"})
+    for key, (value, allowed) in patterns.items():
+        try:
+            names = placeholders(value)
+        except ValueError as error:
+            raise ConfigError(f"config key {key}: {value!r} has unbalanced braces ({error})") from None
+        others = sorted(set(names) - allowed - {"results"})
+        if others:
+            wanted = "only {id} (and {results})" if allowed else "no placeholder but {results}"
+            raise ConfigError(f"config key {key}: {value!r} uses {{{others[0]}}}; it may hold {wanted}")
+
+
 def resolve_results(config: dict[str, Any]) -> dict[str, Any]:
     """Replace "{results}" in the path keys with the results folder (so the demo moves with it)."""
     results = config["results"].rstrip("/") or "/"
@@ -69,6 +100,8 @@ def check_config(config: dict[str, Any]) -> None:
     target = config["target"]
     if "bins" in target:
         bins, labels = target["bins"], target["labels"]
+        if any(math.isnan(edge) for edge in bins):
+            raise ConfigError(f"target.bins must be numbers (inf and -inf are allowed), got {bins}")
         if any(lo >= hi for lo, hi in zip(bins, bins[1:])):
             raise ConfigError(f"target.bins must increase strictly, got {bins}")
         if len(labels) != len(bins) - 1:
@@ -82,6 +115,18 @@ def check_config(config: dict[str, Any]) -> None:
         if unknown:
             raise ConfigError(f"target.keep names {unknown}, which are not in target.labels {known}")
     audit = config["audit"]
+    width = FEATURE_WIDTHS.get(config["model"]["arch"])
+    if width is not None and config["pca"]["components"] > width:
+        raise ConfigError(
+            f"pca.components is {config['pca']['components']}, but {config['model']['arch']} has {width} "
+            f"penultimate features; set it to at most {width}"
+        )
+    where = config["saliency"].get("gallery", {}).get("where")
+    if where:
+        try:
+            parse_filter(where)
+        except FilterError as error:
+            raise ConfigError(f"config key saliency.gallery.where {where!r}: {error}") from None
     if audit.get("compile") and audit["layer"] != "auto":
         raise ConfigError(
             f"audit.compile works only with audit.layer: auto (the model's last block), not {audit['layer']!r}: "
@@ -90,3 +135,58 @@ def check_config(config: dict[str, Any]) -> None:
     shortcut = config["demo"]["shortcut"]
     if shortcut["kind"] != "none" and "bins" in target and shortcut["class"] not in target["labels"]:
         raise ConfigError(f"demo.shortcut.class {shortcut['class']!r} is not one of target.labels {target['labels']}")
+
+
+def check_layer(config: dict[str, Any]) -> None:
+    """A Grad-CAM layer other than auto must exist and output a feature map (imports torch, so only then)."""
+    layer = config["audit"]["layer"]
+    if layer == "auto":
+        return
+    from models import layer_problem  # noqa: PLC0415  (torch: seconds at start-up, so only when needed)
+
+    problem = layer_problem(config["model"]["arch"], config["model"]["stride"], layer, config["image"]["size"])
+    if problem is not None:
+        raise ConfigError(problem.replace("audit.layer", "config key audit.layer", 1))
+
+
+def config_columns(config: dict[str, Any]) -> dict[str, str]:
+    """Every catalog column the config names, with its key."""
+    columns = {config["id_column"]: "id_column", config["target"]["column"]: "target.column"}
+    saliency = config["saliency"]
+    if saliency.get("truth_column"):
+        columns.setdefault(saliency["truth_column"], "saliency.truth_column")
+    region = saliency["object"]
+    if region["method"] == "circle":
+        columns.setdefault(region["radius_column"], "saliency.object.radius_column")
+    if region["method"] == "ellipse":
+        for name, column in region["columns"].items():
+            columns.setdefault(column, f"saliency.object.columns.{name}")
+    where = saliency["gallery"].get("where")
+    for column in sorted(filter_columns(parse_filter(where))) if where else []:
+        columns.setdefault(column, "saliency.gallery.where")
+    return columns
+
+
+def check_catalog(config: dict[str, Any]) -> None:
+    """Columns the config names must be in the catalog's header, and audit.shards may not exceed
+    its rows. Only for a regular file that exists: a catalog the workflow writes (the demo) or
+    a FIFO (which must be read once) is checked by validate_catalog instead."""
+    path = config["catalog"]
+    if not os.path.isfile(path):
+        return
+    try:
+        header, delimiter = catalog_columns(path, config["catalog_delimiter"])
+    except (OSError, CatalogReadError) as error:
+        raise ConfigError(f"config key catalog: {path} cannot be read ({error})") from None
+    for column, key in config_columns(config).items():
+        if column not in header:
+            raise ConfigError(missing_column_message(column, key, header, delimiter))
+    shards = config["audit"]["shards"]
+    if shards > 1 and os.path.getsize(path) < 1 << 26:
+        with open(path, "rb") as handle:
+            most_rows = handle.read().count(b"\n")  # lines after the header: at least the data rows
+        if shards > most_rows:
+            raise ConfigError(
+                f"config key audit.shards: {shards} shards, but the catalog has at most {most_rows} rows; "
+                "every shard needs images"
+            )

@@ -11,7 +11,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-ARCHS = ("simple_cnn", "resnet18")
+from architectures import ARCHS, FEATURE_WIDTHS
 
 
 class Classifier(nn.Module):
@@ -43,7 +43,7 @@ def conv_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
 
 def simple_cnn(n_classes: int, stride: int = 2) -> Classifier:
     """The seed's network: blocks of 32, 64, 128 channels, pooled, one linear layer."""
-    channels = (3, 32, 64, 128)
+    channels = (3, 32, 64, FEATURE_WIDTHS["simple_cnn"])
     body = nn.Sequential(*(conv_block(a, b, stride) for a, b in zip(channels, channels[1:])))
     return Classifier(body, channels[-1], n_classes, target_layer="body.2")
 
@@ -117,6 +117,28 @@ def compiled(module: nn.Module) -> nn.Module:
     what gets saved (the compiled wrapper's state_dict names carry a prefix).
     """
     return torch.compile(module, dynamic=True)
+
+
+def layer_problem(arch: str, stride: int, layer: str, size: int) -> str | None:
+    """Why ``layer`` cannot be the Grad-CAM layer of an untrained ``arch`` model on size x size
+    images (not a module, not on the path to the logits, no B x K x h x w output), or None."""
+    model = build_model(arch, 2, stride).eval()
+    try:
+        module = find_module(model, layer)
+    except ValueError as error:
+        return str(error)
+    shapes = []
+    handle = module.register_forward_hook(lambda _module, _inputs, output: shapes.append(tuple(output.shape)))
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size))
+    finally:
+        handle.remove()
+    if not shapes:
+        return f"audit.layer {layer!r} is not on the path from the input to the logits"
+    if len(shapes[-1]) != 4:
+        return f"audit.layer {layer!r} outputs shape {shapes[-1]}, not a B x K x h x w feature map"
+    return None
 
 
 def find_module(model: nn.Module, name: str) -> nn.Module:

@@ -27,6 +27,10 @@ from metrics import classification_metrics
 from models import Classifier, build_model, compiled
 
 
+class TrainingError(RuntimeError):
+    """Training produced no model worth auditing; the message says what to change."""
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """The ``train`` section of the config."""
@@ -110,8 +114,10 @@ def train_one_epoch(
     generator: torch.Generator,
     precision: Precision,
     progress: tqdm,
+    epoch: int = 1,
 ) -> tuple[float, float]:
-    """One pass over the training rows; returns (mean loss, seconds spent waiting for data)."""
+    """One pass over the training rows; returns (mean loss, seconds spent waiting for data).
+    Stops with TrainingError as soon as the loss is not finite."""
     model.train()
     device = precision.device
     total_loss, seen, waiting = torch.zeros((), device=device), 0, 0.0
@@ -135,9 +141,45 @@ def train_one_epoch(
         seen += len(batch)
         progress.update(len(batch))
         if step % 10 == 0:
-            progress.set_postfix(loss=f"{total_loss.item() / seen:.4f}")
+            mean_loss = total_loss.item() / seen
+            progress.set_postfix(loss=f"{mean_loss:.4f}")
+            check_loss(mean_loss, epoch, step + 1, scheduler)
         started = time.perf_counter()
-    return total_loss.item() / max(seen, 1), waiting
+    mean_loss = total_loss.item() / max(seen, 1)
+    check_loss(mean_loss, epoch, len(batches), scheduler)
+    return mean_loss, waiting
+
+
+def check_loss(loss: float, epoch: int, step: int, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """A loss that is not finite leaves a model of NaN weights: stop before it is audited."""
+    if not np.isfinite(loss):
+        peak = scheduler.optimizer.param_groups[0].get("max_lr", scheduler.get_last_lr()[0])
+        raise TrainingError(
+            f"training diverged: the loss is {loss} in epoch {epoch} (step {step}). Lower train.lr "
+            f"(now {peak:g}, e.g. to {peak / 10:g}); no model was written"
+        )
+
+
+def chance_auc(codes: np.ndarray, n_classes: int) -> float:
+    """The ROC AUC (one-vs-rest macro for more classes) below which a model's ranking of these
+    labels is no better than a random one: 0.5 plus two standard deviations of the Mann-Whitney
+    statistic under no relation, sqrt((n1 + n0 + 1) / (12 n1 n0)), averaged over the classes."""
+    positives = np.bincount(codes, minlength=n_classes).astype(float)
+    negatives = len(codes) - positives
+    ok = (positives > 0) & (negatives > 0)
+    spread = np.sqrt((positives[ok] + negatives[ok] + 1) / (12 * positives[ok] * negatives[ok]))
+    return float(0.5 + 2 * spread.mean()) if ok.any() else 1.0
+
+
+def check_learned(auc: float, threshold: float, epochs: int, lr: float) -> None:
+    """A model that ranks its own training images no better than chance has nothing to audit."""
+    if not auc > threshold:
+        raise TrainingError(
+            f"the model ends at chance level on the training split (ROC AUC {auc:.3f} after {epochs} epochs; a random "
+            f"ranking of these images reaches {threshold:.3f} at two standard deviations): it learned nothing to "
+            f"audit. Lower train.lr (now {lr:g}), train longer (train.epochs) or check that the classes differ in "
+            "the images; no model was written"
+        )
 
 
 def fit(
@@ -181,7 +223,7 @@ def fit(
         with tqdm(total=len(train_rows), desc=f"epoch {epoch + 1}/{settings.epochs}", unit="img") as progress:
             train_loss, waiting = train_one_epoch(
                 network, images, train_rows, codes, settings, optimizer, scheduler, loss_fn, norm,
-                generator, precision, progress,
+                generator, precision, progress, epoch + 1,
             )  # fmt: skip
         train_seconds = time.perf_counter() - started
         logits = predict_logits(network, images, valid_rows, *norm, 2 * settings.batch_size, device)
@@ -207,6 +249,12 @@ def fit(
             f"({train_seconds:.1f} s training, {waiting / train_seconds:.1%} waiting for data)",
             file=sys.stderr,
         )
+    # the final model on its own training images, without augmentation: has it learned anything?
+    train_logits = predict_logits(network, images, train_rows, *norm, 2 * settings.batch_size, device)
+    train_scores = classification_metrics(codes[train_rows], torch.softmax(torch.from_numpy(train_logits), 1).numpy())
+    check_learned(train_scores["roc_auc"], chance_auc(codes[train_rows], len(classes)), settings.epochs, settings.lr)
+    print(f"training split: ROC AUC {train_scores['roc_auc']:.4f}, accuracy {train_scores['accuracy']:.4f}",
+          file=sys.stderr)  # fmt: skip
     metadata = {
         "arch": arch,
         "stride": stride,

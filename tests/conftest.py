@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 TINY_DEMO = {
     "image": {"size": 48},
-    "train": {"epochs": 2, "batch_size": 16},
+    "train": {"epochs": 2, "lr": 0.02, "batch_size": 16},
     "demo": {"n_galaxies": 60, "seed": 7, "shortcut": {"kind": "star", "class": "high", "fraction": 0.5}},
 }
 

@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bin_classes import ClassError, assign_classes, make_labels, stratified_split
+from shards import check_shards
 
 NUMERIC = {"column": "Z", "bins": [8.1, 8.7, 9.1, 9.3], "labels": ["low", "medium", "high"], "keep": ["low", "high"]}
 SPLIT = {"valid_fraction": 0.2, "seed": 256}
@@ -109,3 +110,9 @@ def test_a_categorical_target_with_one_value_is_an_error_that_shows_the_counts()
     expected = r"at least 2 kept classes.*counts per class: whale: 2; outside every class: 1"
     with pytest.raises(ClassError, match=expected):
         make_labels(frame, {"column": "kind"}, SPLIT)
+
+
+def test_more_shards_than_kept_images_is_an_error_before_packing() -> None:
+    check_shards(5, 5)
+    with pytest.raises(ValueError, match="config key audit.shards: 6 shards, but only 5 images are kept"):
+        check_shards(5, 6)

@@ -5,7 +5,15 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from config_checks import ConfigError, check_config, coerce_cli_strings, resolve_results
+from config_checks import (
+    ConfigError,
+    check_catalog,
+    check_config,
+    check_layer,
+    check_paths,
+    coerce_cli_strings,
+    resolve_results,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
@@ -84,3 +92,71 @@ def test_shortcut_class_must_be_a_label() -> None:
     with pytest.raises(ConfigError, match="demo.shortcut.class 'highest'"):
         check_config(config)
     check_config(DEMO)
+
+
+def resolved(**changes: dict) -> dict:
+    """The demo config with the schema's defaults, as the workflow checks it."""
+    config = copy.deepcopy(DEMO)
+    for key, value in changes.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) and key in config else value
+    Draft202012Validator(SCHEMA).validate(config)
+    config.setdefault("catalog_delimiter", None)
+    config["saliency"].setdefault("gallery", {})
+    config["audit"].setdefault("layer", "auto")
+    return config
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"results": "runs/{date}"}, "config key results: 'runs/{date}' holds braces"),
+        ({"images": "data/{id}/{band}.fits"}, "config key images: 'data/{id}/{band}.fits' uses {band}"),
+        ({"images": "data/{id}/{id.jpg"}, "config key images: 'data/{id}/{id.jpg' has unbalanced braces"),
+        ({"catalog": "data/{id}.csv"}, "config key catalog: 'data/{id}.csv' uses {id}"),
+        ({"saliency": {"object": {"method": "masks", "masks": "m/{id}-{idx}.png"}}}, "saliency.object.masks"),
+    ],
+)
+def test_paths_may_hold_only_their_own_placeholders(changes: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        check_paths(resolved(**changes))
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"target": {"bins": [8.1, float("nan"), 9.3], "labels": ["low", "high"]}}, "target.bins must be numbers"),
+        ({"pca": {"components": 200}}, "pca.components is 200, but simple_cnn has 128 penultimate features"),
+        ({"saliency": {"gallery": {"where": "z < 0.1 and @os"}}}, "saliency.gallery.where 'z < 0.1 and @os'"),
+    ],
+)
+def test_values_that_would_fail_after_training_fail_now(changes: dict, message: str) -> None:
+    config = resolved(**changes)
+    with pytest.raises(ConfigError) as error:
+        check_config(config)
+    assert message in str(error.value)
+    check_config(resolved(target={"bins": [float("-inf"), 8.7, float("inf")], "labels": ["low", "high"]}))
+
+
+def test_a_grad_cam_layer_must_exist_and_give_a_feature_map() -> None:
+    check_layer(resolved(audit={"layer": "body.1"}))
+    for layer, message in (("body.7", "is not a module of this model"), ("head", "not a B x K x h x w")):
+        with pytest.raises(ConfigError, match=f"config key audit.layer '{layer}'.*{message}"):
+            check_layer(resolved(audit={"layer": layer}))
+
+
+def test_catalog_columns_and_shards_are_checked_against_the_header(tmp_path: Path) -> None:
+    catalog = tmp_path / "c.csv"
+    catalog.write_text("objID;metallicity;z;shortcut\n1;8.5;0.1;0\n2;9.2;0.2;1\n")
+    check_catalog(resolved(catalog=str(catalog)))
+    for changes, message in (
+        ({"saliency": {"truth_column": "planted"}}, "config key saliency.truth_column: column 'planted'"),
+        ({"saliency": {"gallery": {"where": "redshift < 0.1"}}}, "config key saliency.gallery.where: column 'red"),
+        ({"id_column": "objid"}, "did you mean 'objID'"),
+        ({"audit": {"shards": 4}}, "config key audit.shards: 4 shards, but the catalog has at most 3 rows"),
+    ):
+        with pytest.raises(ConfigError, match=message) as error:
+            check_catalog(resolved(catalog=str(catalog), **changes))
+        if "column" in message:
+            assert "header read with the semicolon delimiter" in str(error.value)
+    check_catalog(resolved(catalog=str(tmp_path / "not-yet-written.csv")))  # the demo's, before simulate_demo

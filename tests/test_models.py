@@ -6,10 +6,12 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
+from architectures import FEATURE_WIDTHS
 from batches import channel_stats, dihedral
-from checkpoint import load_checkpoint, save_checkpoint
+from checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from metrics import binary_auc
 from models import Classifier, build_model, find_module
-from train import TrainSettings, fit, inverse_frequency, make_optimizer
+from train import TrainingError, TrainSettings, chance_auc, fit, inverse_frequency, make_optimizer
 
 CPU = torch.device("cpu")
 
@@ -103,6 +105,21 @@ def test_cpu_training_is_deterministic_and_learns() -> None:
     assert meta["mean"] == mean
 
 
+def test_a_diverging_run_stops_with_the_epoch_and_a_lower_learning_rate() -> None:
+    images, labels = toy_data()
+    diverged = r"training diverged: the loss is nan in epoch \d .*Lower train.lr \(now 1e\+06"
+    with pytest.raises(TrainingError, match=diverged):
+        fit(images, labels, "simple_cnn", 2, TrainSettings(epochs=2, lr=1e6, batch_size=8), torch.device("cpu"))
+
+
+def test_a_model_at_chance_level_on_its_training_images_is_not_kept() -> None:
+    images, labels = toy_data()
+    images[:] = images[0]  # both classes look the same: nothing can be learned
+    chance = r"chance level on the training split \(ROC AUC 0.500 after 2 epochs; a random ranking of these images"
+    with pytest.raises(TrainingError, match=chance):
+        fit(images, labels, "simple_cnn", 2, TrainSettings(epochs=2, lr=0.01, batch_size=8), torch.device("cpu"))
+
+
 def test_checkpoint_round_trip_with_weights_only(tmp_path) -> None:
     model = build_model("resnet18", 3).eval()
     meta = {"arch": "resnet18", "stride": 2, "classes": ["x", "y", "z"], "mean": [0.1] * 3, "std": [0.2] * 3,
@@ -115,6 +132,36 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path) -> None:
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
+
+
+class Payload:
+    """A pickled object whose unpickling would run code: torch.load(weights_only=True) refuses it."""
+
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+@pytest.mark.parametrize("damage", ["random bytes", "truncated", "foreign pickle", "empty", "other tensors"])
+def test_a_damaged_model_file_says_delete_to_retrain_and_never_suggests_unsafe_loading(tmp_path, damage) -> None:
+    model = build_model("simple_cnn", 2).eval()
+    meta = {"arch": "simple_cnn", "stride": 2, "classes": ["a", "b"], "mean": [0.1] * 3, "std": [0.2] * 3}
+    path = tmp_path / "model.pt"
+    save_checkpoint(model, meta, path)
+    if damage == "random bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:2000])
+    elif damage == "foreign pickle":
+        torch.save({"state_dict": Payload(), "arch": "simple_cnn", "classes": ["a", "b"]}, path)
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        torch.save({"weights": torch.zeros(3)}, path)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(path)
+    message = str(error.value)
+    assert "is not a checkpoint of this workflow" in message and "Delete it and run again to retrain" in message
+    assert "weights_only" not in message and "False" not in message
 
 
 def test_channel_stats_match_numpy() -> None:
@@ -195,3 +242,18 @@ def test_compiled_training_follows_eager_and_saves_plain_weights(tmp_path) -> No
     loaded, _ = load_checkpoint(tmp_path / "model.pt")
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_the_config_checks_know_every_architecture_s_feature_width() -> None:
+    for arch, width in FEATURE_WIDTHS.items():
+        assert build_model(arch, 2).head.in_features == width
+
+
+def test_the_chance_threshold_is_what_random_rankings_exceed_two_percent_of_the_time() -> None:
+    rng = np.random.default_rng(4)
+    codes = np.repeat([0, 1], [15, 25])
+    threshold = chance_auc(codes, 2)
+    aucs = [binary_auc(codes == 1, rng.random(len(codes))) for _ in range(4000)]
+    assert 0.012 < np.mean(np.asarray(aucs) > threshold) < 0.035  # one-sided 2 sigma: 2.3%
+    three = np.repeat([0, 1, 2], [30, 20, 10])
+    assert 0.5 < chance_auc(three, 3) < chance_auc(three[::2], 3)  # fewer images, wider chance band

@@ -174,8 +174,12 @@ def test_bad_catalog_rows_are_reported_and_good_rows_go_on(tiny_demo: Path, tmp_
     assert grays, "neither grayscale image fell in a kept class"
     for gray in grays:  # packed as three equal channels
         assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all() and gray.any()
+    # the cropped image keeps its row, but the demo's 64 x 64 mask no longer fits its 61 x 59 pixels
+    regions = pd.read_csv(results / "saliency/region_problems.csv", dtype={"id": str})
+    cropped = [ids[11]] if ids[11] in set(labels["id"]) else []
+    assert regions["id"].tolist() == cropped and set(regions["problem"]) <= {"mask_size_mismatch"}
     stats = pd.read_parquet(results / "saliency/stats.parquet")
-    assert sorted(stats["id"]) == sorted(labels["id"])  # the good rows reach the end of the workflow
+    assert sorted(stats["id"]) == sorted(set(labels["id"]) - set(cropped))  # the good rows reach the end
 
 
 @pytest.mark.parametrize(
@@ -186,6 +190,9 @@ def test_bad_catalog_rows_are_reported_and_good_rows_go_on(tiny_demo: Path, tmp_
         ('target={"keep": ["low", "top"]}', "target.keep names ['top']"),
         ('target={"bins": [8.1, 9.1, 8.7, 9.3]}', "target.bins must increase strictly"),
         ("images=images/x.jpg", "key images: 'images/x.jpg' does not match"),
+        ("results=runs/{date}", "config key results: 'runs/{date}' holds braces"),
+        ('audit={"layer": "body.9"}', "config key audit.layer 'body.9' is not a module of this model"),
+        ('saliency={"gallery": {"where": "@pd.io.common.os.system(1)"}}', "config key saliency.gallery.where"),
     ],
 )
 def test_bad_config_fails_before_any_job(tmp_path: Path, override: str, message: str) -> None:
@@ -245,7 +252,7 @@ def test_three_classes_train_and_evaluate(tiny_demo: Path, tmp_path: Path) -> No
         "saliency": {"object": {"method": "masks", "masks": str(tiny_demo / "demo/masks/{id}.png")}},
         "target": {"keep": ["low", "medium", "high"]},
         "model": {"arch": "resnet18"},
-        "train": {"epochs": 1, "batch_size": 16},
+        "train": {"epochs": 2, "lr": 0.001, "batch_size": 16},
     }
     results = tmp_path / "results"
     run_workflow(config, results)

@@ -10,7 +10,10 @@ from snakemake.utils import validate
 sys.path.insert(0, os.path.join(workflow.basedir, os.pardir, "scripts"))
 from config_checks import (  # noqa: E402
     ConfigError,
+    check_catalog,
     check_config,
+    check_layer,
+    check_paths,
     coerce_cli_strings,
     describe_schema_error,
     resolve_results,
@@ -21,10 +24,13 @@ with open(os.path.join(workflow.basedir, "schemas", "config.schema.yaml")) as ha
 config.update(coerce_cli_strings(dict(config), _schema, _schema))
 try:
     validate(config, "../schemas/config.schema.yaml")
+    check_paths(config)
     check_config(config)
+    resolve_results(config)
+    check_catalog(config)
+    check_layer(config)
 except (WorkflowError, ConfigError) as error:
     raise WorkflowError(describe_schema_error(error)) from None
-resolve_results(config)
 RESOLVED_CONFIG = copy.deepcopy(dict(config))  # what the provenance table shows
 
 RESULTS = config["results"]
