@@ -23,12 +23,12 @@ from atomic_io import atomic_path
 from audit_tables import audit_schema, batch_table
 from batches import batch_rows, prefetch, to_tensor
 from checkpoint import load_checkpoint, select_device
-from checksums import file_sha256
 from gradcam import GradCAM
 from image_io import open_packed, read_rows
 from job import start_job
 from models import Classifier
 from moments import Moments
+from reuse import content_digest, job_key, reusable
 from shards import shard_rows
 
 
@@ -105,13 +105,17 @@ def main(snakemake: Any) -> None:
             f"covers {len(rows)} rows of {snakemake.input.labels}; delete it so that it is packed again"
         )
     layer = meta["target_layer"] if params.layer == "auto" else params.layer
-    moments = run_audit(
-        model, meta, images, labels.iloc[rows].reset_index(drop=True), layer, params.batch_size, device,
-        snakemake.output.part,
-        {"model_sha256": file_sha256(snakemake.input.model), "shard": params.shard, "shards": params.shards},
-        params.compile,
-    )  # fmt: skip
-    moments.save(snakemake.output.moments)
+    shard = labels.iloc[rows].reset_index(drop=True)
+    key = job_key(snakemake, [snakemake.input.model, snakemake.input.images], [shard])
+    with reusable(snakemake.output, key, params.reuse) as reused:
+        if reused:
+            return
+        moments = run_audit(
+            model, meta, images, shard, layer, params.batch_size, device, snakemake.output.part,
+            {"model_sha256": content_digest(snakemake.input.model), "shard": params.shard, "shards": params.shards},
+            params.compile,
+        )  # fmt: skip
+        moments.save(snakemake.output.moments)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from image_io import open_packed, read_rows
 from job import start_job
 from metrics import classification_metrics, roc_curve, top_losses
 from models import Classifier, compiled
+from reuse import job_key, reusable
 from train import predict_logits
 
 
@@ -110,13 +111,10 @@ def top_losses_figure(losses: pd.DataFrame, images: np.ndarray, columns: int = 4
     return fig
 
 
-def main(snakemake: Any) -> None:
-    start_job(snakemake.log[0])
-    torch.set_num_threads(snakemake.threads)
-    device = select_device(snakemake.params.device)
+def write_evaluation(snakemake: Any, labels: pd.DataFrame, device: torch.device) -> None:
+    """Predictions, metrics and figures of the rule's outputs."""
     model, meta = load_checkpoint(snakemake.input.model, device)
     images = open_packed(snakemake.input.images)
-    labels = pd.read_parquet(snakemake.input.labels)
     classes = meta["classes"]
     predictions = predictions_table(
         labels, predict_all(model, meta, images, snakemake.params.batch_size, device, snakemake.params.compile), classes
@@ -129,6 +127,17 @@ def main(snakemake: Any) -> None:
     save_figure(roc_figure(predictions, classes, scores["roc_auc"]), snakemake.output.roc)
     save_figure(top_losses_figure(top_losses(predictions, classes, 12), images), snakemake.output.top_losses)
     print({k: v for k, v in scores.items() if k != "confusion_matrix"}, file=sys.stderr)
+
+
+def main(snakemake: Any) -> None:
+    start_job(snakemake.log[0])
+    torch.set_num_threads(snakemake.threads)
+    device = select_device(snakemake.params.device)
+    labels = pd.read_parquet(snakemake.input.labels)
+    key = job_key(snakemake, [snakemake.input.model, snakemake.input.images], [labels])
+    with reusable(snakemake.output, key, snakemake.params.reuse) as reused:
+        if not reused:
+            write_evaluation(snakemake, labels, device)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from image_io import open_packed, read_rows
 from job import start_job
 from metrics import classification_metrics
 from models import Classifier, build_model, compiled
+from reuse import job_key, reusable
 
 
 class TrainingError(RuntimeError):
@@ -297,12 +298,17 @@ def main(snakemake: Any) -> None:
     device = select_device(params.train["device"])
     settings = TrainSettings(**{k: v for k, v in params.train.items() if k != "device"})
     labels = pd.read_parquet(snakemake.input.labels)
-    model, history, metadata = fit(
-        open_packed(snakemake.input.images), labels, params.model["arch"], params.model["stride"], settings, device
-    )
-    save_checkpoint(model, metadata, snakemake.output.model)
-    write_csv(history, snakemake.output.history)
-    save_figure(training_curve(history), snakemake.output.curve)
+    # what training depends on: the pixels, each image's class and split (not its target value), the settings
+    key = job_key(snakemake, [snakemake.input.images], [labels[["id", "class", "split"]]])
+    with reusable(snakemake.output, key, params.reuse) as reused:
+        if reused:
+            return
+        model, history, metadata = fit(
+            open_packed(snakemake.input.images), labels, params.model["arch"], params.model["stride"], settings, device
+        )
+        save_checkpoint(model, metadata, snakemake.output.model)
+        write_csv(history, snakemake.output.history)
+        save_figure(training_curve(history), snakemake.output.curve)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ def run_workflow(config: dict, results: Path, *args: str, check: bool = True) ->
     results.mkdir(parents=True, exist_ok=True)
     configfile = results.parent / f"{results.name}-config.yaml"
     configfile.write_text(yaml.safe_dump({**config, "results": str(results)}))
-    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", str(configfile), *args]
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", *args, "--configfile", str(configfile)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     if check and done.returncode != 0:
         raise AssertionError(f"snakemake failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")

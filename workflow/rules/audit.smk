@@ -22,6 +22,7 @@ rule audit:
         batch_size=config["audit"]["batch_size"],
         device=config["audit"]["device"],
         compile=config["audit"]["compile"],
+        reuse=config["reuse"],
     wildcard_constraints:
         shard=r"\d+",
     threads: workflow.cores

@@ -1,4 +1,5 @@
 import copy
+import functools
 import os
 import sys
 
@@ -18,6 +19,7 @@ from config_checks import (  # noqa: E402
     describe_schema_error,
     resolve_results,
 )
+from image_manifest import image_manifest  # noqa: E402
 
 with open(os.path.join(workflow.basedir, "schemas", "config.schema.yaml")) as handle:
     _schema = yaml.safe_load(handle)
@@ -39,6 +41,19 @@ RESULTS = config["results"]
 def res(path):
     """A path under the results folder."""
     return os.path.join(RESULTS, path)
+
+
+# The demo's images are written by simulate_demo (whose catalog validation already follows);
+# any other image folder is part of the DAG through a manifest of its files (image_manifest).
+SIMULATED = config["catalog"] == res("demo/catalog.csv")
+
+
+@functools.cache
+def image_files():
+    """The validate_catalog param that changes when any image file appears, disappears or changes."""
+    if SIMULATED:
+        return "written by simulate_demo"
+    return image_manifest(config["images"])
 
 
 PACKED_PARTS = [res(f"images/part-{i}.npy") for i in range(config["audit"]["shards"])]

@@ -33,6 +33,7 @@ rule train:
         model=config["model"],
         train=config["train"],
         pixels=config["image"],
+        reuse=config["reuse"],
     threads: workflow.cores
     conda:
         ENVIRONMENT
@@ -82,6 +83,7 @@ rule evaluate:
         compile=config["train"]["compile"],
         batch_size=config["audit"]["batch_size"],
         target_column=config["target"]["column"],
+        reuse=config["reuse"],
     threads: workflow.cores
     conda:
         ENVIRONMENT

@@ -1,0 +1,111 @@
+"""Reuse of a job's outputs when the content of its inputs is unchanged; the image manifest."""
+
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from image_manifest import image_manifest
+from reuse import content_digest, fingerprint, frame_digest, reusable
+
+
+def compute(outputs: list[Path], key: str, text: str, calls: list[str]) -> bool:
+    """A stand-in job: writes ``text`` into each output unless reused."""
+    with reusable(outputs, key) as reused:
+        if not reused:
+            calls.append(key)
+            for output in outputs:
+                output.write_text(text)
+    return reused
+
+
+def test_outputs_come_back_for_the_same_key_only(tmp_path: Path) -> None:
+    outputs, calls = [tmp_path / "model.pt", tmp_path / "sub" / "history.csv"], []
+    outputs[1].parent.mkdir()
+    assert not compute(outputs, "k1", "first", calls)
+    for output in outputs:  # Snakemake removes a job's outputs before it runs it again
+        output.unlink()
+    time.sleep(0.01)
+    started = time.time()
+    assert compute(outputs, "k1", "second", calls)
+    assert [o.read_text() for o in outputs] == ["first", "first"] and calls == ["k1"]
+    assert all(o.stat().st_mtime >= started - 1 for o in outputs)  # as new as a computed output
+    for output in outputs:
+        output.unlink()
+    assert not compute(outputs, "k2", "third", calls)  # another key: computed again
+    assert [o.read_text() for o in outputs] == ["third", "third"] and calls == ["k1", "k2"]
+    with reusable(outputs, "k2", enabled=False) as reused:  # reuse: false always computes
+        assert not reused
+
+
+def test_a_previous_output_damaged_on_disk_is_computed_again(tmp_path: Path) -> None:
+    output, calls = tmp_path / "part-0.parquet", []
+    compute([output], "k", "good content", calls)
+    with open(output, "r+") as handle:  # damaged in place: the kept link shares the file
+        handle.write("BAD!")
+    output.unlink()
+    assert not compute([output], "k", "good content", calls)
+    assert output.read_text() == "good content" and calls == ["k", "k"]
+
+
+def test_a_missing_record_means_compute(tmp_path: Path) -> None:
+    output, calls = tmp_path / "metrics.json", []
+    compute([output], "k", "x", calls)
+    (tmp_path / ".metrics.json.previous.json").unlink()
+    assert not compute([output], "k", "x", calls)
+
+
+def test_keys_follow_content_not_file_times(tmp_path: Path) -> None:
+    data = tmp_path / "labels.parquet"
+    frame = pd.DataFrame({"id": ["a", "b"], "class": ["low", "high"]})
+    frame.to_parquet(data)
+    key = fingerprint([data], [frame], {"lr": 0.1})
+    os.utime(data, (1, 1))  # only the time changed
+    assert fingerprint([data], [frame], {"lr": 0.1}) == key
+    assert fingerprint([data], [frame], {"lr": 0.2}) != key
+    assert fingerprint([data], [frame.iloc[::-1]], {"lr": 0.1}) != key  # row order matters
+    frame.assign(extra=1).to_parquet(data)
+    assert fingerprint([data], [frame], {"lr": 0.1}) != key
+    assert frame_digest(frame) == frame_digest(frame.copy()) != frame_digest(frame.rename(columns={"id": "objID"}))
+
+
+def test_content_digest_is_remembered_and_refreshed(tmp_path: Path) -> None:
+    data = tmp_path / "images.npy"
+    data.write_bytes(b"a" * 1000)
+    first = content_digest(data)
+    assert (tmp_path / ".images.npy.sha256").read_text().endswith(first)
+    data.write_bytes(b"b" * 1000)  # same size, new time: hashed again
+    os.utime(data, ns=(time.time_ns() + 10**9,) * 2)
+    assert content_digest(data) != first
+
+
+def test_the_image_manifest_follows_every_file_a_pattern_reaches(tmp_path: Path) -> None:
+    folder = tmp_path / "cutouts"
+    pattern = str(folder / "{id}.jpg")
+    assert image_manifest(pattern).startswith("0:")
+    folder.mkdir()
+    for name in ("1", "2", ".3"):
+        (folder / f"{name}.jpg").write_bytes(b"x")
+    (folder / "notes.txt").write_text("not an image of the pattern")
+    first = image_manifest(pattern)
+    assert first.startswith("3:")
+    (folder / "notes.txt").write_text("changed")
+    assert image_manifest(pattern) == first
+    (folder / "4.jpg").write_bytes(b"new download")
+    second = image_manifest(pattern)
+    assert second.startswith("4:") and second != first
+    os.utime(folder / "1.jpg", ns=(1, 1))  # replaced by another file of the same size
+    assert image_manifest(pattern) != second
+    nested = tmp_path / "nested"
+    (nested / "a b").mkdir(parents=True)
+    (nested / "a b" / "img[1].png").write_bytes(b"y")
+    assert image_manifest(str(nested / "{id}" / "img[1].png")).startswith("1:")
+
+
+@pytest.mark.parametrize("n", [1, 50])
+def test_the_manifest_does_not_depend_on_the_listing_order(tmp_path: Path, n: int) -> None:
+    for i in range(n):
+        (tmp_path / f"{n - i}.png").write_bytes(b"z")
+    assert image_manifest(str(tmp_path / "{id}.png")) == image_manifest(str(tmp_path / "{id}.png"), workers=1)
