@@ -181,6 +181,35 @@ def test_bad_catalog_rows_are_reported_and_good_rows_go_on(tiny_demo: Path, tmp_
     stats = pd.read_parquet(results / "saliency/stats.parquet")
     assert sorted(stats["id"]) == sorted(set(labels["id"]) - set(cropped))  # the good rows reach the end
 
+    # Reruns follow content. An unrelated new column and a deleted images.npy (gathered again with the
+    # same pixels) rerun validation and packing, but training, evaluation and the audit reuse their outputs.
+    model = (results / "model/model.pt").read_bytes()
+    targets = [str(results / "audit/part-0.parquet"), str(results / "eval/metrics.json")]
+    catalog.assign(notes="checked by eye").to_csv(tmp_path / "catalog.csv", index=False)
+    (results / "images/images.npy").unlink()
+    log = run_workflow(config, results, *targets).stderr
+    assert "rule validate_catalog:" in log and "rule gather_images:" in log
+    for job in ("train", "evaluate", "audit/0"):
+        assert "reused the outputs of an earlier run" in (results / f"logs/{job}.log").read_text(), job
+    assert (results / "model/model.pt").read_bytes() == model
+    assert "notes" in pd.read_parquet(results / "catalog/clean.parquet").columns
+    assert "Nothing to be done" in run_workflow(config, results, "-n", *targets).stdout
+    # A download fixed afterwards and an image replaced by another are noticed, with no file named as an
+    # input: the missing row joins the catalog, the new pixels are packed and the model is trained again.
+    shutil.copy(tiny_demo / f"demo/images/{ids[0]}.jpg", images / f"{ids[0]}.jpg")
+    kept = [i for i in labels["id"] if i != ids[11]]
+    replaced = kept[0]
+    shutil.copy(images / f"{kept[1]}.jpg", images / f"{replaced}.jpg")
+    log = run_workflow(config, results, *targets).stderr
+    assert "rule validate_catalog:" in log and "rule train:" in log
+    assert "reused" not in (results / "logs/train.log").read_text()
+    assert (results / "model/model.pt").read_bytes() != model
+    assert ids[0] in set(pd.read_parquet(results / "catalog/clean.parquet")["id"])
+    labels_after = pd.read_parquet(results / "classes/labels.parquet")
+    rows_after = dict(zip(labels_after["id"], range(len(labels_after))))
+    packed = np.load(results / "images/images.npy", mmap_mode="r")
+    np.testing.assert_array_equal(packed[rows_after[replaced]], packed[rows_after[kept[1]]])
+
 
 @pytest.mark.parametrize(
     ("override", "message"),
@@ -251,6 +280,7 @@ def test_three_classes_train_and_evaluate(tiny_demo: Path, tmp_path: Path) -> No
         "images": str(tiny_demo / "demo/images/{id}.jpg"),
         "saliency": {"object": {"method": "masks", "masks": str(tiny_demo / "demo/masks/{id}.png")}},
         "target": {"keep": ["low", "medium", "high"]},
+        "image": {"size": 32},  # ResNet-18's 2 x 2 maps at 32 px: enough to check shapes, four times faster
         "model": {"arch": "resnet18"},
         "train": {"epochs": 2, "lr": 0.001, "batch_size": 16},
     }
@@ -263,7 +293,7 @@ def test_three_classes_train_and_evaluate(tiny_demo: Path, tmp_path: Path) -> No
     predictions = pd.read_parquet(results / "eval/predictions.parquet")
     assert [c for c in predictions.columns if c.startswith("prob_")] == ["prob_low", "prob_medium", "prob_high"]
     assert torch.load(results / "model/model.pt", weights_only=True)["arch"] == "resnet18"
-    stats = pd.read_parquet(results / "saliency/stats.parquet")  # ResNet-18's 3 x 3 maps, three classes
+    stats = pd.read_parquet(results / "saliency/stats.parquet")  # three classes
     assert {"energy_in_object_low", "energy_in_object_medium", "energy_in_object_high"} <= set(stats.columns)
     assert len(stats) == len(predictions)
 

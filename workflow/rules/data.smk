@@ -46,6 +46,7 @@ rule validate_catalog:
     params:
         id_column=config["id_column"],
         images=lambda wildcards: config["images"],  # keep {id} unexpanded
+        image_files=lambda wildcards: image_files(),  # a new, missing or replaced image reruns validation
         delimiter=config["catalog_delimiter"],
         target=config["target"],
         truth_column=config["saliency"]["truth_column"],
@@ -82,6 +83,7 @@ rule bin_classes:
         target=config["target"],
         split=config["split"],
         shards=config["audit"]["shards"],
+        components=config["pca"]["components"],
     conda:
         ENVIRONMENT
     script:
