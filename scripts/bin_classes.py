@@ -14,7 +14,6 @@ import pandas as pd
 from atomic_io import write_csv, write_parquet
 from figures import BAR_COLOUR, CLASS_COLOURS, plt, save_figure
 from job import start_job
-from shards import check_shards
 
 
 class ClassError(ValueError):
@@ -87,6 +86,20 @@ def make_labels(
     return labels, counts.rename_axis("class").reset_index()
 
 
+def check_kept_images(n_images: int, shards: int, components: int) -> None:
+    """Settings that need more kept images than there are fail here, before any packing or training."""
+    if shards > n_images:
+        raise ClassError(
+            f"config key audit.shards: {shards} shards, but only {n_images} images are kept for training and the "
+            f"audit; set audit.shards to at most {n_images}"
+        )
+    if components > n_images:
+        raise ClassError(
+            f"config key pca.components: {components} components, but only {n_images} images are kept; "
+            f"set pca.components to at most {n_images}"
+        )
+
+
 def histogram_figure(values: pd.Series, target: dict[str, Any], counts: pd.DataFrame) -> plt.Figure:
     """The target distribution with the bin edges and class counts (bars for a categorical target)."""
     fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -118,7 +131,7 @@ def main(snakemake: Any) -> None:
     target = snakemake.params.target
     clean = pd.read_parquet(snakemake.input.clean)
     labels, counts = make_labels(clean, target, snakemake.params.split)
-    check_shards(len(labels), snakemake.params.shards)
+    check_kept_images(len(labels), snakemake.params.shards, snakemake.params.components)
     write_parquet(labels, snakemake.output.labels)
     write_csv(counts, snakemake.output.counts)
     save_figure(histogram_figure(clean[target["column"]], target, counts), snakemake.output.histogram)

@@ -11,7 +11,7 @@ are converted later, per row, and every line that is not a well-formed record be
   after the header. A quote that is never closed swallows at most one field's worth of
   text (``MAX_FIELD``); reading resumes on the line after the one that opened it.
 - Blank lines are skipped; ``#`` lines before the header are a preamble (as many survey
-  tools write) and skipped too.
+  tools write) and skipped too, as is Excel's ``sep=;`` line (which sets the delimiter).
 
 The file is read once, as bytes (so a FIFO or a pipe works), gzip, bz2, xz and
 single-file zip archives are recognised by their first bytes, a UTF-8 byte-order mark is
@@ -41,6 +41,7 @@ MAX_FIELD = 1 << 20  # characters in one cell; a longer one is an unclosed quote
 SNIPPET = 80
 _NOT_UTF8 = re.compile("[\udc80-\udcff]")
 _CHUNK = 100_000
+_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"PK\x03\x04")  # gzip, bz2, xz, zip
 
 
 class CatalogReadError(ValueError):
@@ -140,19 +141,20 @@ def _records(
         position = restart
 
 
-def read_catalog_text(path: str | os.PathLike, delimiter: str | None = None) -> CatalogText:
-    """Read the whole catalog once; see the module docstring for what counts as malformed."""
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except OSError as error:
-        raise CatalogReadError(f"catalog {path}: {error.strerror or error}") from None
-    digest = hashlib.sha256(raw).hexdigest()
-    data = _decompress(raw, str(path))
+def _lines(data: bytes) -> list[str]:
+    """Physical lines (split on bytes, so no Unicode separator splits a cell), undecodable bytes kept."""
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
-    lines = [line.decode("utf-8", "surrogateescape") for line in data.splitlines(keepends=True)]
+    return [line.decode("utf-8", "surrogateescape") for line in data.splitlines(keepends=True)]
+
+
+def _header(lines: list[str], path: str, delimiter: str | None) -> tuple[int, list[str], str]:
+    """(index of the header line, column names, delimiter) after any preamble and Excel's sep= line."""
     header_at = next((i for i, line in enumerate(lines) if line.strip() and not line.startswith("#")), None)
+    sep = re.fullmatch(r"sep=(.)\r?\n?", lines[header_at]) if header_at is not None else None
+    if sep is not None:  # Excel's first line naming the delimiter
+        delimiter = delimiter or sep.group(1)
+        header_at = next((i for i in range(header_at + 1, len(lines)) if lines[i].strip()), None)
     if header_at is None:
         raise CatalogReadError(f"catalog {path} has no header line (it is empty or holds only comments)")
     header_line = lines[header_at]
@@ -161,7 +163,19 @@ def read_catalog_text(path: str | os.PathLike, delimiter: str | None = None) -> 
             f"catalog {path}: the header line is not UTF-8 text ({_snippet(header_line)!r}); save the file as UTF-8"
         )
     delimiter = delimiter or detect_delimiter(header_line)
-    names = _column_names(next(csv.reader([header_line], delimiter=delimiter)))
+    return header_at, _column_names(next(csv.reader([header_line], delimiter=delimiter))), delimiter
+
+
+def read_catalog_text(path: str | os.PathLike, delimiter: str | None = None) -> CatalogText:
+    """Read the whole catalog once; see the module docstring for what counts as malformed."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as error:
+        raise CatalogReadError(f"catalog {path}: {error.strerror or error}") from None
+    digest = hashlib.sha256(raw).hexdigest()
+    lines = _lines(_decompress(raw, str(path)))
+    header_at, names, delimiter = _header(lines, str(path), delimiter)
 
     limit = csv.field_size_limit(MAX_FIELD)
     try:
@@ -190,8 +204,7 @@ def missing_column_message(column: str, key: str, columns: list[str], delimiter:
     hint = f"; did you mean {close[0]!r}?" if close else ""
     split = f" (header read with the {DELIMITER_NAMES.get(delimiter, repr(delimiter))} delimiter)" if delimiter else ""
     return (
-        f"config key {key}: column {column!r} is not in the catalog. Columns present{split}: "
-        f"{', '.join(columns)}{hint}"
+        f"config key {key}: column {column!r} is not in the catalog. Columns present{split}: {', '.join(columns)}{hint}"
     )
 
 
@@ -206,14 +219,8 @@ def catalog_columns(
     """
     with open(path, "rb") as handle:
         raw = handle.read(max_bytes)
-        if raw[:2] == b"\x1f\x8b" or raw[:3] == b"BZh" or raw[:6] == b"\xfd7zXZ\x00" or raw[:4] == b"PK\x03\x04":
+        if raw.startswith(_COMPRESSED):
             raw += handle.read()
-    data = _decompress(raw, str(path))
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    for line in data.splitlines():
-        text = line.decode("utf-8", "replace")
-        if text.strip() and not text.startswith("#"):
-            delimiter = delimiter or detect_delimiter(text)
-            return _column_names(next(csv.reader([text], delimiter=delimiter))), delimiter
-    return [], delimiter or ","
+    lines = _lines(_decompress(raw, str(path)))
+    _, names, delimiter = _header(lines, str(path), delimiter)
+    return names, delimiter

@@ -40,6 +40,7 @@ _TOKEN = re.compile(
 _COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq,
             "!=": operator.ne}  # fmt: skip
 _KEYWORDS = {"and": "&", "or": "|", "not": "~", "in": "in"}
+MAX_LENGTH = 2000
 
 
 @dataclass(frozen=True)
@@ -201,10 +202,15 @@ def _describe(operand: Column | Literal) -> str:
 
 def parse_filter(text: str) -> Expression:
     """Parse ``text``, or raise FilterError saying what is wrong and where."""
+    if len(text) > MAX_LENGTH:
+        raise FilterError(f"the expression is longer than {MAX_LENGTH} characters")
     parser = _Parser(text)
     if parser.peek() is None:
         raise FilterError("the expression is empty")
-    tree = parser.expression()
+    try:
+        tree = parser.expression()
+    except RecursionError:
+        raise FilterError("the expression nests too deeply") from None
     if parser.peek() is not None:
         raise FilterError(f"unexpected {parser.peek()[1]!r} after a complete expression")
     return tree

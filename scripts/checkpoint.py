@@ -56,6 +56,8 @@ def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise
+    except OSError as error:
+        raise CheckpointError(f"{path} cannot be read ({error.strerror or error})") from None
     except Exception as error:  # damaged zip, a foreign pickle, a truncated copy: all the same to the user
         reason = type(error).__name__
         raise CheckpointError(

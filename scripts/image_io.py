@@ -5,6 +5,7 @@ same way when it is validated, packed and shown in a figure.
 """
 
 import os
+import stat
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -88,17 +89,20 @@ def _file_problem(path: str | os.PathLike, error: OSError) -> ImageProblem:
     return ImageProblem("unreadable_image", f"{path}: {error.strerror or error}")
 
 
-def load_rgb(path: str | os.PathLike, max_pixels: int) -> np.ndarray:
-    """Decode an image fully to an H x W x 3 uint8 array, or raise ImageProblem.
+def _decode(path: str | os.PathLike, max_pixels: int, convert: Callable[[Image.Image], np.ndarray]) -> np.ndarray:
+    """Check the file, then decode it fully and ``convert`` the image, or raise ImageProblem.
 
     ``max_pixels`` is checked on the header before decoding: a guard against
     decompression bombs and against pointing the catalog at full survey frames.
     """
     try:
-        if os.path.getsize(path) == 0:
-            raise ImageProblem("unreadable_image", f"{path} is an empty file")
+        info = os.stat(path)
     except OSError as error:
         raise _file_problem(path, error) from None
+    if not stat.S_ISREG(info.st_mode):  # a folder, a FIFO or a device would block or never end
+        raise ImageProblem("unreadable_image", f"{path} is not a regular file")
+    if info.st_size == 0:
+        raise ImageProblem("unreadable_image", f"{path} is an empty file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -116,11 +120,32 @@ def load_rgb(path: str | os.PathLike, max_pixels: int) -> np.ndarray:
                         "(one band per file, or an RGB rendering)",
                     )
                 image.load()
-                return _to_rgb(image)
+                return convert(image)
     except ImageProblem:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageProblem("unreadable_image", f"{path}: {error}") from None
+
+
+def load_rgb(path: str | os.PathLike, max_pixels: int) -> np.ndarray:
+    """Decode an image fully to an H x W x 3 uint8 array, or raise ImageProblem."""
+    return _decode(path, max_pixels, _to_rgb)
+
+
+def _to_mask(image: Image.Image) -> np.ndarray:
+    if image.mode in DEEP_MODES:
+        values = np.asarray(image)
+        return np.isfinite(values) & (values != 0)
+    return np.asarray(image.convert("RGB")).any(axis=2)
+
+
+def load_mask(path: str | os.PathLike, max_pixels: int) -> np.ndarray:
+    """A mask file as an H x W boolean array: non-zero is the object, in the file's own values.
+
+    Not through ``load_rgb``'s stretch, which would turn a 16-bit or float mask (a label map
+    of 0 and 1, a segmentation map of object numbers) into a different one.
+    """
+    return _decode(path, max_pixels, _to_mask)
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:

@@ -28,7 +28,7 @@ import pandas as pd
 from astropy.stats import sigma_clipped_stats
 from scipy import ndimage
 
-from image_io import ImageProblem, center_crop_pad, crop_start, crop_window, image_area, load_rgb
+from image_io import ImageProblem, center_crop_pad, crop_start, crop_window, image_area, load_mask
 
 METHODS = ("threshold", "masks", "circle", "ellipse")
 SMOOTH_SIGMA_PX = 1.0  # Gaussian smoothing before thresholding: suppresses single noisy pixels
@@ -167,7 +167,7 @@ def object_regions(
     if method == "masks":
         for position, image_id in enumerate(ids):
             try:
-                mask = load_rgb(spec["masks"].format(id=image_id), max_pixels).any(axis=2)
+                mask = load_mask(spec["masks"].format(id=image_id), max_pixels)
             except ImageProblem as problem:
                 problems.append((position, problem.problem.replace("image", "mask"), problem.detail))
                 continue

@@ -38,8 +38,13 @@ def report_facts(results: str | Path, config: dict[str, Any]) -> dict[str, Any]:
     if counts.is_file():
         table = pd.read_csv(counts, dtype={"class": str}, keep_default_na=False)
         facts["class_counts"] = [
-            {"class": rst_text(row["class"]), "catalog": int(row["catalog"]), "kept": bool(row["kept"]),
-             "train": int(row["train"]), "valid": int(row["valid"])}  # fmt: skip
+            {
+                "class": rst_text(row["class"]),
+                "catalog": int(row["catalog"]),
+                "kept": bool(row["kept"]),
+                "train": int(row["train"]),
+                "valid": int(row["valid"]),
+            }
             for row in table.to_dict("records")
         ]
     metrics = _json(results / "eval/metrics.json")

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from atomic_io import write_csv, write_json, write_parquet
 from figures import CLASS_COLOURS, plt, save_figure
@@ -165,14 +164,10 @@ def main(snakemake: Any) -> None:
 
     truth_column = params.truth_column
     benchmark, planted = None, None
-    if truth_column is not None:
-        if truth_column not in pq.read_schema(snakemake.input.clean).names:
-            print(f"saliency.truth_column {truth_column!r} is not in the catalog: no benchmark", file=sys.stderr)
-        else:
-            catalog = pd.read_parquet(snakemake.input.clean, columns=["id", truth_column]).set_index("id")
-            truth = pd.to_numeric(catalog[truth_column], errors="coerce")
-            benchmark = shortcut_benchmark(stats, truth, truth_column)
-            planted = truth.reindex(stats["id"]).fillna(0).astype(bool).to_numpy()
+    if truth_column is not None:  # validate_catalog checked that the column exists and holds numbers
+        truth = pd.read_parquet(snakemake.input.clean, columns=["id", truth_column]).set_index("id")[truth_column]
+        benchmark = shortcut_benchmark(stats, truth, truth_column)
+        planted = truth.reindex(stats["id"]).fillna(0).astype(bool).to_numpy()
     write_json(benchmark or {"truth_column": truth_column, "classes": {}, "note": "no truth column"},
                snakemake.output.benchmark)  # fmt: skip
 

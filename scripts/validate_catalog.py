@@ -26,7 +26,7 @@ from atomic_io import write_csv, write_parquet
 from catalog_csv import DELIMITER_NAMES, CatalogReadError, CatalogText, missing_column_message, read_catalog_text
 from image_io import ImageProblem, center_crop_pad, crop_window, load_rgb, nearly_constant
 from job import start_job
-from number_text import NUMBER_PATTERN, parse_numbers
+from number_text import NUMBER_PATTERN, is_number, parse_numbers
 from regions import threshold_regions
 
 INTEGRITY_COLUMNS = ["row", "id", "problem", "detail"]
@@ -106,6 +106,17 @@ def target_problems(values: pd.Series, numeric: bool, invalid: list[float]) -> l
     return [(int(p), kind, detail) for p, kind, detail in sorted(problems)]
 
 
+def require_truth_numbers(values: pd.Series, column: str, rows: np.ndarray) -> None:
+    """The truth column scores the audit: text in it would silently count as clean images."""
+    text = values.astype("string").str.strip()
+    bad = np.flatnonzero(text.notna().to_numpy() & (text != "").fillna(False).to_numpy(bool) & ~is_number(values))
+    if len(bad):
+        raise CatalogError(
+            f"config key saliency.truth_column: column {column!r} must hold numbers (1 for an image with the "
+            f"shortcut, 0 or empty for a clean one); row {rows[bad[0]]} holds {values.iloc[bad[0]]!r}"
+        )
+
+
 def cut_fraction(image: np.ndarray, size: int) -> float:
     """Share of the object's pixels (brightness threshold, as saliency.object.method threshold)
     that fall outside the central ``size`` x ``size`` crop; 0 when the image fits."""
@@ -182,6 +193,9 @@ def validate(
     numeric_columns = numeric_columns or {}
     for column, key in {id_column: "id_column", target_column: "target.column", **numeric_columns}.items():
         require_column(frame, column, key, delimiter)
+    for column, key in numeric_columns.items():
+        if key == "saliency.truth_column":
+            require_truth_numbers(frame[column], column, np.asarray(text.rows))
     folder = image_folder(images)
     if folder is not None and not folder.is_dir():
         raise CatalogError(f"config key images: the image folder {folder} does not exist (pattern {images!r})")

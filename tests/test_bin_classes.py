@@ -4,8 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bin_classes import ClassError, assign_classes, make_labels, stratified_split
-from shards import check_shards
+from bin_classes import ClassError, assign_classes, check_kept_images, make_labels, stratified_split
 
 NUMERIC = {"column": "Z", "bins": [8.1, 8.7, 9.1, 9.3], "labels": ["low", "medium", "high"], "keep": ["low", "high"]}
 SPLIT = {"valid_fraction": 0.2, "seed": 256}
@@ -112,7 +111,9 @@ def test_a_categorical_target_with_one_value_is_an_error_that_shows_the_counts()
         make_labels(frame, {"column": "kind"}, SPLIT)
 
 
-def test_more_shards_than_kept_images_is_an_error_before_packing() -> None:
-    check_shards(5, 5)
-    with pytest.raises(ValueError, match="config key audit.shards: 6 shards, but only 5 images are kept"):
-        check_shards(5, 6)
+def test_more_shards_or_components_than_kept_images_is_an_error_before_packing() -> None:
+    check_kept_images(5, 5, 3)
+    with pytest.raises(ClassError, match="config key audit.shards: 6 shards, but only 5 images are kept"):
+        check_kept_images(5, 6, 3)
+    with pytest.raises(ClassError, match="config key pca.components: 8 components, but only 5 images are kept"):
+        check_kept_images(5, 1, 8)

@@ -33,7 +33,7 @@ def catalog() -> pd.DataFrame:
         "kind in ['spiral', 'merger'] and z > 1e-2",
         "kind not in ['spiral']",
         "z > -1 and 1.5e1 < mag_r",
-        "kind != \"elliptical\"",
+        'kind != "elliptical"',
     ],
 )
 def test_filters_select_the_rows_pandas_query_selects(catalog: pd.DataFrame, expression: str) -> None:

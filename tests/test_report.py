@@ -1,5 +1,6 @@
 """The HTML report: rendered by headless Chromium, captions and headline present, catalog strings escaped."""
 
+import hashlib
 import html
 import json
 import re
@@ -63,6 +64,9 @@ def test_report_renders_with_captions_headline_and_provenance(tiny_demo: Path, t
     items = provenance.set_index("item")["value"]
     assert len(items["catalog SHA-256"]) == 64 and len(items["packed images SHA-256"]) == 64
     assert items["training device"].startswith("cpu")
+    # the tiny demo's object_cut warnings keep their rows: nothing is excluded
+    assert items["catalog rows"] == "60" and items["rows excluded by validation (integrity table)"] == "0"
+    assert items["catalog SHA-256"] == hashlib.sha256((tiny_demo / "demo/catalog.csv").read_bytes()).hexdigest()
     assert items["target.keep"] == '["low", "high"]'
 
 

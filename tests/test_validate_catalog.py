@@ -301,3 +301,26 @@ def test_compressed_and_windows_catalogs(tmp_path, kind: str) -> None:
     frame = read_catalog(path).frame
     assert list(frame.columns) == ["objID", "Z"] and frame["objID"].tolist() == ["1", "2"]
     assert frame["Z"].tolist() == ["8.5", "9.0"]
+
+
+def test_a_truth_column_must_hold_numbers(image_dir) -> None:
+    frame = pd.DataFrame({"objID": ["1", "2", "3"], "Z": [8.5, 9.0, 9.1], "shortcut": ["1", "", "yes"]})
+    with pytest.raises(CatalogError, match=r"saliency.truth_column: column 'shortcut' must hold numbers.*row 3"):
+        run(frame, image_dir, numeric_columns={"shortcut": "saliency.truth_column"})
+    clean, _ = run(frame.iloc[:2], image_dir, numeric_columns={"shortcut": "saliency.truth_column"})
+    assert clean["shortcut"].tolist()[0] == 1.0 and np.isnan(clean["shortcut"].tolist()[1])
+
+
+def test_excel_sep_line_and_non_regular_image_files(tmp_path, image_dir) -> None:
+    write_catalog(tmp_path / "c.csv", b"sep=;\nobjID;Z\n1;8.5\n2;9,0\n")
+    catalog = read_catalog(tmp_path / "c.csv")
+    assert catalog.delimiter == ";" and list(catalog.frame.columns) == ["objID", "Z"]
+    assert catalog.frame["Z"].tolist() == ["8.5", "9,0"] and not catalog.malformed
+    (image_dir / "3.png").unlink()
+    os.mkfifo(image_dir / "3.png")  # opening a FIFO for reading would block validation
+    (image_dir / "4.png").unlink()
+    (image_dir / "4.png").mkdir()
+    frame = pd.DataFrame({"objID": ["1", "3", "4"], "Z": [8.5, 9.0, 9.1]})
+    clean, integrity = run(frame, image_dir)
+    assert clean["id"].tolist() == ["1"] and integrity["problem"].tolist() == ["unreadable_image"] * 2
+    assert integrity["detail"].str.endswith("is not a regular file").all()
