@@ -91,10 +91,13 @@ def test_rst_text_renders_every_payload_as_its_own_text(tmp_path: Path, index: i
     payload = hostile_labels(secret)[index]
     # docutils' defaults (raw and file insertion on): the escaping alone must keep the payload text
     body = publish_parts(f"- Class {rst_text(payload)}: 3 rows.", writer="html")["body"]
-    assert "system-message" not in body and 'id="injected' not in body and "token-" not in body
+    assert "system-message" not in body and "<img" not in body and "<script" not in body and "token-" not in body
     text = html.unescape(re.sub(r"<[^>]+>", "", body))
     assert " ".join(text.split()) == " ".join(f"Class {payload}: 3 rows.".split())
     assert "<" not in script_safe_dumps({"label": payload}) and json.loads(script_safe_dumps(payload)) == payload
+    # counterfactual: the same text unescaped is live markup for docutils
+    raw = publish_parts(f"- Class {payload}: 3 rows.", writer="html")["body"]
+    assert "<img src=x id=injected" in raw or "token-" in raw or 'href="javascript' in raw
 
 
 def test_catalog_and_config_strings_are_inert_in_the_report(tiny_demo: Path, tmp_path: Path) -> None:
