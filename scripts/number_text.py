@@ -26,6 +26,12 @@ def parse_number(text: str) -> float | None:
     return float(stripped) if _NUMBER.fullmatch(stripped) else None
 
 
+def is_blank(values: pd.Series) -> np.ndarray:
+    """Per cell: is it missing, or only whitespace."""
+    text = values.astype("string").str.strip()
+    return text.isna().to_numpy() | (text == "").fillna(True).to_numpy(dtype=bool)
+
+
 def is_number(values: pd.Series) -> np.ndarray:
     """Per cell: does its text spell a number (empty and missing cells do not)."""
     text = values.astype("string").str.strip()

@@ -26,7 +26,7 @@ from atomic_io import write_csv, write_parquet
 from catalog_csv import DELIMITER_NAMES, CatalogReadError, CatalogText, missing_column_message, read_catalog_text
 from image_io import ImageProblem, center_crop_pad, crop_window, load_rgb, nearly_constant
 from job import start_job
-from number_text import NUMBER_PATTERN, is_number, parse_numbers
+from number_text import is_blank, is_number, parse_numbers
 from regions import threshold_regions
 
 INTEGRITY_COLUMNS = ["row", "id", "problem", "detail"]
@@ -89,12 +89,11 @@ def id_problems(ids: pd.Series) -> list[tuple[int, str, str]]:
 
 def target_problems(values: pd.Series, numeric: bool, invalid: list[float]) -> list[tuple[int, str, str]]:
     """Empty, non-numeric, non-finite and sentinel target values (numbers by ``number_text``'s rule)."""
-    text = values.astype("string").str.strip()
-    empty = text.isna().to_numpy() | (text == "").fillna(True).to_numpy(dtype=bool)
+    empty = is_blank(values)
     problems = [(position, "missing_target", "the target is empty") for position in np.flatnonzero(empty)]
     if numeric:
         numbers = parse_numbers(values).to_numpy()
-        spelled = text.str.fullmatch(NUMBER_PATTERN).fillna(False).to_numpy(dtype=bool)
+        spelled = is_number(values)
         for position in np.flatnonzero(~empty & ~spelled):
             problems.append((position, "non_numeric_target", f"{values.iloc[position]!r} is not a number "
                              "(plain ASCII digits, e.g. 8.7 or -1.5e3)"))  # fmt: skip
@@ -108,8 +107,7 @@ def target_problems(values: pd.Series, numeric: bool, invalid: list[float]) -> l
 
 def require_truth_numbers(values: pd.Series, column: str, rows: np.ndarray) -> None:
     """The truth column scores the audit: text in it would silently count as clean images."""
-    text = values.astype("string").str.strip()
-    bad = np.flatnonzero(text.notna().to_numpy() & (text != "").fillna(False).to_numpy(bool) & ~is_number(values))
+    bad = np.flatnonzero(~is_blank(values) & ~is_number(values))
     if len(bad):
         raise CatalogError(
             f"config key saliency.truth_column: column {column!r} must hold numbers (1 for an image with the "
