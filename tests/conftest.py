@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_DEMO = {
     "image": {"size": 48},
     "train": {"epochs": 2, "lr": 0.02, "batch_size": 16},
+    "saliency": {"gallery": {"n": 3}},  # matplotlib draws the galleries: the slowest job of a tiny run
     "demo": {"n_galaxies": 60, "seed": 7, "shortcut": {"kind": "star", "class": "high", "fraction": 0.5}},
 }
 

@@ -119,6 +119,7 @@ def test_catalog_and_config_strings_are_inert_in_the_report(tiny_demo: Path, tmp
         "target": {"column": column, "labels": labels_in},  # config strings too: they reach job params
         "image": {"size": 32},
         "train": {"epochs": 2, "lr": 0.02, "batch_size": 16},
+        "saliency": {"gallery": {"n": 3}},
     }
     results = tmp_path / "results"
     report = make_report(config, results, "--replace-workflow-config")

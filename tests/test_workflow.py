@@ -221,7 +221,6 @@ def test_bad_catalog_rows_are_reported_and_good_rows_go_on(tiny_demo: Path, tmp_
         ("images=images/x.jpg", "key images: 'images/x.jpg' does not match"),
         ("results=runs/{date}", "config key results: 'runs/{date}' holds braces"),
         ('audit={"layer": "body.9"}', "config key audit.layer 'body.9' is not a module of this model"),
-        ('saliency={"gallery": {"where": "@pd.io.common.os.system(1)"}}', "config key saliency.gallery.where"),
     ],
 )
 def test_bad_config_fails_before_any_job(tmp_path: Path, override: str, message: str) -> None:
