@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real single-node Slurm for the tests: Debian's slurmctld/slurmd and munge, no systemd.
 #   tests/slurm/cluster.sh start   install if needed, configure for this host, start, wait until idle
-#   tests/slurm/cluster.sh stop    stop the daemons started here (by PID)
+#   tests/slurm/cluster.sh stop    stop the daemons started here (by PID) and remove the test's slurm.conf
 # State lives in $SLURM_TEST_DIR (default /tmp/saliency-audit-slurm). Needs root and apt.
 set -euo pipefail
 
@@ -75,6 +75,11 @@ stop() {
     kill "$(cat "$pidfile")" 2>/dev/null || true
     rm -f "$pidfile"
   done
+  # Left behind, the config points every Slurm client at the stopped controller: the Slurm executor
+  # plugin runs `scontrol show config` when Snakemake starts, and each start would wait 9 s for it.
+  if grep -q '^ClusterName=saliency-audit-test$' /etc/slurm/slurm.conf 2>/dev/null; then
+    rm -f /etc/slurm/slurm.conf
+  fi
 }
 
 case "${1:-}" in
