@@ -133,7 +133,10 @@ def _records(
                     yield first, fields, ""
         except csv.Error as error:
             first = position + consumed
-            reason = "a quote that is never closed" if "field larger" in str(error) else f"bad quoting ({error})"
+            if "field larger" in str(error):
+                reason = f"a cell of more than {MAX_FIELD} characters (or a quote that is never closed)"
+            else:
+                reason = f"bad quoting ({error})"
             yield first, None, reason
             restart = first + 1
         if restart is None:

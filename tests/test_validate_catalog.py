@@ -311,6 +311,13 @@ def test_a_truth_column_must_hold_numbers(image_dir) -> None:
     assert clean["shortcut"].tolist()[0] == 1.0 and np.isnan(clean["shortcut"].tolist()[1])
 
 
+def test_a_huge_cell_costs_only_its_own_row(tmp_path) -> None:
+    write_catalog(tmp_path / "c.csv", b"objID,Z,note\n1,8.5," + b"x" * (3 << 20) + b"\n2,9.0,ok\n")
+    catalog = read_catalog(tmp_path / "c.csv")
+    assert catalog.frame["objID"].tolist() == ["2"]
+    assert catalog.malformed[0][1].startswith("line 2: a cell of more than 1048576 characters")
+
+
 def test_excel_sep_line_and_non_regular_image_files(tmp_path, image_dir) -> None:
     write_catalog(tmp_path / "c.csv", b"sep=;\nobjID;Z\n1;8.5\n2;9,0\n")
     catalog = read_catalog(tmp_path / "c.csv")
