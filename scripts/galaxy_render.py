@@ -58,9 +58,15 @@ class Shortcut:
 
 @dataclass
 class Stamp:
-    """One rendered cutout: noisy band images, the object mask, and what was put in it."""
+    """One rendered cutout: noisy band images, the object mask, and what was put in it.
+
+    ``twin`` is the same cutout with only the central galaxy: the same PSF and
+    the very same noise, but no planted star, neighbours or field stars, so that
+    ``bands - twin`` is exactly the off-object sources.
+    """
 
     bands: dict[str, np.ndarray]
+    twin: dict[str, np.ndarray]
     mask: np.ndarray
     petro_r90: float
     psf_fwhm: float
@@ -214,7 +220,11 @@ def render_stamp(
     sky: SkySettings,
     shortcut: Shortcut | None,
 ) -> Stamp:
-    """Render one cutout (rows top to bottom); ``shortcut`` plants a bright star outside the galaxy."""
+    """Render one cutout (rows top to bottom); ``shortcut`` plants a bright star outside the galaxy.
+
+    The returned stamp also holds its twin: the central galaxy alone, with the
+    same noise. Drawing it takes no random numbers, so the cutout is unchanged.
+    """
     rng = np.random.default_rng(seed)
     deviate = galsim.BaseDeviate(seed)
     scale, size = sky.pixel_scale, sky.stamp_size
@@ -243,14 +253,15 @@ def render_stamp(
         star_xy = ((size - 1) / 2 + dx / scale, (size - 1) / 2 - dy / scale)
 
     field = _draw(extras, psf, size, scale)
-    bands = {}
+    bands, twin = {}, {}
     for band in BANDS:
         sky_per_pixel = float(mag_to_nanomaggies(SKY_MAG_PER_ARCSEC2[band])) * scale**2
         sigma = np.sqrt(sky_per_pixel / SDSS_EXPOSURE_COUNTS_PER_NMGY[band])
         noise = rng.normal(0.0, sigma, (size, size))
         # GalSim's first row is the bottom of the sky; image files start at the top.
         bands[band] = (central[band] + field[band] + noise)[::-1].astype(np.float32)
-    return Stamp(bands, mask[::-1].copy(), petro_r90, fwhm, n_neighbours, n_stars, star_xy)
+        twin[band] = (central[band] + noise)[::-1].astype(np.float32)
+    return Stamp(bands, twin, mask[::-1].copy(), petro_r90, fwhm, n_neighbours, n_stars, star_xy)
 
 
 def to_rgb(bands: dict[str, np.ndarray], stretch: float = 0.45, q: float = 8.0) -> np.ndarray:

@@ -49,12 +49,14 @@ def object_ids(n: int, rng: np.random.Generator) -> list[str]:
     return [str(OBJID_BASE + int(v)) for v in np.cumsum(steps)]
 
 
-def _render_one(task: tuple[str, GalaxyParams, int, bool, SkySettings, Path, Path]) -> dict[str, Any]:
-    """Worker: render one galaxy, write its JPEG and mask, return its catalog row."""
-    obj_id, params, seed, planted, sky, image_dir, mask_dir = task
+def _render_one(task: tuple[str, GalaxyParams, int, bool, SkySettings, Path, Path, Path]) -> dict[str, Any]:
+    """Worker: render one galaxy, write its JPEG, its twin's JPEG and its mask, return its catalog row."""
+    obj_id, params, seed, planted, sky, image_dir, mask_dir, twin_dir = task
     stamp = render_stamp(params, seed, sky, Shortcut() if planted else None)
     with atomic_path(image_dir / f"{obj_id}.jpg") as tmp:
         Image.fromarray(to_rgb(stamp.bands)).save(tmp, quality=90)
+    with atomic_path(twin_dir / f"{obj_id}.jpg") as tmp:
+        Image.fromarray(to_rgb(stamp.twin)).save(tmp, quality=90)
     with atomic_path(mask_dir / f"{obj_id}.png") as tmp:
         Image.fromarray(stamp.mask.astype(np.uint8) * 255).save(tmp)
     x, y = stamp.star_xy if stamp.star_xy else (np.nan, np.nan)
@@ -73,9 +75,15 @@ def simulate(
     target: dict[str, Any],
     image_dir: Path,
     mask_dir: Path,
+    twin_dir: Path,
     workers: int,
 ) -> pd.DataFrame:
-    """Render the demo galaxies into ``image_dir``/``mask_dir`` and return the catalog."""
+    """Render the demo galaxies into ``image_dir``/``mask_dir`` and return the catalog.
+
+    ``twin_dir`` receives each galaxy's twin under the same file name: the same
+    cutout and noise with only the central galaxy (no planted star, neighbours
+    or field stars).
+    """
     seeds = np.random.SeedSequence(demo["seed"])
     param_seed, id_seed, sky_seed, shortcut_seed, stamp_seed = seeds.spawn(5)
     n = demo["n_galaxies"]
@@ -96,7 +104,10 @@ def simulate(
     sky = SkySettings(stamp_size=demo["stamp_size"], pixel_scale=demo["pixel_scale"])
     image_dir.mkdir(parents=True, exist_ok=True)
     mask_dir.mkdir(parents=True, exist_ok=True)
-    tasks = [(ids[i], galaxies[i], stamp_seeds[i], bool(planted[i]), sky, image_dir, mask_dir) for i in range(n)]
+    twin_dir.mkdir(parents=True, exist_ok=True)
+    tasks = [
+        (ids[i], galaxies[i], stamp_seeds[i], bool(planted[i]), sky, image_dir, mask_dir, twin_dir) for i in range(n)
+    ]
     progress = dict(total=n, desc="render", unit="galaxy", mininterval=2.0)
     if workers > 1:
         with Pool(workers) as pool:
@@ -158,7 +169,7 @@ def main(snakemake: Any) -> None:
     start_job(snakemake.log[0])
     out = snakemake.output
     demo, target = snakemake.params.demo, snakemake.params.target
-    catalog = simulate(demo, target, Path(out.images), Path(out.masks), snakemake.threads)
+    catalog = simulate(demo, target, Path(out.images), Path(out.masks), Path(out.twins), snakemake.threads)
     write_csv(catalog, out.catalog)
     save_figure(preview_figure(catalog, Path(out.images), target), out.preview)
     counts = pd.cut(catalog["metallicity"], bins=target["bins"], labels=target["labels"]).value_counts()

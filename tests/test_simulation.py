@@ -1,10 +1,12 @@
+import galsim
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from galaxy_model import draw_galaxies, mass_metallicity
-from galaxy_render import Shortcut, SkySettings, render_stamp, to_rgb
-from simulate_demo import object_ids, shortcut_flags
+from galaxy_render import STAR_COLOURS, Shortcut, SkySettings, _draw, render_stamp, to_rgb
+from simulate_demo import object_ids, shortcut_flags, simulate
 
 BINS, LABELS = [8.1, 8.7, 9.1, 9.3], ["low", "medium", "high"]
 
@@ -100,3 +102,97 @@ def test_shortcut_star_stays_off_a_galaxy_that_fills_most_of_the_stamp() -> None
         assert not stamp.mask[y, x]
         checked += 1
     assert checked >= 3
+
+
+def _unit_star(stamp, sky: SkySettings) -> np.ndarray:
+    """Noiseless unit-flux image of the planted star, rows top to bottom like the stamp."""
+    centre = (sky.stamp_size - 1) / 2
+    x, y = stamp.star_xy
+    star = galsim.DeltaFunction().shift((x - centre) * sky.pixel_scale, (centre - y) * sky.pixel_scale)
+    psf = galsim.Kolmogorov(fwhm=stamp.psf_fwhm)
+    return _draw([(star, {b: 1.0 for b in "gri"})], psf, sky.stamp_size, sky.pixel_scale)["r"][::-1]
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_twin_of_a_shortcut_stamp_lacks_only_the_star(galaxy, seed) -> None:
+    sky = SkySettings(neighbours_per_stamp=0.0, stars_per_stamp=0.0)
+    stamp = render_stamp(galaxy, seed, sky, Shortcut())
+    assert stamp.n_neighbours == stamp.n_stars == 0
+    x, y = stamp.star_xy
+    rows, cols = np.indices(stamp.mask.shape)
+    near = np.hypot(cols - x, rows - y) <= 10
+    unit = _unit_star(stamp, sky)
+    fluxes = {}
+    for band in "gri":
+        assert stamp.twin[band].dtype == np.float32 and stamp.twin[band].shape == stamp.bands[band].shape
+        added = stamp.bands[band].astype(np.float64) - stamp.twin[band]
+        assert np.unravel_index(np.argmax(added), added.shape) == pytest.approx((y, x), abs=1)
+        # the very same noise: what the twin lacks is the noiseless star and nothing else
+        fluxes[band] = float((added * unit).sum() / (unit * unit).sum())
+        np.testing.assert_allclose(added, fluxes[band] * unit, rtol=1e-4, atol=1e-6)
+        assert added.min() > 0 and added[near].max() > 300  # thousands of sky sigmas at the star
+        assert added[~near].max() < 0.01 * added.max()  # beyond 10 px only the PSF's faint wings
+    for band in "gi":
+        assert fluxes[band] / fluxes["r"] == pytest.approx(10 ** (-0.4 * STAR_COLOURS[band]), rel=1e-5)
+
+
+def test_twin_equals_the_image_when_there_is_nothing_off_the_galaxy(galaxy) -> None:
+    empty = SkySettings(neighbours_per_stamp=0.0, stars_per_stamp=0.0)
+    for sky, seed in ((empty, 11), (SkySettings(), 0), (SkySettings(), 6)):
+        stamp = render_stamp(galaxy, seed, sky, None)
+        assert stamp.n_neighbours == stamp.n_stars == 0 and stamp.star_xy is None
+        for band in "gri":
+            np.testing.assert_array_equal(stamp.twin[band], stamp.bands[band])
+            assert stamp.twin[band].dtype == np.float32
+
+
+def test_twin_leaves_the_image_as_it_was(galaxy) -> None:
+    """The twin takes no random numbers: a crowded stamp keeps the values it had before twins existed."""
+    stamp = render_stamp(galaxy, 13, SkySettings(), Shortcut())
+    assert (stamp.n_neighbours, stamp.n_stars) == (2, 1)
+    assert stamp.star_xy == pytest.approx((7.467295277791582, 5.382663426156679), abs=1e-9)
+    expected = {  # corner pixels (sky noise) and total flux of each band
+        "g": (1.1510357856750488, 0.052064500749111176, -0.011733920313417912, 12313.093722129304),
+        "r": (1.884544014930725, 0.024975057691335678, -0.06251033395528793, 20400.693593888092),
+        "i": (2.2188141345977783, -0.10466104000806808, -0.04072127491235733, 24120.10246311558),
+    }
+    for band, (top_left, bottom_right, top_right, total) in expected.items():
+        image = stamp.bands[band]
+        assert image[0, 0] == pytest.approx(top_left, abs=1e-5)
+        assert image[63, 63] == pytest.approx(bottom_right, abs=1e-5)
+        assert image[0, 63] == pytest.approx(top_right, abs=1e-5)
+        assert image.astype(np.float64).sum() == pytest.approx(total, rel=1e-6)
+        # every extra source adds light; a different noise would make this fall below zero somewhere
+        assert (image.astype(np.float64) - stamp.twin[band]).min() > 0
+
+
+def test_simulate_writes_one_twin_per_image(tmp_path) -> None:
+    demo = {
+        "seed": 7,
+        "n_galaxies": 8,
+        "stamp_size": 64,
+        "pixel_scale": 0.396,
+        "log_mass": [8.5, 11.1],
+        "redshift": [0.01, 0.12],
+        "mag_limit": 17.77,
+        "metallicity_scatter": 0.08,
+        "shortcut": {"kind": "star", "class": "high", "fraction": 1.0},
+    }
+    dirs = {name: tmp_path / name for name in ("images", "masks", "twins")}
+    catalog = simulate(demo, {"bins": BINS, "labels": LABELS}, dirs["images"], dirs["masks"], dirs["twins"], 1)
+    names = sorted(path.name for path in dirs["images"].iterdir())
+    assert len(names) == len(catalog) == 8
+    assert (
+        sorted(path.name for path in dirs["twins"].iterdir()) == names == sorted(f"{i}.jpg" for i in catalog["objID"])
+    )
+    bare = (catalog["shortcut"] == 0) & (catalog["n_neighbours"] == 0) & (catalog["n_field_stars"] == 0)
+    assert bare.any() and catalog["shortcut"].any()
+    for _, row in catalog.iterrows():
+        image = np.asarray(Image.open(dirs["images"] / f"{row['objID']}.jpg"))
+        twin = np.asarray(Image.open(dirs["twins"] / f"{row['objID']}.jpg"))
+        assert twin.shape == image.shape == (64, 64, 3)
+        if row["shortcut"] == 1:
+            x, y = int(round(row["shortcut_x"])), int(round(row["shortcut_y"]))
+            assert image[y, x].min() > 200 and twin[y, x].max() < 100  # the star is in the image only
+        elif bare[row.name]:
+            np.testing.assert_array_equal(twin, image)

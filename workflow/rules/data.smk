@@ -6,6 +6,7 @@ rule simulate_demo:
         catalog=res("demo/catalog.csv"),
         images=directory(res("demo/images")),
         masks=directory(res("demo/masks")),
+        twins=directory(res("demo/twins")),
         preview=report(
             res("demo/preview.png"),
             caption="../report/demo_preview.rst",
