@@ -26,7 +26,8 @@ from checkpoint import load_checkpoint, select_device
 from gradcam import GradCAM
 from image_io import open_packed, read_rows
 from job import start_job
-from models import Classifier
+from map_geometry import derive_geometry
+from models import Classifier, find_module
 from moments import Moments
 from reuse import content_digest, job_key, reusable
 from shards import shard_rows
@@ -50,6 +51,7 @@ def run_audit(
     moments: Moments | None = None
     writer: pq.ParquetWriter | None = None
     started = time.perf_counter()
+    geometry = derive_geometry(model, find_module(model, layer), images.shape[1])
     with atomic_path(out) as tmp, GradCAM(model, layer, compile) as gradcam:
         try:
             progress = tqdm(total=len(labels), desc="audit", unit="img", mininterval=2.0)
@@ -64,6 +66,7 @@ def run_audit(
                     metadata = {
                         "classes": classes,
                         "map_shape": list(result.cams.shape[-2:]),
+                        "map_geometry": geometry.as_dict(),
                         "layer": layer,
                         "n_features": int(result.activations.shape[1]),
                         "compiled": compile,

@@ -19,7 +19,7 @@ from catalog_filter import FilterError, evaluate_filter, parse_filter
 from figures import plt, safe_name, save_figure
 from image_io import open_packed, read_rows
 from job import start_job
-from localisation import upsample
+from map_geometry import MapGeometry, place
 from metrics import top_losses
 from regions import image_sizes, object_regions
 
@@ -100,7 +100,9 @@ def gallery(
     pixels = read_rows(images, row_of.loc[ids].to_numpy())
     masks, _ = object_regions(region, ids, pixels, catalog, image_sizes(catalog, ids), max_pixels)
     size = pixels.shape[1]
-    up = upsample(cams.reshape(-1, *cams.shape[2:]), (size, size)).numpy().reshape(len(ids), len(classes), size, size)
+    geometry = MapGeometry.from_dict(meta["map_geometry"])
+    up = place(cams.reshape(-1, *cams.shape[2:]), geometry, (size, size)).numpy()
+    up = up.reshape(len(ids), len(classes), size, size)
     return gallery_figure(chosen, pixels, up, masks, classes, title)
 
 

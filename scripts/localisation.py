@@ -3,10 +3,11 @@
 The metrics follow Quantus' localisation family (relevance mass accuracy,
 pointing game, relevance rank accuracy) plus the peak offset, the spread of
 the map and its raw magnitude. Grad-CAM maps are coarse (8 x 8 for a 64 px
-image), and once upsampled they blur across the object's border: even a map
+image); they are drawn in pixels by ``map_geometry.place``, each cell at its
+receptive-field centre, and they blur across the object's border: even a map
 that sits only on the galaxy loses part of its mass outside a tight mask. So
 each map is also compared with a *reference*: the energy that a map made of
-the object itself keeps after the same down- and up-sampling.
+the object itself keeps after the same pooling to the cells and placement back.
 ``relative_energy`` = energy_in_object / reference is what the
 ``background_focused`` flag reads, so the flag means the same at every map
 resolution and object size.
@@ -19,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from map_geometry import MapGeometry, place, pool
 
 # Why a statistic could not be computed: its own state, never a silent NaN.
 STATE_OK = "ok"
@@ -55,18 +57,6 @@ class Localisation:
         return {f"{name}{suffix}": getattr(self, name) for name in (*METRICS, "state")}
 
 
-def upsample(maps: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """ReLU and bilinear upsampling (half-pixel centres, like cv2.resize) of B x h x w maps."""
-    maps = torch.as_tensor(maps, dtype=torch.float32)
-    return F.interpolate(maps.clamp(min=0)[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-
-
-def reference_maps(masks: np.ndarray, map_shape: tuple[int, int]) -> torch.Tensor:
-    """The object's own map at the CAM's resolution: each cell holds the share of it covered by the object."""
-    masks = torch.as_tensor(np.asarray(masks), dtype=torch.float32)
-    return F.adaptive_avg_pool2d(masks[:, None], map_shape)[:, 0]
-
-
 def _energy(maps: torch.Tensor, masks: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
     """Share of each flattened map's ``total`` that lies on its mask (NaN for an empty map)."""
     inside = (maps * masks).sum(dim=1, dtype=torch.float64)
@@ -92,8 +82,9 @@ def _rank_accuracy(flat: torch.Tensor, flat_mask: torch.Tensor, area: torch.Tens
     return hits.double() / k.double()
 
 
-def localisation(maps: np.ndarray, masks: np.ndarray) -> Localisation:
-    """Statistics of B low-resolution maps (h x w, any sign) against B object masks (H x W bool)."""
+def localisation(maps: np.ndarray, masks: np.ndarray, geometry: MapGeometry) -> Localisation:
+    """Statistics of B low-resolution maps (h x w, any sign) against B object masks (H x W bool);
+    ``geometry`` places the cells in pixels."""
     masks = np.asarray(masks, dtype=bool)
     if maps.shape[0] != masks.shape[0]:
         raise ValueError(f"{maps.shape[0]} maps but {masks.shape[0]} masks")
@@ -101,7 +92,7 @@ def localisation(maps: np.ndarray, masks: np.ndarray) -> Localisation:
     lowres = torch.as_tensor(np.asarray(maps), dtype=torch.float32).clamp(min=0)
     # pixel-wise work in float32 (the maps' own precision), sums accumulated in float64:
     # a batch of 64 px maps then needs a few B x H x W float32 temporaries, not float64 ones
-    flat = upsample(lowres, (height, width)).reshape(batch, -1)
+    flat = place(lowres, geometry, (height, width)).reshape(batch, -1)
     flat_mask = torch.from_numpy(masks.reshape(batch, -1))
     mask_f = flat_mask.to(torch.float32)
     area = flat_mask.sum(dim=1)
@@ -113,7 +104,7 @@ def localisation(maps: np.ndarray, masks: np.ndarray) -> Localisation:
     undefined = empty_map | empty_object
 
     energy = _energy(flat, mask_f, total)
-    reference_up = upsample(reference_maps(masks, lowres.shape[1:]), (height, width)).reshape(batch, -1)
+    reference_up = place(pool(masks, geometry, lowres.shape[1:]), geometry, (height, width)).reshape(batch, -1)
     reference = _energy(reference_up, mask_f, reference_up.sum(dim=1, dtype=torch.float64))
     del reference_up
     relative = torch.where(reference > 0, (energy / reference).clamp(0.0, 1.0), torch.nan)

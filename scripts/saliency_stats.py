@@ -26,17 +26,25 @@ from audit_tables import audit_batches, audit_dataset, predicted_index, read_aud
 from image_io import open_packed, read_rows
 from job import start_job
 from localisation import METRICS, localisation
+from map_geometry import MapGeometry
 from regions import image_sizes, object_regions
 
 PROBLEM_COLUMNS = ["id", "problem", "detail"]
 
 
 def image_stats(
-    frame: pd.DataFrame, cams: np.ndarray, masks: np.ndarray, classes: list[str], min_object_energy: float
+    frame: pd.DataFrame,
+    cams: np.ndarray,
+    masks: np.ndarray,
+    classes: list[str],
+    min_object_energy: float,
+    geometry: MapGeometry,
 ) -> pd.DataFrame:
     """Statistics of one batch: ``frame`` has id/split/label/predicted/prob_*, ``cams`` is B x C x h x w."""
     batch, n_classes = cams.shape[:2]
-    scores = localisation(cams.reshape(batch * n_classes, *cams.shape[2:]), np.repeat(masks, n_classes, axis=0))
+    scores = localisation(
+        cams.reshape(batch * n_classes, *cams.shape[2:]), np.repeat(masks, n_classes, axis=0), geometry
+    )
     out = frame.reset_index(drop=True).copy()
     out["correct"] = (out["label"].astype(str) == out["predicted"].astype(str)).to_numpy()
     chosen = np.arange(batch) * n_classes + predicted_index(out["predicted"], classes)
@@ -71,6 +79,7 @@ def write_saliency_table(
     """
     meta = read_audit_metadata(dataset.schema)
     classes, map_shape = meta["classes"], meta["map_shape"]
+    geometry = MapGeometry.from_dict(meta["map_geometry"])
     keep = ["id", "split", "label", "predicted", *(f"prob_{c}" for c in classes)]
     problems: list[tuple[int, str, str]] = []
     states = pd.Series(dtype="int64")
@@ -89,7 +98,7 @@ def write_saliency_table(
             usable[[position for position, _, _ in bad]] = False
             if usable.any():
                 cams = read_cams(batch, classes, map_shape)[usable]
-                stats = image_stats(frame[usable], cams, masks[usable], classes, min_object_energy)
+                stats = image_stats(frame[usable], cams, masks[usable], classes, min_object_energy, geometry)
                 table = pa.Table.from_pandas(stats, schema=writer.schema if writer else None, preserve_index=False)
                 writer = writer or pq.ParquetWriter(tmp, table.schema)
                 writer.write_table(table)

@@ -24,7 +24,7 @@ from scipy.sparse.linalg import eigsh
 from sklearn.cluster import KMeans
 from sklearn.neighbors import NearestNeighbors
 
-from localisation import upsample
+from map_geometry import MapGeometry, place
 
 FEATURES = ("radial", "map")
 RADIAL_BINS = 12  # rings from the centre to the corner
@@ -39,11 +39,11 @@ class Clustering:
     eigenvalues: np.ndarray  # smallest eigenvalues of the normalised Laplacian, ascending
 
 
-def map_features(maps: np.ndarray, features: str = "radial", image_size: int = 64) -> np.ndarray:
+def map_features(maps: np.ndarray, features: str, geometry: MapGeometry, image_size: int) -> np.ndarray:
     """N x h x w maps -> N x D non-negative vectors that sum to 1 (0 for an all-zero map)."""
     maps = torch.as_tensor(np.asarray(maps), dtype=torch.float32).clamp(min=0)
     if features == "radial":
-        up = upsample(maps, (image_size, image_size)).reshape(len(maps), -1)
+        up = place(maps, geometry, (image_size, image_size)).reshape(len(maps), -1)
         centre = (image_size - 1) / 2
         yy, xx = np.mgrid[0:image_size, 0:image_size]
         radius = np.hypot(yy - centre, xx - centre).reshape(-1) / (np.sqrt(2) * (centre + 0.5))

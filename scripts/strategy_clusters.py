@@ -23,7 +23,7 @@ from audit_tables import audit_batches, audit_dataset, predicted_index, read_aud
 from figures import plt, safe_name, save_figure
 from image_io import open_packed, read_rows
 from job import start_job
-from localisation import upsample
+from map_geometry import MapGeometry, place
 from strategies import map_features, spectral_clusters
 
 EXAMPLES = 4  # example images per cluster in the figure
@@ -41,6 +41,7 @@ def cluster_maps(dataset: ds.Dataset, stats: pd.DataFrame, clusters: dict[str, A
     """id, predicted, cluster for every scored image (clustered within its predicted class)."""
     meta = read_audit_metadata(dataset.schema)
     classes, map_shape = meta["classes"], meta["map_shape"]
+    geometry = MapGeometry.from_dict(meta["map_geometry"])
     scored = pa.array(stats["id"].astype(str).unique())
     ids, predicted, vectors = [], [], []
     columns = ["id", "predicted", *(f"cam_{c}" for c in classes)]
@@ -51,7 +52,8 @@ def cluster_maps(dataset: ds.Dataset, stats: pd.DataFrame, clusters: dict[str, A
         batch = batch.filter(keep)
         ids += batch.column("id").to_pylist()
         predicted += batch.column("predicted").to_pylist()
-        vectors.append(map_features(predicted_maps(batch, classes, map_shape), clusters["features"], image_size))
+        maps = predicted_maps(batch, classes, map_shape)
+        vectors.append(map_features(maps, clusters["features"], geometry, image_size))
     features = np.concatenate(vectors)
     table = pd.DataFrame({"id": ids, "predicted": predicted, "cluster": -1})
     for name in classes:
@@ -92,6 +94,7 @@ def mean_maps(dataset: ds.Dataset, stats: pd.DataFrame, image_size: int) -> dict
     """Mean upsampled predicted-class map per (predicted class, cluster), streamed."""
     meta = read_audit_metadata(dataset.schema)
     classes, map_shape = meta["classes"], meta["map_shape"]
+    geometry = MapGeometry.from_dict(meta["map_geometry"])
     key = stats.set_index("id")[["predicted", "cluster"]]
     known_ids = pa.array(key.index.astype(str))
     sums: dict[tuple[str, int], np.ndarray] = {}
@@ -101,7 +104,8 @@ def mean_maps(dataset: ds.Dataset, stats: pd.DataFrame, image_size: int) -> dict
         known = pc.is_in(batch.column("id"), value_set=known_ids).to_numpy(zero_copy_only=False)
         if not known.any():
             continue
-        maps = upsample(predicted_maps(batch.filter(known), classes, map_shape), (image_size, image_size)).numpy()
+        maps = place(predicted_maps(batch.filter(known), classes, map_shape), geometry, (image_size, image_size))
+        maps = maps.numpy()
         groups = key.loc[ids[known]]
         for (name, cluster), positions in (
             groups.reset_index(drop=True).groupby(["predicted", "cluster"]).indices.items()
@@ -162,7 +166,9 @@ def main(snakemake: Any) -> None:
     # example images: a seeded sample per (class, cluster), all fetched with one scan of the audit tables
     chosen = stats.sample(frac=1.0, random_state=0).groupby(["predicted", "cluster"], observed=True).head(EXAMPLES)
     table = dataset.to_table(filter=ds.field("id").isin(chosen["id"].tolist()))
-    maps = upsample(predicted_maps(table, meta["classes"], meta["map_shape"]), (image_size, image_size)).numpy()
+    geometry = MapGeometry.from_dict(meta["map_geometry"])
+    maps = place(predicted_maps(table, meta["classes"], meta["map_shape"]), geometry, (image_size, image_size))
+    maps = maps.numpy()
     map_of = dict(zip(table.column("id").to_pylist(), maps))
     image_of = dict(zip(chosen["id"], read_rows(images, row_of.loc[chosen["id"].astype(str)].to_numpy())))
     for k, name in enumerate(meta["classes"]):

@@ -55,6 +55,7 @@ def test_audit_table_contract_and_values(toy) -> None:
     assert table.schema.field("activation").type == pa.list_(pa.float32())
     metadata = read_audit_metadata(table.schema)
     assert metadata == {"classes": ["a", "b", "c"], "map_shape": [4, 4], "layer": "body.2", "n_features": 128,
+                        "map_geometry": {"origin": [0.0, 0.0], "stride": [8.0, 8.0]},
                         "compiled": False, "model_sha256": "x"}  # fmt: skip
     frame = table.to_pandas()
     assert frame["id"].tolist() == labels["id"].iloc[rows].tolist()

@@ -6,7 +6,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from localisation import STATE_EMPTY_MAP, STATE_EMPTY_OBJECT, STATE_OK, localisation, reference_maps, upsample
+from localisation import STATE_EMPTY_MAP, STATE_EMPTY_OBJECT, STATE_OK, localisation
+from map_geometry import MapGeometry, place, pool
+
+
+def patches(stride: int) -> MapGeometry:
+    """Cells that each look at their own stride x stride block (a patchify conv)."""
+    return MapGeometry(((stride - 1) / 2,) * 2, (float(stride),) * 2)
 
 
 def square_mask(size: int, top: int, left: int, side: int) -> np.ndarray:
@@ -16,7 +22,7 @@ def square_mask(size: int, top: int, left: int, side: int) -> np.ndarray:
 
 
 def one(map_: np.ndarray, mask: np.ndarray):
-    return localisation(map_[None].astype(np.float32), mask[None])
+    return localisation(map_[None].astype(np.float32), mask[None], patches(mask.shape[0] // map_.shape[0]))
 
 
 def test_map_inside_the_object_scores_perfectly() -> None:
@@ -84,7 +90,7 @@ def test_entropy_is_zero_for_a_point_and_one_for_a_flat_map() -> None:
     mask = square_mask(8, 2, 2, 4)
     point = np.zeros((8, 8))
     point[3, 3] = 5.0
-    scores = localisation(np.stack([point, np.ones((8, 8))]).astype(np.float32), np.stack([mask, mask]))
+    scores = localisation(np.stack([point, np.ones((8, 8))]).astype(np.float32), np.stack([mask, mask]), patches(1))
     assert scores.entropy[0] == pytest.approx(0.0, abs=1e-6)
     assert scores.entropy[1] == pytest.approx(1.0)
 
@@ -94,6 +100,7 @@ def test_empty_map_and_empty_object_have_their_own_state() -> None:
     scores = localisation(
         np.stack([np.zeros((8, 8)), -np.ones((8, 8)), np.ones((8, 8))]).astype(np.float32),
         np.stack([mask, mask, np.zeros((8, 8), dtype=bool)]),
+        patches(1),
     )
     assert scores.state.tolist() == [STATE_EMPTY_MAP, STATE_EMPTY_MAP, STATE_EMPTY_OBJECT]
     assert np.isnan(scores.energy_in_object).all()
@@ -108,8 +115,8 @@ def test_coarse_map_of_the_object_is_the_reference() -> None:
     mask = np.zeros((64, 64), dtype=bool)
     yy, xx = np.mgrid[0:64, 0:64]
     mask[np.hypot(yy - 31.5, xx - 31.5) < 10] = True
-    coarse = reference_maps(mask[None], (8, 8)).numpy()
-    scores = localisation(coarse, mask[None])
+    coarse = pool(mask[None], patches(8), (8, 8)).numpy()
+    scores = localisation(coarse, mask[None], patches(8))
     assert 0.5 < scores.energy_in_object[0] < 0.95
     assert scores.reference_energy[0] == pytest.approx(scores.energy_in_object[0])
     assert scores.relative_energy[0] == pytest.approx(1.0)
@@ -125,20 +132,20 @@ def test_a_blurred_but_centred_map_is_not_flagged_while_an_off_object_one_is() -
     on_object[3:5, 3:5] = 1.0
     on_star = on_object * 0.3
     on_star[0, 7] = 2.0
-    scores = localisation(np.stack([on_object, on_star]).astype(np.float32), np.stack([mask, mask]))
+    scores = localisation(np.stack([on_object, on_star]).astype(np.float32), np.stack([mask, mask]), patches(8))
     assert scores.energy_in_object[0] < 0.7
     assert scores.relative_energy[0] > 0.9
     assert scores.relative_energy[1] < 0.5
 
 
-def test_upsample_is_bilinear_with_half_pixel_centres() -> None:
-    up = upsample(np.array([[[0.0, 1.0]]]), (1, 4)).numpy()[0, 0]
+def test_patch_placement_is_bilinear_with_half_pixel_centres() -> None:
+    up = place(np.array([[[0.0, 1.0]]]), patches(2), (1, 4)).numpy()[0, 0]
     np.testing.assert_allclose(up, [0.0, 0.25, 0.75, 1.0])
 
 
 def test_maps_and_masks_must_pair() -> None:
     with pytest.raises(ValueError, match="3 maps but 2 masks"):
-        localisation(np.zeros((3, 4, 4), np.float32), np.zeros((2, 8, 8), bool))
+        localisation(np.zeros((3, 4, 4), np.float32), np.zeros((2, 8, 8), bool), patches(2))
 
 
 @settings(max_examples=60, deadline=None)
@@ -147,7 +154,7 @@ def test_maps_and_masks_must_pair() -> None:
     masks=arrays(np.bool_, (3, 12, 12)),
 )
 def test_metrics_stay_in_their_ranges(maps: np.ndarray, masks: np.ndarray) -> None:
-    scores = localisation(maps, masks)
+    scores = localisation(maps, masks, MapGeometry((0.0, 0.0), (3.0, 3.0)))
     for name in ("energy_in_object", "relative_energy", "pointing_hit", "rank_accuracy", "entropy"):
         values = getattr(scores, name)
         defined = values[~np.isnan(values)]
@@ -168,8 +175,8 @@ def test_metrics_stay_in_their_ranges(maps: np.ndarray, masks: np.ndarray) -> No
 )
 def test_rank_accuracy_equals_a_stable_walk_from_the_highest_pixel(maps: np.ndarray, masks: np.ndarray) -> None:
     """Few distinct values, so most pixels tie: ties must be taken in pixel order."""
-    scores = localisation(maps, masks)
-    flat = upsample(maps, (6, 6)).numpy().reshape(4, -1)
+    scores = localisation(maps, masks, patches(2))
+    flat = place(maps, patches(2), (6, 6)).numpy().reshape(4, -1)
     for i in range(4):
         k = masks[i].sum()
         if k == 0 or flat[i].sum() <= 0:

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from galleries import GalleryError, most_background_focused, random_sample
+from map_geometry import MapGeometry
 from metrics import top_losses
 from saliency_stats import image_stats
 from saliency_summary import headlines, shortcut_benchmark, summary_table
@@ -94,7 +95,7 @@ def test_image_stats_pick_the_predicted_class_map() -> None:
     cams[0, 0, 0, 0] = 1.0  # 'low' map: off the object
     cams[0, 1, 3, 3] = 1.0  # 'high' map: on it
     frame = pd.DataFrame({"id": ["a"], "split": ["valid"], "label": ["low"], "predicted": ["high"]})
-    out = image_stats(frame, cams, mask, CLASSES, 0.5)
+    out = image_stats(frame, cams, mask, CLASSES, 0.5, MapGeometry((0.0, 0.0), (1.0, 1.0)))
     assert out.loc[0, "energy_in_object"] == pytest.approx(1.0)
     assert out.loc[0, "energy_in_object_low"] == pytest.approx(0.0)
     assert out.loc[0, "energy_in_object_high"] == pytest.approx(1.0)

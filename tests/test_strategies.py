@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
+from map_geometry import MapGeometry
 from strategies import knn_affinity, map_features, spectral_clusters
+
+PATCHES_8 = MapGeometry((3.5, 3.5), (8.0, 8.0))  # 8 x 8 cells of 8 px blocks of a 64 px image
 
 
 def blob(cy: float, cx: float, side: int = 8, width: float = 1.0) -> np.ndarray:
@@ -30,14 +33,14 @@ def planted_maps(n: int, families: int, seed: int = 0) -> tuple[np.ndarray, np.n
 @pytest.mark.parametrize("n", [60, 600])
 def test_two_planted_strategies_are_two_clusters(n: int) -> None:
     maps, truth = planted_maps(n, families=2)
-    result = spectral_clusters(map_features(maps))
+    result = spectral_clusters(map_features(maps, "radial", PATCHES_8, 64))
     assert result.n_clusters == 2
     assert adjusted_rand_score(truth, result.labels) == pytest.approx(1.0)
 
 
 def test_one_strategy_is_one_cluster() -> None:
     maps, _ = planted_maps(400, families=1)
-    result = spectral_clusters(map_features(maps))
+    result = spectral_clusters(map_features(maps, "radial", PATCHES_8, 64))
     assert result.n_clusters == 1
     assert (result.labels == 0).all()
 
@@ -47,23 +50,23 @@ def test_map_features_separate_fixed_positions() -> None:
     rng = np.random.default_rng(3)
     left = [blob(3.5, 1.0) + rng.uniform(0, 0.05, (8, 8)) for _ in range(100)]
     right = [blob(3.5, 6.0) + rng.uniform(0, 0.05, (8, 8)) for _ in range(100)]
-    result = spectral_clusters(map_features(np.array(left + right), "map"))
+    result = spectral_clusters(map_features(np.array(left + right), "map", PATCHES_8, 64))
     assert adjusted_rand_score([0] * 100 + [1] * 100, result.labels) == pytest.approx(1.0)
 
 
 def test_features_are_normalised_and_empty_maps_stay_zero() -> None:
     maps = np.stack([blob(3.5, 3.5) * 7, np.zeros((8, 8)), -np.ones((8, 8))]).astype(np.float32)
     for kind in ("radial", "map"):
-        features = map_features(maps, kind)
+        features = map_features(maps, kind, PATCHES_8, 64)
         assert features[0].sum() == pytest.approx(1.0)
         assert not features[1:].any()
     with pytest.raises(ValueError, match="saliency.clusters.features"):
-        map_features(maps, "polar")
+        map_features(maps, "polar", PATCHES_8, 64)
 
 
 def test_affinity_is_sparse_and_symmetric() -> None:
     maps, _ = planted_maps(500, families=2)
-    affinity = knn_affinity(map_features(maps), k=10)
+    affinity = knn_affinity(map_features(maps, "radial", PATCHES_8, 64), k=10)
     assert affinity.nnz <= 2 * 10 * 500
     assert abs(affinity - affinity.T).max() == 0
     assert affinity.diagonal().sum() == 0
@@ -72,7 +75,7 @@ def test_affinity_is_sparse_and_symmetric() -> None:
 def test_labels_are_numbered_by_size() -> None:
     maps, truth = planted_maps(300, families=2)
     keep = np.flatnonzero((truth == 0) | (np.arange(300) % 4 == 1))  # 150 of family 0, 75 of family 1
-    result = spectral_clusters(map_features(maps[keep]))
+    result = spectral_clusters(map_features(maps[keep], "radial", PATCHES_8, 64))
     assert np.bincount(result.labels).tolist() == [150, 75]
 
 

@@ -319,6 +319,7 @@ def test_audit_and_pca_cover_every_kept_image(tiny_demo: Path) -> None:
     metadata = read_audit_metadata(audit.schema)
     assert metadata["classes"] == ["low", "high"] and metadata["map_shape"] == [6, 6]
     assert metadata["layer"] == "body.2" and len(metadata["model_sha256"]) == 64
+    assert metadata["map_geometry"] == {"origin": [0.0, 0.0], "stride": [8.0, 8.0]}  # 3 convs of stride 2, padding 1
     predictions = pd.read_parquet(tiny_demo / "eval/predictions.parquet")
     np.testing.assert_allclose(audit.column("prob_high").to_numpy(), predictions["prob_high"], rtol=1e-4, atol=1e-6)
 
