@@ -1,5 +1,6 @@
-"""Throughput of the audit pass against a plain forward pass, pytorch-grad-cam and Captum,
-and peak memory of the audit on 10k vs 100k images. Prints ratios measured in this one run.
+"""Throughput of the audit pass against a plain forward pass, pytorch-grad-cam and Captum, of the
+intervention probes (the fills and three views per image), and peak memory of the audit on 10k vs
+100k images. Prints ratios measured in this one run.
 
     python benchmarks/audit_pass.py                 # CPU or CUDA, whichever torch picks
     python benchmarks/audit_pass.py --skip-memory   # throughput table only
@@ -27,8 +28,10 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa:
 from timing import images_per_second  # noqa: E402
 
 from audit_tables import audit_schema, batch_table  # noqa: E402
+from batches import to_tensor  # noqa: E402
 from gradcam import GradCAM  # noqa: E402
 from image_io import packed_writer  # noqa: E402
+from interventions import probe_images  # noqa: E402
 from models import build_model, find_module  # noqa: E402
 
 
@@ -56,9 +59,28 @@ def throughput(
         with LibraryGradCAM(model=model, target_layers=[layer]) as cam:
             return [cam(input_tensor=x, targets=[ClassifierOutputTarget(c)] * len(x)) for c in classes]
 
+    # the probes start from packed uint8 cutouts: a noisy sky with a centred object
+    rng = np.random.default_rng(0)
+    pixels = rng.normal(60, 10, (batch_size, size, size, 3)).clip(0, 255).astype(np.uint8)
+    yy, xx = np.mgrid[0:size, 0:size]
+    disk = np.hypot(yy - (size - 1) / 2, xx - (size - 1) / 2) < size / 8
+    pixels[:, disk] = 200
+    masks = np.repeat(disk[None], batch_size, axis=0)
+    areas = np.ones_like(masks)
+    ids = [f"g{i}" for i in range(batch_size)]
+    stats = ([0.2] * 3, [0.2] * 3)
+
+    def probes(x):
+        """What the probes rule does per batch: both fills, then one forward of the three views."""
+        object_only, background_only, _ = probe_images(pixels, masks, areas, ids, "sky", 8.0, 0)
+        views = to_tensor(np.concatenate([pixels, object_only, background_only]), *stats, device)
+        with torch.inference_mode():
+            return model(views)
+
     methods = {
         "forward": plain,
         "audit pass": ours,
+        "probes": probes,
         "pytorch-grad-cam": library,
         "captum": lambda x: [captum.attribute(x, target=c, relu_attributions=True) for c in classes],
     }
@@ -140,16 +162,18 @@ def main() -> None:
         torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; batch {args.batch_size}; {args.classes} classes; maps of every class\n")
-    print(f"{'arch':<11} {'size':>4} {'forward':>9} {'audit':>9} {'grad-cam':>9} {'captum':>9}"
-          f" {'audit/fwd':>9} {'audit/gc':>9} {'audit/cap':>9}")  # fmt: skip
+    print(f"{'arch':<11} {'size':>4} {'forward':>9} {'audit':>9} {'grad-cam':>9} {'captum':>9} {'probes':>9}"
+          f" {'audit/fwd':>9} {'audit/gc':>9} {'audit/cap':>9} {'a+p/fwd':>9}")  # fmt: skip
     for arch, size in (("simple_cnn", 64), ("resnet18", 64)):
         r = throughput(arch, args.classes, size, args.batch_size, device)
+        both = 1 / (1 / r["audit pass"] + 1 / r["probes"])  # audit and probes, one after the other
         print(
             f"{arch:<11} {size:>4} {r['forward']:>9.0f} {r['audit pass']:>9.0f} {r['pytorch-grad-cam']:>9.0f}"
-            f" {r['captum']:>9.0f} {r['audit pass'] / r['forward']:>9.2f}"
+            f" {r['captum']:>9.0f} {r['probes']:>9.0f} {r['audit pass'] / r['forward']:>9.2f}"
             f" {r['audit pass'] / r['pytorch-grad-cam']:>9.2f} {r['audit pass'] / r['captum']:>9.2f}"
+            f" {both / r['forward']:>9.2f}"
         )
-    print("(images/s; ratios are the audit pass over each other method)")
+    print("(images/s; ratios are the audit pass over each other method, and audit + probes over forward)")
     with tempfile.TemporaryDirectory() as tmp:
         for arch, features, side in (("simple_cnn", 128, 8), ("resnet18", 512, 4)):
             rows, megabytes = parquet_write_rate(features, side, args.classes, Path(tmp))

@@ -38,6 +38,17 @@ def binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def tpr_at_fpr(positive: np.ndarray, scores: np.ndarray, fpr: float = 0.05) -> float:
+    """True-positive rate of the strictest cut ``score > t`` whose false-positive rate is at most ``fpr``."""
+    positive = np.asarray(positive, dtype=bool)
+    negatives = np.sort(np.asarray(scores)[~positive])[::-1]
+    if positive.sum() == 0 or len(negatives) == 0:
+        return float("nan")
+    allowed = int(np.floor(fpr * len(negatives)))  # negatives that may lie above the cut
+    cut = negatives[allowed] if allowed < len(negatives) else -np.inf
+    return float((np.asarray(scores)[positive] > cut).mean())
+
+
 def roc_curve(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """False and true positive rates at every distinct threshold, from (0, 0) to (1, 1)."""
     order = np.argsort(-scores, kind="stable")

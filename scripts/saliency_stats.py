@@ -1,8 +1,11 @@
-"""saliency_stats: localisation statistics of every audited image's Grad-CAM maps against its object region.
+"""saliency_stats: localisation statistics of every audited image's Grad-CAM maps against its object region,
+and the verdict of its intervention probes.
 
 Streams the audit tables a batch at a time: finds each image's object region,
 then scores the map of the predicted class (unsuffixed columns) and of every
-class (``<metric>_<class>`` columns). Each batch's rows go straight to the
+class (``<metric>_<class>`` columns), and joins the probes' columns
+(``background_reliance``, ``prob_object_only``, ``prob_background_only``, the
+margins of every class under each view) with the ``background_reliant`` flag. Each batch's rows go straight to the
 output Parquet file, so memory stays that of one batch at any catalog size
 (kept per-batch results would also pin the allocator's heap under every later
 batch's temporaries, and the job would grow by megabytes per batch). Images without a usable region are
@@ -60,13 +63,24 @@ def image_stats(
     return out
 
 
+def with_probes(stats: pd.DataFrame, probes: pd.DataFrame, min_reliance: float) -> pd.DataFrame:
+    """``stats`` with the probes' columns (``probes`` is indexed by id) and ``background_reliant``:
+    the prediction loses at least ``min_reliance`` of its margin when the background is replaced."""
+    out = stats.join(probes, on="id", validate="one_to_one")
+    out["background_reliant"] = (out["probe_state"] == "ok").to_numpy() & (
+        out["background_reliance"].to_numpy() >= min_reliance
+    )
+    return out
+
+
 def write_saliency_table(
     dataset: ds.Dataset,
     images: np.ndarray,
     image_rows: pd.Series,
     catalog: pd.DataFrame,
     region: dict[str, Any],
-    min_object_energy: float,
+    probes: pd.DataFrame,
+    thresholds: tuple[float, float],
     max_pixels: int,
     out: str | os.PathLike,
     batch_size: int = 1024,
@@ -75,8 +89,10 @@ def write_saliency_table(
     and the number of images per ``state``.
 
     ``image_rows`` maps id -> row of the packed array; ``catalog`` is the clean
-    catalog indexed by id (region columns, image paths).
+    catalog indexed by id (region columns, image paths); ``probes`` holds the probes'
+    columns indexed by id; ``thresholds`` are (min_object_energy, min_reliance).
     """
+    min_object_energy, min_reliance = thresholds
     meta = read_audit_metadata(dataset.schema)
     classes, map_shape = meta["classes"], meta["map_shape"]
     geometry = MapGeometry.from_dict(meta["map_geometry"])
@@ -99,6 +115,7 @@ def write_saliency_table(
             if usable.any():
                 cams = read_cams(batch, classes, map_shape)[usable]
                 stats = image_stats(frame[usable], cams, masks[usable], classes, min_object_energy, geometry)
+                stats = with_probes(stats, probes, min_reliance)
                 table = pa.Table.from_pandas(stats, schema=writer.schema if writer else None, preserve_index=False)
                 writer = writer or pq.ParquetWriter(tmp, table.schema)
                 writer.write_table(table)
@@ -124,13 +141,15 @@ def main(snakemake: Any) -> None:
     dataset = audit_dataset(snakemake.input.parts)
     index = pd.read_parquet(snakemake.input.index)
     catalog = pd.read_parquet(snakemake.input.clean).set_index("id")
+    probes = pd.concat([pd.read_parquet(part) for part in snakemake.input.probes], ignore_index=True)
     problems, states = write_saliency_table(
         dataset,
         open_packed(snakemake.input.images),
         index.set_index(index["id"].astype(str))["row"],
         catalog,
         params.region,
-        params.min_object_energy,
+        probes.set_index(probes["id"].astype(str)).drop(columns="id"),
+        (params.min_object_energy, params.min_reliance),
         params.max_pixels,
         snakemake.output.table,
     )

@@ -1,10 +1,16 @@
-"""saliency_summary: flag rates per group, the shortcut benchmark, the headline, and the final stats table.
+"""saliency_summary: the two verdicts per group, the backgrounds table, the benchmarks, the headline,
+and the final stats table.
 
 ``stats.parquet`` is the per-image table of the output contract (localisation
-statistics + strategy cluster). ``summary.csv`` holds one row per group:
+statistics, probes + strategy cluster). ``summary.csv`` holds one row per group:
 all images, each true class, each predicted class, each split, correct vs
 incorrect, and (when the catalog has a truth column) shortcut vs clean images
-of each class that has both, with the AUROC that scores the audit.
+of each class that has both, with the AUROC that scores the audit. Each row has
+both verdicts: ``background_reliant`` (the probes: the prediction needs its
+background) and ``background_focused`` (the maps: the evidence lies there), and
+how often they agree. ``backgrounds.csv`` is the Backgrounds Challenge table:
+accuracy on the images, on their object only and on their background only.
+On the demo the benchmark also scores both verdicts against each image's twin.
 """
 
 import sys
@@ -16,7 +22,7 @@ import pandas as pd
 from atomic_io import write_csv, write_json, write_parquet
 from figures import CLASS_COLOURS, plt, save_figure
 from job import start_job
-from metrics import binary_auc
+from metrics import binary_auc, tpr_at_fpr
 
 MEANS = ("energy_in_object", "relative_energy", "pointing_hit", "rank_accuracy", "peak_offset", "entropy")
 
@@ -32,8 +38,12 @@ def group_rows(stats: pd.DataFrame, by: str, column: str | None) -> pd.DataFrame
                 "group_by": by,
                 "group": str(value),
                 "n": len(group),
+                "reliant": int(group["background_reliant"].sum()),
+                "reliant_rate": float(group["background_reliant"].mean()),
+                "mean_background_reliance": float(group["background_reliance"].mean()),
                 "flagged": int(group["background_focused"].sum()),
                 "flag_rate": float(group["background_focused"].mean()),
+                "agreement": float((group["background_reliant"] == group["background_focused"]).mean()),
                 "empty_map_rate": float((group["state"] == "empty_map").mean()),
                 "empty_object_rate": float((group["state"] == "empty_object").mean()),
                 **{f"mean_{m}": float(group.loc[ok, m].mean()) if ok.any() else np.nan for m in MEANS},
@@ -99,16 +109,119 @@ def summary_table(stats: pd.DataFrame, benchmark: dict[str, Any] | None) -> pd.D
     if benchmark is not None:
         parts.append(benchmark_rows(benchmark))
     table = pd.concat([p for p in parts if not p.empty], ignore_index=True)
-    return table.astype({"n": "Int64", "flagged": "Int64"})
+    return table.astype({"n": "Int64", "reliant": "Int64", "flagged": "Int64"})
 
 
-def headlines(summary: pd.DataFrame, benchmark: dict[str, Any] | None, threshold: float) -> list[str]:
-    """Plain sentences for the report: flag rate per predicted class, then the benchmark."""
+VIEWS = {"": "accuracy", "_object_only": "accuracy_object_only", "_background_only": "accuracy_background_only"}
+
+
+def backgrounds_table(stats: pd.DataFrame) -> pd.DataFrame:
+    """Per true class and split (and all splits): accuracy on the images, on their object only and on
+    their background only, after the Backgrounds Challenge. ``background_gap`` is the accuracy lost
+    when the background is replaced; ``background_only`` far above ``chance`` means the background
+    alone tells the class."""
+    classes = list(stats["label"].cat.categories)
+    probed = stats[(stats["probe_state"] == "ok").to_numpy()]
+    label = probed["label"].astype(str).to_numpy()
+    correct = {
+        column: np.asarray(classes)[probed[[f"margin{view}_{c}" for c in classes]].to_numpy().argmax(axis=1)] == label
+        for view, column in VIEWS.items()
+    }
+    frame = pd.DataFrame({"class": label, "split": probed["split"].astype(str).to_numpy(), **correct})
+    rows = []
+    for split, part in [("all", frame), *frame.groupby("split", sort=True)]:
+        for name in classes:
+            members = part[part["class"] == name]
+            if members.empty:
+                continue
+            row = {"class": name, "split": split, "n": len(members)}
+            row.update({column: float(members[column].mean()) for column in VIEWS.values()})
+            row["background_gap"] = row["accuracy"] - row["accuracy_object_only"]
+            row["chance"] = 1 / len(classes)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["class", "split", "n", *VIEWS.values(), "background_gap", "chance"])
+
+
+def backgrounds_figure(table: pd.DataFrame) -> plt.Figure:
+    """Accuracy per true class on the images, object only and background only (all splits)."""
+    rows = table[table["split"] == "all"]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(rows), 3.2))
+    width = 0.26
+    labels = {"accuracy": "image", "accuracy_object_only": "object only", "accuracy_background_only": "background only"}
+    for k, (column, text) in enumerate(labels.items()):
+        x = np.arange(len(rows)) + (k - 1) * width
+        ax.bar(x, rows[column], width, color=CLASS_COLOURS[k], label=text)
+    if len(rows):
+        ax.axhline(rows["chance"].iloc[0], color="grey", ls=":", lw=1)
+        ax.text(len(rows) - 0.5, rows["chance"].iloc[0], " chance", color="grey", fontsize=8, va="bottom", ha="right")
+    ax.set_xticks(np.arange(len(rows)), [f"{c}\n(n = {n})" for c, n in zip(rows["class"], rows["n"])])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_xlabel("true class")
+    ax.legend(frameon=False, fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, 1.18))
+    fig.tight_layout()
+    return fig
+
+
+def reliance_benchmark(stats: pd.DataFrame, twins: pd.DataFrame) -> dict[str, Any]:
+    """Both verdicts scored per predicted class against the twins' truth: the off-object sources
+    carry more than half of the predicted class's margin."""
+    share = twins.set_index(twins["id"].astype(str))["off_object_share"].reindex(stats["id"].astype(str))
+    known = share.notna().to_numpy()
+    truth = share.to_numpy() > 0.5
+    result: dict[str, Any] = {"truth": "off-object sources carry more than half of the predicted class's margin "
+                              "(the image against its twin without them)", "classes": {}}  # fmt: skip
+    reliance = stats["background_reliance"].to_numpy()
+    energy = stats["relative_energy"].to_numpy()
+    for name in stats["predicted"].cat.categories:
+        member = (stats["predicted"] == name).to_numpy() & known
+        if not member.any():
+            continue
+        positive = truth & member
+        scores: dict[str, Any] = {"n": int(member.sum()), "n_reliant": int(positive.sum())}
+        for flag in ("background_reliant", "background_focused"):
+            flagged = stats[flag].to_numpy() & member
+            suffix = flag.removeprefix("background_")
+            scores[f"recall_{suffix}"] = float(flagged[positive].mean()) if positive.any() else np.nan
+            scores[f"precision_{suffix}"] = float(truth[flagged].mean()) if flagged.any() else np.nan
+        for column, values in (("background_reliance", reliance), ("relative_energy", 1 - energy)):
+            scored = member & ~np.isnan(values)
+            scores[f"auroc_{column}"] = binary_auc(truth[scored], values[scored])
+            scores[f"tpr_at_5pct_fpr_{column}"] = tpr_at_fpr(truth[scored], values[scored], 0.05)
+        result["classes"][str(name)] = scores
+    return result
+
+
+def percent(value: float) -> str:
+    """A share as a percentage, or "n/a" where it is undefined (no image to take it over)."""
+    return "n/a" if np.isnan(value) else f"{value:.0%}"
+
+
+def headlines(
+    summary: pd.DataFrame, benchmark: dict[str, Any] | None, threshold: float, min_reliance: float
+) -> list[str]:
+    """Plain sentences for the report: per predicted class the confirmed finding (the probes), then
+    what the maps say and how far the two agree; then the benchmarks."""
     lines = []
     for _, row in summary[summary["group_by"] == "predicted class"].iterrows():
         lines.append(
-            f"{row['flag_rate']:.0%} of '{row['group']}' predictions rest mainly on the background "
-            f"({row['flagged']} of {row['n']}; less than {threshold:.0%} of the object's attainable map energy)."
+            f"{row['reliant_rate']:.0%} of '{row['group']}' predictions lose at least {min_reliance:.0%} of their "
+            f"margin when the background is replaced ({row['reliant']} of {row['n']}). Their maps say "
+            f"{row['flag_rate']:.0%} rest mainly on the background ({row['flagged']} of {row['n']}; less than "
+            f"{threshold:.0%} of the object's attainable map energy); the two verdicts agree on "
+            f"{row['agreement']:.0%} of them."
+        )
+    for name, scores in (benchmark or {}).get("reliance", {}).get("classes", {}).items():
+        if scores["n_reliant"] == 0:
+            lines.append(f"Against the twins, no '{name}' prediction needs its off-object sources for more "
+                         f"than half of its margin ({scores['n']} scored).")  # fmt: skip
+            continue
+        lines.append(
+            f"Against the twins, the off-object sources carry more than half of the margin of {scores['n_reliant']} "
+            f"of {scores['n']} '{name}' predictions: background_reliant finds {percent(scores['recall_reliant'])} "
+            f"of them with precision {percent(scores['precision_reliant'])} (AUROC of background_reliance "
+            f"{scores['auroc_background_reliance']:.3f}); background_focused finds "
+            f"{percent(scores['recall_focused'])} with precision {percent(scores['precision_focused'])}."
         )
     for name, scores in (benchmark or {}).get("classes", {}).items():
         lines.append(
@@ -168,12 +281,17 @@ def main(snakemake: Any) -> None:
         truth = pd.read_parquet(snakemake.input.clean, columns=["id", truth_column]).set_index("id")[truth_column]
         benchmark = shortcut_benchmark(stats, truth, truth_column)
         planted = truth.reindex(stats["id"]).fillna(0).astype(bool).to_numpy()
-    write_json(benchmark or {"truth_column": truth_column, "classes": {}, "note": "no truth column"},
-               snakemake.output.benchmark)  # fmt: skip
+    benchmark = benchmark or {"truth_column": truth_column, "classes": {}, "note": "no truth column"}
+    if snakemake.input.twins:
+        benchmark["reliance"] = reliance_benchmark(stats, pd.read_parquet(snakemake.input.twins))
+    write_json(benchmark, snakemake.output.benchmark)
 
-    summary = summary_table(stats, benchmark)
+    summary = summary_table(stats, benchmark if truth_column is not None else None)
     write_csv(summary, snakemake.output.summary)
-    lines = headlines(summary, benchmark, params.min_object_energy)
+    backgrounds = backgrounds_table(stats)
+    write_csv(backgrounds, snakemake.output.backgrounds)
+    save_figure(backgrounds_figure(backgrounds), snakemake.output.backgrounds_figure)
+    lines = headlines(summary, benchmark, params.min_object_energy, params.min_reliance)
     write_json({"headlines": lines}, snakemake.output.headline)
     save_figure(energy_figure(stats, params.min_object_energy, planted), snakemake.output.figure)
     print("\n".join(lines), file=sys.stderr)

@@ -8,7 +8,7 @@ from galleries import GalleryError, most_background_focused, random_sample
 from map_geometry import MapGeometry
 from metrics import top_losses
 from saliency_stats import image_stats
-from saliency_summary import headlines, shortcut_benchmark, summary_table
+from saliency_summary import backgrounds_table, headlines, reliance_benchmark, shortcut_benchmark, summary_table
 from strategy_clusters import cluster_summary
 
 CLASSES = ["low", "high"]
@@ -41,6 +41,14 @@ def stats_table() -> pd.DataFrame:
     frame["state_high"] = frame["state"]
     frame["energy_in_object_low"] = frame["relative_energy_low"] = 0.5
     frame["state_low"] = "ok"
+    # the probes: g0 and g1 (the shortcut images) need their background, g7 a little
+    frame["background_reliance"] = [0.9, 0.6, 0.1, 0.0, 0.0, 0.2, np.nan, 0.3]
+    frame["probe_state"] = ["ok"] * 6 + ["no_margin", "ok"]
+    frame["background_reliant"] = (frame["probe_state"] == "ok") & (frame["background_reliance"] >= 0.5)
+    sign = np.where(frame["predicted"] == "high", 1.0, -1.0)
+    for view, kept in (("", [1] * 8), ("_object_only", [0, 0, 1, 1, 1, 1, 1, 1]), ("_background_only", [1] + [0] * 7)):
+        frame[f"margin{view}_high"] = sign * np.where(kept, 1.0, -1.0)  # each view keeps or flips the prediction
+        frame[f"margin{view}_low"] = -frame[f"margin{view}_high"]
     return frame
 
 
@@ -71,6 +79,7 @@ def test_summary_rows_per_group() -> None:
     row = summary.set_index(["group_by", "group"])
     assert row.loc[("all", "all"), "n"] == 8
     assert row.loc[("all", "all"), "flagged"] == 3
+    assert row.loc[("all", "all"), "reliant"] == 2
     assert row.loc[("predicted class", "high"), "flag_rate"] == pytest.approx(2 / 4)
     assert row.loc[("predicted class", "low"), "empty_map_rate"] == pytest.approx(1 / 4)
     # the mean is over the "ok" rows only
@@ -84,8 +93,44 @@ def test_summary_rows_per_group() -> None:
 def test_headlines_name_class_and_rate() -> None:
     stats = stats_table()
     summary = summary_table(stats, None)
-    lines = headlines(summary, None, 0.5)
-    assert lines[1].startswith("50% of 'high' predictions rest mainly on the background (2 of 4")
+    lines = headlines(summary, None, 0.5, 0.5)
+    assert lines[1].startswith(
+        "50% of 'high' predictions lose at least 50% of their margin when the background "
+        "is replaced (2 of 4). Their maps say 50% rest mainly on the background (2 of 4"
+    )
+    assert lines[1].endswith("the two verdicts agree on 100% of them.")
+
+
+def test_summary_rows_carry_both_verdicts() -> None:
+    row = summary_table(stats_table(), None).set_index(["group_by", "group"])
+    assert row.loc[("predicted class", "low"), "reliant"] == 0
+    assert row.loc[("predicted class", "low"), "agreement"] == pytest.approx(3 / 4)  # g3 is flagged, not reliant
+    assert row.loc[("all", "all"), "mean_background_reliance"] == pytest.approx(
+        np.mean([0.9, 0.6, 0.1, 0, 0, 0.2, 0.3])
+    )
+
+
+def test_backgrounds_table_counts_each_view() -> None:
+    table = backgrounds_table(stats_table()).set_index(["class", "split"])
+    high = table.loc[("high", "all")]
+    # high: g0-g2 correct; object only flips g0, g1 (and keeps g3 wrong); background only keeps g0
+    # and flips g3 (predicted low) to high
+    assert (high["n"], high["accuracy"], high["accuracy_object_only"]) == (4, 0.75, 0.25)
+    assert high["accuracy_background_only"] == 0.5 and high["background_gap"] == 0.5
+    assert table.loc[("low", "train"), "n"] == 1  # g4; g6 has no probe verdict
+    assert table.loc[("low", "valid"), "n"] == 2
+    assert table.loc[("low", "all"), "chance"] == 0.5
+
+
+def test_reliance_benchmark_against_twins() -> None:
+    stats = stats_table()
+    twins = pd.DataFrame({"id": stats["id"], "off_object_share": [0.8, 0.7, 0.6, 0.0, 0.0, 0.0, 0.0, 0.1]})
+    high = reliance_benchmark(stats, twins)["classes"]["high"]
+    # predicted high: g0, g1, g2 (truth reliant), g7 (not); reliant flags g0, g1; focused flags g0, g1
+    assert (high["n"], high["n_reliant"]) == (4, 3)
+    assert high["recall_reliant"] == pytest.approx(2 / 3) and high["precision_reliant"] == 1.0
+    assert high["auroc_background_reliance"] == pytest.approx(2 / 3)  # g2 (0.1) ranks below g7 (0.3)
+    assert high["tpr_at_5pct_fpr_background_reliance"] == pytest.approx(2 / 3)
 
 
 def test_image_stats_pick_the_predicted_class_map() -> None:

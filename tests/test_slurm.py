@@ -30,8 +30,8 @@ SLURM_OPTIONS = (
     "--slurm-no-account",
 )  # fmt: skip
 LOCAL_RULES = {"all", "validate_catalog", "bin_classes", "saliency_summary", "provenance"}
-JOB_RULES = {"simulate_demo", "pack_images", "gather_images", "train", "evaluate", "audit", "pca", "saliency_stats",
-             "strategy_clusters", "galleries"}  # fmt: skip
+JOB_RULES = {"simulate_demo", "pack_images", "gather_images", "train", "evaluate", "audit", "probes", "pca",
+             "saliency_stats", "strategy_clusters", "score_twins", "galleries"}  # fmt: skip
 
 
 @dataclass

@@ -235,8 +235,8 @@ def test_dry_run_lists_every_stage(tmp_path: Path) -> None:
     done = run_workflow(TINY_DEMO, tmp_path / "results", "-n")
     out = done.stdout + done.stderr
     for rule in ("simulate_demo", "validate_catalog", "bin_classes", "pack_images", "gather_images", "train",
-                 "evaluate", "audit", "pca", "saliency_stats", "strategy_clusters", "saliency_summary",
-                 "galleries"):  # fmt: skip
+                 "evaluate", "audit", "probes", "pca", "saliency_stats", "strategy_clusters", "score_twins",
+                 "saliency_summary", "galleries"):  # fmt: skip
         assert rule in out
     assert not any((tmp_path / "results").iterdir())
 
@@ -342,6 +342,7 @@ def test_three_audit_shards_equal_one(tiny_demo: Path, tmp_path: Path) -> None:
     log = done.stdout + done.stderr
     # packing is split three ways and gathered again; the same pixels keep the same model
     assert log.count("rule pack_images:") == 3 and "rule gather_images:" in log
+    assert log.count("rule probes:") == 3
     assert "rule train:" not in log and "rule evaluate:" not in log
     assert [len(np.load(results / f"images/part-{i}.npy", mmap_mode="r")) for i in range(3)] == [
         len(rows) for rows in np.array_split(np.arange(len(np.load(results / "images/images.npy", mmap_mode="r"))), 3)
@@ -364,18 +365,32 @@ def test_three_audit_shards_equal_one(tiny_demo: Path, tmp_path: Path) -> None:
     )
     sharded = pd.read_parquet(results / "saliency/stats.parquet")
     single = pd.read_parquet(tiny_demo / "saliency/stats.parquet")
-    pd.testing.assert_frame_equal(sharded[["id", "state", "cluster"]], single[["id", "state", "cluster"]])
+    pd.testing.assert_frame_equal(
+        sharded[["id", "state", "probe_state", "cluster"]], single[["id", "state", "probe_state", "cluster"]]
+    )
     np.testing.assert_allclose(sharded["energy_in_object"], single["energy_in_object"], rtol=1e-4, atol=1e-5)
+    # the fill is seeded by each image's id: the probes do not depend on the sharding
+    np.testing.assert_allclose(sharded["background_reliance"], single["background_reliance"], rtol=1e-4, atol=1e-4)
 
 
 def test_saliency_outputs_follow_the_contract(tiny_demo: Path) -> None:
     labels = pd.read_parquet(tiny_demo / "classes/labels.parquet")
     stats = pd.read_parquet(tiny_demo / "saliency/stats.parquet")
     contract = ["id", "split", "label", "predicted", "correct", "energy_in_object", "pointing_hit", "rank_accuracy",
-                "peak_offset", "entropy", "background_focused", "cluster"]  # fmt: skip
+                "peak_offset", "entropy", "background_focused", "prob_object_only", "prob_background_only",
+                "background_reliance", "background_reliant", "probe_state", "cluster"]  # fmt: skip
     assert set(contract) <= set(stats.columns)
     for name in ("low", "high"):
         assert {f"energy_in_object_{name}", f"relative_energy_{name}", f"state_{name}"} <= set(stats.columns)
+        assert {f"margin_{name}", f"margin_object_only_{name}", f"margin_background_only_{name}"} <= set(stats.columns)
+    probed = stats["probe_state"] == "ok"
+    assert set(stats["probe_state"]) <= {"ok", "empty_object", "no_background", "no_margin"} and probed.mean() > 0.5
+    assert stats.loc[probed, "background_reliance"].between(0, 1).all()
+    assert stats.loc[~probed, "background_reliance"].isna().all()
+    assert stats["background_reliant"].tolist() == (probed & (stats["background_reliance"] >= 0.5)).tolist()
+    # the probes' unchanged view is the audit's own prediction: its margin is positive for the predicted class
+    predicted_margin = np.choose(stats["predicted"].cat.codes, [stats["margin_low"], stats["margin_high"]])
+    assert (predicted_margin >= 0).all()
     problems = pd.read_csv(tiny_demo / "saliency/region_problems.csv")
     assert len(stats) + len(problems) == len(labels)
     assert set(stats["state"]) <= {"ok", "empty_map", "empty_object"}
@@ -391,18 +406,29 @@ def test_saliency_outputs_follow_the_contract(tiny_demo: Path) -> None:
     )
     overall = summary[summary["group_by"] == "all"].iloc[0]
     assert overall["n"] == len(stats) and overall["flagged"] == stats["background_focused"].sum()
+    backgrounds = pd.read_csv(tiny_demo / "saliency/backgrounds.csv")
+    overall = backgrounds[backgrounds["split"] == "all"].set_index("class")
+    assert overall["n"].sum() == probed.sum()
+    correct = stats[probed].groupby("label", observed=True)["correct"].mean()
+    np.testing.assert_allclose(overall.loc[correct.index, "accuracy"], correct)
     benchmark = json.loads((tiny_demo / "saliency/benchmark.json").read_text())
+    twins = pd.read_parquet(tiny_demo / "saliency/twins.parquet")
+    assert set(twins["id"]) == set(labels["id"])
+    reliance = benchmark["reliance"]["classes"]
+    assert sum(scores["n"] for scores in reliance.values()) == len(stats)
     assert benchmark["truth_column"] == "shortcut"
     high = benchmark["classes"]["high"]
     assert 0 <= high["auroc_energy_in_object"] <= 1 and high["n_shortcut"] > 0 and high["n_clean"] > 0
     headline = json.loads((tiny_demo / "saliency/headline.json").read_text())["headlines"]
-    assert any("'high' predictions rest mainly on the background" in line for line in headline)
+    assert any("of 'high' predictions lose at least 50% of their margin when the background is replaced" in line
+               and "rest mainly on the background" in line for line in headline)  # fmt: skip
+    assert any(line.startswith("Against the twins") for line in headline)
 
     clusters = pd.read_csv(tiny_demo / "saliency/clusters.csv")
     counts = stats["predicted"].value_counts()
     assert clusters.groupby("predicted")["n"].sum().to_dict() == counts[counts > 0].to_dict()
     figures = {p.name for p in (tiny_demo / "saliency").rglob("*.png")}
-    assert {"random.png", "top-losses.png", "energy_in_object.png"} <= figures
+    assert {"random.png", "top-losses.png", "energy_in_object.png", "backgrounds.png"} <= figures
     for k, name in enumerate(["low", "high"]):
         shown = counts[name] > 0  # one cluster figure and one gallery per class that was predicted
         assert (f"{k}-{name}.png" in figures) == shown and (f"background-{k}-{name}.png" in figures) == shown

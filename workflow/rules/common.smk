@@ -59,6 +59,7 @@ def image_files():
 PACKED_PARTS = [res(f"images/part-{i}.npy") for i in range(config["audit"]["shards"])]
 AUDIT_PARTS = [res(f"audit/part-{i}.parquet") for i in range(config["audit"]["shards"])]
 AUDIT_MOMENTS = [res(f"moments/part-{i}.npz") for i in range(config["audit"]["shards"])]
+PROBE_PARTS = [res(f"probes/part-{i}.parquet") for i in range(config["audit"]["shards"])]
 
 
 # With --software-deployment-method conda every job runs in the repository's pinned environment.
@@ -82,6 +83,7 @@ RESOURCE_DEFAULTS = {
     "evaluate": {"runtime": 60, "mem_mb": 8000},
     "audit": {"runtime": 120, "mem_mb": 8000},
     "pca": {"runtime": 30, "mem_mb": 8000},
+    "probes": {"runtime": 120, "mem_mb": 8000},
     "saliency_stats": {"runtime": 60, "mem_mb": 8000},
     "strategy_clusters": {"runtime": 60, "mem_mb": 16000},
     "galleries": {"runtime": 30, "mem_mb": 4000},

@@ -1,9 +1,46 @@
-# Saliency statistics against the object regions, strategy clusters, summaries and galleries.
+# Intervention probes, saliency statistics against the object regions, strategy clusters,
+# summaries and galleries.
+
+
+rule probes:
+    input:
+        model=res("model/model.pt"),
+        images=res("images/part-{shard}.npy"),
+        labels=res("classes/labels.parquet"),
+        clean=res("catalog/clean.parquet"),
+    output:
+        part=res("probes/part-{shard}.parquet"),
+    resources:
+        **rule_resources("probes", config["audit"]["device"]),
+    log:
+        res("logs/probes/{shard}.log"),
+    benchmark:
+        res("benchmarks/probes/{shard}.tsv")
+    params:
+        shard=lambda wildcards: int(wildcards.shard),
+        shards=config["audit"]["shards"],
+        batch_size=config["audit"]["batch_size"],
+        device=config["audit"]["device"],
+        settings={
+            **{k: v for k, v in config["saliency"]["probes"].items() if k != "min_reliance"},
+            "region": config["saliency"]["object"],
+            "layer": config["audit"]["layer"],
+            "max_pixels": config["image"]["max_pixels"],
+        },
+        reuse=config["reuse"],
+    wildcard_constraints:
+        shard=r"\d+",
+    threads: workflow.cores
+    conda:
+        ENVIRONMENT
+    script:
+        "../../scripts/probes.py"
 
 
 rule saliency_stats:
     input:
         parts=AUDIT_PARTS,
+        probes=PROBE_PARTS,
         images=res("images/images.npy"),
         index=res("images/index.parquet"),
         clean=res("catalog/clean.parquet"),
@@ -19,6 +56,7 @@ rule saliency_stats:
     params:
         region=config["saliency"]["object"],
         min_object_energy=config["saliency"]["min_object_energy"],
+        min_reliance=config["saliency"]["probes"]["min_reliance"],
         max_pixels=config["image"]["max_pixels"],
     conda:
         ENVIRONMENT
@@ -62,11 +100,38 @@ rule strategy_clusters:
         "../../scripts/strategy_clusters.py"
 
 
+rule score_twins:
+    input:
+        model=res("model/model.pt"),
+        images=res("images/images.npy"),
+        index=res("images/index.parquet"),
+        twins=res("demo/twins"),
+    output:
+        table=res("saliency/twins.parquet"),
+    resources:
+        **rule_resources("probes", config["audit"]["device"]),
+    log:
+        logfile("score_twins"),
+    benchmark:
+        bench("score_twins")
+    params:
+        batch_size=config["audit"]["batch_size"],
+        device=config["audit"]["device"],
+        max_pixels=config["image"]["max_pixels"],
+    threads: workflow.cores
+    conda:
+        ENVIRONMENT
+    script:
+        "../../scripts/score_twins.py"
+
+
 rule saliency_summary:
     input:
         stats=res("saliency/localisation.parquet"),
         clusters=res("saliency/clusters.parquet"),
         clean=res("catalog/clean.parquet"),
+        # the demo's benchmark scores each image against its twin without off-object sources
+        twins=res("saliency/twins.parquet") if SIMULATED else [],
     output:
         stats=res("saliency/stats.parquet"),
         summary=report(
@@ -76,6 +141,18 @@ rule saliency_summary:
             labels={"table": "flag rates"},
         ),
         benchmark=res("saliency/benchmark.json"),
+        backgrounds=report(
+            res("saliency/backgrounds.csv"),
+            caption="../report/backgrounds_table.rst",
+            category="Saliency",
+            labels={"table": "backgrounds"},
+        ),
+        backgrounds_figure=report(
+            res("saliency/backgrounds.png"),
+            caption="../report/backgrounds.rst",
+            category="Saliency",
+            labels={"figure": "accuracy without object or background"},
+        ),
         headline=res("saliency/headline.json"),
         figure=report(
             res("saliency/energy_in_object.png"),
@@ -90,6 +167,7 @@ rule saliency_summary:
     params:
         truth_column=config["saliency"]["truth_column"],
         min_object_energy=config["saliency"]["min_object_energy"],
+        min_reliance=config["saliency"]["probes"]["min_reliance"],
     conda:
         ENVIRONMENT
     script:

@@ -1,0 +1,165 @@
+"""Intervention probes: does a prediction need its background, or only its object?
+
+A Grad-CAM map says where the evidence is; only removing a part of the image
+says whether the prediction needs it. Each image with an object region is shown
+to the model twice more (after the Backgrounds Challenge, Xiao et al. 2020):
+
+- *object only*: every pixel outside the object's part of the image is
+  replaced by a fill;
+- *background only*: the object's part is replaced by the fill.
+
+The object's part is its region grown by about one cell of the map, so the
+object keeps its own halo, but never into another source: a pixel of the grown
+ring belongs to the object only if it is nearer to the object than to any other
+source (a component of pixels outside the region, more than ``DETECT_SIGMA``
+robust sigma from the sky, whose peak lies away from the region's edge), and
+another source's own pixels never do.
+Without that rule a star a few pixels off a galaxy would be half kept in the
+object-only view, and the probe would under-state how much the prediction needs it.
+
+The fill has to look like the image's own empty background, not like a hole
+whose shape tells the model where the object was (Rong et al. 2022, ROAD):
+
+- ``sky`` (default): pixels drawn, with a generator seeded by the image's id,
+  from the image's own background (outside the object's part, inside the
+  image's own pixels) after removing its sources: pixels that deviate from the
+  background's per-channel median by more than 3 robust sigma in any channel
+  (a star, a neighbour) are not drawn. The filled area then has the empty
+  background's per-channel median and spread, and no source.
+- ``mean``: the per-channel mean of those source-free background pixels.
+- ``blur``: the image smoothed by a Gaussian of one cell, so only the coarse
+  structure of what was there remains.
+
+``background_reliance`` is the share of the predicted class's margin (its logit
+minus the best other logit) that is lost when the background is replaced.
+"""
+
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+FILLS = ("sky", "mean", "blur")
+SOURCE_SIGMA = 3.0  # background pixels further than this from the median (robust sigma) are not sky
+DETECT_SIGMA = 5.0  # pixels this far from the sky, outside the region, may belong to another source
+SOURCE_CLEARANCE_PX = 2.0  # ... when their component peaks further than this from the region
+MIN_SKY_PIXELS = 16  # fewer clean background pixels than this: draw from every background pixel
+STATE_OK = "ok"
+STATE_EMPTY_OBJECT = "empty_object"  # the region has no pixel: there is no object to keep or to remove
+STATE_NO_BACKGROUND = "no_background"  # the object's part covers the whole image: nothing to fill from
+STATE_NO_MARGIN = "no_margin"  # the predicted class ties with another: no margin to lose
+
+
+def sky_level(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel median and robust sigma (1.4826 MAD, at least half a grey level) of N x 3 pixels."""
+    median = np.median(pixels, axis=0)
+    return median, np.maximum(1.4826 * np.median(np.abs(pixels - median), axis=0), 0.5)
+
+
+def sky_pixels(image: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """The source-free background pixels of one H x W x 3 image, as N x 3."""
+    pixels = image[background].astype(np.float32)
+    median, sigma = sky_level(pixels)
+    clean = (np.abs(pixels - median) <= SOURCE_SIGMA * sigma).all(axis=1)
+    return pixels[clean] if clean.sum() >= MIN_SKY_PIXELS else pixels
+
+
+def object_part(image: np.ndarray, mask: np.ndarray, area: np.ndarray, radius: float) -> np.ndarray:
+    """The pixels that go with the object: its region, and the ring ``radius`` px around it that is
+    nearer to it than to any other source of the image (see the module's docstring)."""
+    distance = ndimage.distance_transform_edt(~mask) if mask.any() else np.full(mask.shape, np.inf)
+    grown = area & (distance <= radius)
+    background = area & ~grown
+    if radius <= 0 or not background.any():
+        return grown | (mask & area)
+    median, sigma = sky_level(image[background].astype(np.float32))
+    excess = (np.abs(image.astype(np.float32) - median) / sigma).max(axis=2)
+    labels, n = ndimage.label(area & ~mask & (excess > DETECT_SIGMA))
+    if n == 0:
+        return grown | (mask & area)
+    # a component peaking away from the region is a source of its own; one that peaks at the
+    # region's edge is the object's own outskirts, which fade outward
+    peaks = ndimage.maximum_position(excess, labels, index=np.arange(1, n + 1))
+    own_peak = np.array([distance[peak] > SOURCE_CLEARANCE_PX for peak in peaks])
+    others = np.isin(labels, np.flatnonzero(own_peak) + 1)
+    if not others.any():
+        return grown | (mask & area)
+    nearer = distance < ndimage.distance_transform_edt(~others)
+    return (mask & area) | (grown & nearer & ~others)
+
+
+def fill_region(
+    image: np.ndarray, replace: np.ndarray, sky: np.ndarray, fill: str, rng: np.random.Generator, sigma: float
+) -> np.ndarray:
+    """A copy of ``image`` (H x W x 3 uint8) whose ``replace`` pixels are filled from ``sky``, its
+    source-free background pixels (``sky_pixels``), or smoothed by ``sigma`` px (``blur``)."""
+    out = image.copy()
+    n = int(replace.sum())
+    if n == 0:
+        return out
+    if fill == "blur":
+        smooth = ndimage.gaussian_filter(image.astype(np.float32), sigma=(sigma, sigma, 0))
+        out[replace] = np.clip(np.rint(smooth[replace]), 0, 255).astype(np.uint8)
+        return out
+    if fill == "sky":
+        out[replace] = sky[rng.integers(len(sky), size=n)].astype(np.uint8)
+    elif fill == "mean":
+        out[replace] = np.clip(np.rint(sky.mean(axis=0)), 0, 255).astype(np.uint8)
+    else:
+        raise ValueError(f"saliency.probes.fill must be one of {FILLS}, got {fill!r}")
+    return out
+
+
+def image_seed(seed: int, image_id: str) -> np.random.Generator:
+    """A generator that depends on the image's id only, so the probes do not depend on sharding."""
+    return np.random.default_rng([seed, zlib.crc32(image_id.encode())])
+
+
+def probe_images(
+    images: np.ndarray,
+    masks: np.ndarray,
+    areas: np.ndarray,
+    ids: Sequence[str],
+    fill: str,
+    radius: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Object-only and background-only versions of B x H x W x 3 images, and a state per image.
+
+    ``masks`` are the object regions, ``areas`` the pixels that are the image's own
+    (not padding, which stays as it is). An image with an empty region gets
+    ``empty_object``, one whose object part leaves no background ``no_background``;
+    both are returned unchanged.
+    """
+    object_only, background_only = images.copy(), images.copy()
+    state = np.full(len(images), STATE_OK, dtype=object)
+    for k, image_id in enumerate(ids):
+        if not (masks[k] & areas[k]).any():
+            state[k] = STATE_EMPTY_OBJECT
+            continue
+        part = object_part(images[k], masks[k], areas[k], radius)
+        background = areas[k] & ~part
+        if not background.any():
+            state[k] = STATE_NO_BACKGROUND
+            continue
+        rng, sky = image_seed(seed, image_id), sky_pixels(images[k], background)
+        object_only[k] = fill_region(images[k], background, sky, fill, rng, radius)
+        background_only[k] = fill_region(images[k], part, sky, fill, rng, radius)
+    return object_only, background_only, state
+
+
+def margins(logits: np.ndarray) -> np.ndarray:
+    """B x C margins: each class's logit minus the best logit of the other classes."""
+    logits = np.asarray(logits, dtype=np.float64)
+    order = np.sort(logits, axis=1)
+    best, second = order[:, -1:], order[:, -2:-1]
+    return logits - np.where(logits >= best, second, best)
+
+
+def background_reliance(margin: np.ndarray, margin_object_only: np.ndarray) -> np.ndarray:
+    """Share of a positive margin lost when the background is replaced, clipped to [0, 1]; NaN
+    where there is no margin to lose."""
+    margin = np.asarray(margin, dtype=np.float64)
+    lost = (margin - np.asarray(margin_object_only, dtype=np.float64)) / np.where(margin > 0, margin, 1.0)
+    return np.where(margin > 0, np.clip(lost, 0.0, 1.0), np.nan)

@@ -1,0 +1,128 @@
+"""Intervention probes: the fills look like the image's empty background, margins and reliance."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from interventions import (
+    STATE_EMPTY_OBJECT,
+    STATE_NO_BACKGROUND,
+    STATE_OK,
+    background_reliance,
+    fill_region,
+    margins,
+    object_part,
+    probe_images,
+    sky_pixels,
+)
+
+SIZE = 64
+
+
+def dilate(masks: np.ndarray, radius: float) -> np.ndarray:
+    """Masks grown by ``radius`` px: the plain dilation, without the rule for other sources."""
+    return np.stack([ndimage.distance_transform_edt(~mask) <= radius for mask in masks])
+
+
+def sky_image(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy coloured sky with a bright disk (the object) at the centre and a saturated star."""
+    rng = np.random.default_rng(seed)
+    image = np.clip(rng.normal([40, 60, 80], [6, 8, 10], (SIZE, SIZE, 3)), 0, 255)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    disk = np.hypot(yy - 31.5, xx - 31.5) < 8
+    image[disk] = [200, 180, 160]
+    image[np.hypot(yy - 8, xx - 52) < 3] = 255  # the star
+    return image.astype(np.uint8), disk
+
+
+def test_the_sky_fill_has_the_backgrounds_median_and_spread_and_no_star() -> None:
+    image, disk = sky_image()
+    replace = dilate(disk[None], 8)[0]
+    background = ~replace
+    out = fill_region(image, replace, sky_pixels(image, background), "sky", np.random.default_rng(1), 8.0)
+    star = np.hypot(*np.mgrid[0:SIZE, 0:SIZE] - np.array([8, 52])[:, None, None]) < 3
+    empty = background & ~dilate(star[None], 2)[0]  # the background without its source
+    filled, reference = out[replace].astype(float), image[empty].astype(float)
+    np.testing.assert_allclose(np.median(filled, axis=0), np.median(reference, axis=0), atol=1.5)
+    mad = lambda v: np.median(np.abs(v - np.median(v, axis=0)), axis=0)  # noqa: E731
+    np.testing.assert_allclose(mad(filled), mad(reference), rtol=0.15)
+    assert (filled < 250).all()  # no star pixel is drawn
+    assert (out[~replace] == image[~replace]).all()  # nothing else changes
+    # the counterfactual: drawing from every background pixel would bring star pixels along
+    assert (image[background] == 255).all(axis=1).sum() > 10
+
+
+def test_mean_and_blur_fills() -> None:
+    image, disk = sky_image()
+    replace, background = disk, ~dilate(disk[None], 8)[0]
+    sky = sky_pixels(image, background)
+    mean = fill_region(image, replace, sky, "mean", np.random.default_rng(0), 8.0)
+    assert np.abs(mean[replace].astype(float) - [40, 60, 80]).max() <= 2
+    blur = fill_region(image, replace, sky, "blur", np.random.default_rng(0), 8.0)
+    assert blur[replace].std(axis=0).max() < image[replace].std(axis=0).max() + 30
+    assert (blur[31, 31] < image[31, 31]).all()  # the disk's light is spread into its surroundings
+    with pytest.raises(ValueError, match="saliency.probes.fill"):
+        fill_region(image, replace, sky, "zeros", np.random.default_rng(0), 8.0)
+
+
+def test_probes_partition_the_image_and_keep_padding() -> None:
+    image, disk = sky_image()
+    images = np.stack([image, image])
+    areas = np.ones((2, SIZE, SIZE), bool)
+    areas[1, :, :8] = False  # padding on the left of the second image
+    images[1, :, :8] = 0
+    object_only, background_only, state = probe_images(
+        images, np.stack([disk, disk]), areas, ["a", "b"], "sky", 4.0, seed=0
+    )
+    grown = dilate(disk[None], 4)[0]
+    assert state.tolist() == [STATE_OK, STATE_OK]
+    assert (object_only[:, grown] == images[:, grown]).all()  # the grown object is kept
+    assert (background_only[:, ~grown & areas[0]] == images[:, ~grown & areas[0]]).all()
+    assert not (background_only[0][disk] == image[disk]).all(axis=1).any()
+    assert (object_only[1, :, :8] == 0).all() and (background_only[1, :, :8] == 0).all()
+    again, _, _ = probe_images(images[::-1], np.stack([disk, disk]), areas[::-1], ["b", "a"], "sky", 4.0, seed=0)
+    assert (again[1] == object_only[0]).all()  # seeded by the id, not the position
+
+
+def test_an_object_that_fills_the_image_has_no_background() -> None:
+    image, _ = sky_image()
+    _, _, state = probe_images(image[None], np.ones((1, SIZE, SIZE), bool), np.ones((1, SIZE, SIZE), bool),
+                               ["a"], "sky", 1.0, seed=0)  # fmt: skip
+    assert state.tolist() == [STATE_NO_BACKGROUND]
+
+
+def test_an_empty_region_gets_no_verdict() -> None:
+    """No object to keep: the object-only view would blank the whole image and read as reliance."""
+    image, _ = sky_image()
+    object_only, background_only, state = probe_images(
+        image[None], np.zeros((1, SIZE, SIZE), bool), np.ones((1, SIZE, SIZE), bool), ["a"], "sky", 8.0, seed=0
+    )
+    assert state.tolist() == [STATE_EMPTY_OBJECT]
+    assert (object_only[0] == image).all() and (background_only[0] == image).all()
+
+
+def test_margins_and_reliance() -> None:
+    logits = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, -3.0]])
+    np.testing.assert_allclose(margins(logits), [[1.5, -1.5, -3.0], [0.0, 0.0, -3.0]])
+    reliance = background_reliance(np.array([2.0, 2.0, 2.0, 0.0]), np.array([1.0, -3.0, 2.5, 1.0]))
+    np.testing.assert_allclose(reliance[:3], [0.5, 1.0, 0.0])
+    assert np.isnan(reliance[3])
+
+
+def test_the_objects_part_keeps_its_own_halo_but_not_a_neighbouring_star() -> None:
+    """A galaxy whose light fades past its region's edge, and a star 9 px off that edge: the
+    grown ring keeps the galaxy's outskirts, but neither the star nor the pixels nearer to it."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    r_galaxy = np.hypot(yy - 31.5, xx - 31.5)
+    light = 150 * np.exp(-r_galaxy / 4.0)
+    light += 200 * np.exp(-(np.hypot(yy - 31.5, xx - 52) ** 2) / 4.0)  # the star, 20.5 px from the centre
+    image = np.repeat(np.clip(50 + light[..., None] + rng.normal(0, 3, (SIZE, SIZE, 1)), 0, 255), 3, axis=2)
+    mask = r_galaxy < 11.5
+    part = object_part(image.astype(np.uint8), mask, np.ones_like(mask), 8.0)
+    assert part[mask].all()
+    assert part[31, 31 - 18] and part[31 + 18, 31]  # the galaxy's faint outskirts, 6-7 px out, are kept
+    assert not part[31, 52] and not part[31, 49]  # the star and its core
+    assert not part[31, 47]  # 4 px from the edge, but 5 px from the star: nearer to the star
+    # the counterfactual: plain dilation keeps the star's near side
+    assert dilate(mask[None], 8.0)[0][31, 49]
