@@ -46,7 +46,8 @@ def test_report_renders_with_captions_headline_and_provenance(tiny_demo: Path, t
 
     dom = chromium("--dump-dom", report.as_uri()).stdout
     assert "Headline findings" in dom
-    assert "predictions rest mainly on the background" in dom and "Valid split: accuracy" in dom
+    assert "margin when the background is replaced" in dom and "rest mainly on the background" in dom
+    assert "Valid split: accuracy" in dom
     for category in ("Data", "Training", "Activations &amp; PCA", "Saliency", "Provenance"):
         assert category in dom, category
     # captions sit in the page's script-safe JSON (\u003c for <) until their category is opened

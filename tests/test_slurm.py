@@ -108,7 +108,7 @@ def test_every_job_rule_ran_as_its_own_completed_slurm_job(runs: dict) -> None:
         assert all(state == "COMPLETED" for _, state in runs[run].jobs), runs[run].jobs
 
 
-def test_a_damaged_packed_part_fails_only_its_audit_shard(runs: dict) -> None:
+def test_a_damaged_packed_part_fails_only_its_audit_and_probe_shards(runs: dict) -> None:
     failed: SlurmRun = runs["failed"]
     assert failed.returncode != 0
     states: dict[str, set[str]] = {}
@@ -117,6 +117,8 @@ def test_a_damaged_packed_part_fails_only_its_audit_shard(runs: dict) -> None:
     assert states == {
         "train": {"COMPLETED"}, "evaluate": {"COMPLETED"},
         "audit_0": {"COMPLETED"}, "audit_2": {"COMPLETED"}, "audit_1": {"FAILED"},
+        "probes_0": {"COMPLETED"}, "probes_2": {"COMPLETED"}, "probes_1": {"FAILED"},
+        "score_twins": {"COMPLETED"},  # reads the gathered array, which was packed before the damage
     }, failed.jobs  # fmt: skip
     assert "images/part-1.npy is not a packed image array (no .npy header)" in runs["failed_shard_log"]
     assert sorted(runs["kept"]) == ["part-0.parquet", "part-2.parquet"]
@@ -125,7 +127,8 @@ def test_a_damaged_packed_part_fails_only_its_audit_shard(runs: dict) -> None:
 def test_the_rerun_redoes_only_what_the_damaged_part_feeds(runs: dict) -> None:
     names = sorted(name for name, _ in runs["repaired"].jobs)
     assert names == [
-        "audit_1", "galleries", "gather_images", "pack_images_1", "pca", "saliency_stats", "strategy_clusters",
+        "audit_1", "galleries", "gather_images", "pack_images_1", "pca", "probes_1", "saliency_stats",
+        "score_twins", "strategy_clusters",
     ]  # fmt: skip
     audit = runs["results"] / "audit"
     assert {name: (audit / name).stat().st_mtime_ns for name in runs["kept"]} == runs["kept"]
