@@ -30,7 +30,7 @@ from map_geometry import derive_geometry
 from models import Classifier, find_module
 from moments import Moments
 from reuse import content_digest, job_key, reusable
-from shards import shard_rows
+from shards import shard_labels
 
 
 def run_audit(
@@ -100,15 +100,11 @@ def main(snakemake: Any) -> None:
     device = select_device(params.device)
     model, meta = load_checkpoint(snakemake.input.model, device)
     labels = pd.read_parquet(snakemake.input.labels)
-    rows = shard_rows(len(labels), params.shards, params.shard)
     images = open_packed(snakemake.input.images)
-    if len(images) != len(rows):
-        raise ValueError(
-            f"{snakemake.input.images} holds {len(images)} images, but shard {params.shard} of {params.shards} "
-            f"covers {len(rows)} rows of {snakemake.input.labels}; delete it so that it is packed again"
-        )
+    shard = shard_labels(
+        labels, len(images), params.shards, params.shard, snakemake.input.images, snakemake.input.labels
+    )
     layer = meta["target_layer"] if params.layer == "auto" else params.layer
-    shard = labels.iloc[rows].reset_index(drop=True)
     key = job_key(snakemake, [snakemake.input.model, snakemake.input.images], [shard])
     with reusable(snakemake.output, key, params.reuse) as reused:
         if reused:

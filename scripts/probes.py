@@ -26,7 +26,7 @@ from map_geometry import derive_geometry
 from models import Classifier, find_module
 from regions import image_sizes, object_regions
 from reuse import job_key, reusable
-from shards import shard_rows
+from shards import shard_labels
 
 VIEWS = ("", "_object_only", "_background_only")
 
@@ -98,8 +98,10 @@ def main(snakemake: Any) -> None:
     device = select_device(params.device)
     model, meta = load_checkpoint(snakemake.input.model, device)
     labels = pd.read_parquet(snakemake.input.labels)
-    shard = labels.iloc[shard_rows(len(labels), params.shards, params.shard)].reset_index(drop=True)
     images = open_packed(snakemake.input.images)
+    shard = shard_labels(
+        labels, len(images), params.shards, params.shard, snakemake.input.images, snakemake.input.labels
+    )
     catalog = pd.read_parquet(snakemake.input.clean).set_index("id")
     key = job_key(snakemake, [snakemake.input.model, snakemake.input.images, snakemake.input.clean], [shard])
     with reusable(snakemake.output, key, params.reuse) as reused:

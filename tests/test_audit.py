@@ -12,7 +12,7 @@ from batches import to_tensor
 from gradcam import GradCAM
 from models import build_model
 from moments import Moments
-from shards import shard_rows
+from shards import shard_labels, shard_rows
 
 
 @pytest.mark.parametrize(("n", "k"), [(10, 1), (10, 3), (7, 7), (1000, 4)])
@@ -98,3 +98,11 @@ def test_failed_audit_leaves_no_file(toy) -> None:
     with pytest.raises(ValueError, match="not a module"):
         run_audit(model, meta, images[:5], labels[:5], "body.7", 2, torch.device("cpu"), tmp_path / "p.parquet", {})
     assert not list(tmp_path.iterdir())
+
+
+def test_a_packed_part_of_another_length_is_named_not_misaligned() -> None:
+    labels = pd.DataFrame({"id": [f"g{i}" for i in range(10)]})
+    part = shard_labels(labels, 3, 3, 1, "images/part-1.npy", "labels.parquet")
+    assert part["id"].tolist() == ["g4", "g5", "g6"] and part.index.tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"images/part-1.npy holds 4 images, but shard 1 of 3 covers 3 rows"):
+        shard_labels(labels, 4, 3, 1, "images/part-1.npy", "labels.parquet")
