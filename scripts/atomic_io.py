@@ -1,6 +1,7 @@
 """Write-then-rename for every output, so a killed job never leaves a valid-looking partial file."""
 
 import json
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +44,19 @@ def write_parquet(frame: pd.DataFrame, path: str | os.PathLike, metadata: dict[s
         pq.write_table(table, tmp)
 
 
+def json_safe(data: Any) -> Any:
+    """``data`` with every NaN or infinite float as ``None``: JSON has no NaN, and strict readers
+    (``jq``, JavaScript's ``JSON.parse``) reject the ``NaN`` that Python writes by default."""
+    if isinstance(data, dict):
+        return {key: json_safe(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_safe(value) for value in data]
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    return data
+
+
 def write_json(data: Any, path: str | os.PathLike) -> None:
+    """Strict JSON (an undefined score is ``null``), written atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(json_safe(data), indent=2, sort_keys=True, allow_nan=False) + "\n")

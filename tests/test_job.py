@@ -1,10 +1,12 @@
 """A job stopped with SIGTERM leaves neither its output nor a temporary file behind; every job logs its peak memory."""
 
+import json
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+from atomic_io import write_json
 from conftest import REPO
 from job import read_peak_memory
 
@@ -55,3 +57,11 @@ def test_the_log_ends_with_the_true_peak_memory_even_after_it_was_freed(tmp_path
         subprocess.run([sys.executable, "-c", child], check=True, timeout=60)
         peaks[mb] = read_peak_memory(log)
     assert peaks[400] - peaks[0] >= 390, peaks
+
+
+def test_json_outputs_are_strict_json(tmp_path: Path) -> None:
+    out = tmp_path / "scores.json"
+    write_json({"auroc": float("nan"), "rates": [0.5, float("inf")], "n": 3}, out)
+    text = out.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"auroc": None, "rates": [0.5, None], "n": 3}

@@ -19,6 +19,11 @@ from job import read_peak_memory
 from regions import threshold_regions
 
 
+def strict_json(constant: str) -> None:
+    """``parse_constant`` hook: JSON has no NaN or Infinity, so strict readers reject them."""
+    raise AssertionError(f"{constant} in a JSON output")
+
+
 def test_demo_catalog_images_and_masks(tiny_demo: Path) -> None:
     catalog = pd.read_csv(tiny_demo / "demo/catalog.csv", dtype={"objID": str})
     assert len(catalog) == 60
@@ -411,7 +416,7 @@ def test_saliency_outputs_follow_the_contract(tiny_demo: Path) -> None:
     assert overall["n"].sum() == probed.sum()
     correct = stats[probed].groupby("label", observed=True)["correct"].mean()
     np.testing.assert_allclose(overall.loc[correct.index, "accuracy"], correct)
-    benchmark = json.loads((tiny_demo / "saliency/benchmark.json").read_text())
+    benchmark = json.loads((tiny_demo / "saliency/benchmark.json").read_text(), parse_constant=strict_json)
     twins = pd.read_parquet(tiny_demo / "saliency/twins.parquet")
     assert set(twins["id"]) == set(labels["id"])
     reliance = benchmark["reliance"]["classes"]
