@@ -4,9 +4,11 @@ Called from workflow/rules/common.smk right after schema validation, so a bad
 config stops the run before any job, with a message that names the key.
 """
 
+import copy
 import math
 import os
 import string
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -16,6 +18,11 @@ from catalog_csv import CatalogReadError, catalog_columns, missing_column_messag
 from catalog_filter import FilterError, filter_columns, parse_filter
 
 RESULTS_PLACEHOLDER = "{results}"
+# Where simulate_demo writes the demo; a catalog at DEMO_CATALOG is the demo, any other is the user's.
+DEMO_CATALOG = "demo/catalog.csv"
+DEMO_IMAGES = "demo/images/{id}.jpg"
+DEMO_MASKS = "demo/masks/{id}.png"
+DEMO_TRUTH_COLUMN = "shortcut"
 
 
 class ConfigError(ValueError):
@@ -84,14 +91,51 @@ def check_paths(config: dict[str, Any]) -> None:
             raise ConfigError(f"config key {key}: {value!r} uses {{{others[0]}}}; it may hold {wanted}")
 
 
+def under_results(path: str, results: str) -> str:
+    """``path`` with "{results}" replaced by the results folder."""
+    return path.replace(RESULTS_PLACEHOLDER, results.rstrip("/") or "/")
+
+
+def is_demo(config: dict[str, Any]) -> bool:
+    """Whether the catalog is the one simulate_demo writes (before or after "{results}" is resolved)."""
+    results = config.get("results", "results")
+    catalog = config.get("catalog")
+    if not isinstance(catalog, str) or not isinstance(results, str):
+        return False
+    return os.path.normpath(under_results(catalog, results)) == os.path.normpath(os.path.join(results, DEMO_CATALOG))
+
+
+def apply_demo(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """Give the demo its own target, true masks and truth column, and only the demo.
+
+    Runs before schema validation, so it sees which keys the user set: those win (on the demo,
+    keys of ``target`` replace those of ``demo.target``). Keeping
+    these settings out of the top-level keys of config/config.yaml is what lets an own
+    catalog be added with a plain ``--configfile`` (Snakemake merges it into the demo's
+    config key by key, so a demo value there would leak into every own run).
+    """
+    if not is_demo(config):
+        return config
+    demo = config.get("demo") or {}
+    target = demo.get("target", schema["properties"]["demo"]["properties"]["target"]["default"])
+    given = config.get("target") or {}
+    if isinstance(given, dict):  # anything else is left for the schema to reject
+        config["target"] = {**copy.deepcopy(target), **given}
+    saliency = config.setdefault("saliency", {})
+    if not isinstance(saliency, dict):
+        return config
+    saliency.setdefault("object", {"method": "masks", "masks": f"{RESULTS_PLACEHOLDER}/{DEMO_MASKS}"})
+    saliency.setdefault("truth_column", DEMO_TRUTH_COLUMN)
+    return config
+
+
 def resolve_results(config: dict[str, Any]) -> dict[str, Any]:
     """Replace "{results}" in the path keys with the results folder (so the demo moves with it)."""
-    results = config["results"].rstrip("/") or "/"
     for key in ("catalog", "images"):
-        config[key] = config[key].replace(RESULTS_PLACEHOLDER, results)
+        config[key] = under_results(config[key], config["results"])
     region = config["saliency"]["object"]
     if "masks" in region:
-        region["masks"] = region["masks"].replace(RESULTS_PLACEHOLDER, results)
+        region["masks"] = under_results(region["masks"], config["results"])
     return config
 
 
@@ -132,9 +176,17 @@ def check_config(config: dict[str, Any]) -> None:
             f"audit.compile works only with audit.layer: auto (the model's last block), not {audit['layer']!r}: "
             "a hook at another layer cuts the compiled graph"
         )
-    shortcut = config["demo"]["shortcut"]
-    if shortcut["kind"] != "none" and "bins" in target and shortcut["class"] not in target["labels"]:
-        raise ConfigError(f"demo.shortcut.class {shortcut['class']!r} is not one of target.labels {target['labels']}")
+    if is_demo(config):
+        shortcut = config["demo"]["shortcut"]
+        if shortcut["kind"] != "none" and "bins" in target and shortcut["class"] not in target["labels"]:
+            raise ConfigError(
+                f"demo.shortcut.class {shortcut['class']!r} is not one of target.labels {target['labels']}"
+            )
+    elif config["images"] == f"{RESULTS_PLACEHOLDER}/{DEMO_IMAGES}":
+        raise ConfigError(
+            f"config key images: your catalog {config['catalog']!r} is not the demo's, but images is still the "
+            f'demo\'s {config["images"]!r}; set it to the path pattern of your cutouts, e.g. "/data/img/{{id}}.jpg"'
+        )
 
 
 def check_layer(config: dict[str, Any]) -> None:
@@ -147,6 +199,22 @@ def check_layer(config: dict[str, Any]) -> None:
     problem = layer_problem(config["model"]["arch"], config["model"]["stride"], layer, config["image"]["size"])
     if problem is not None:
         raise ConfigError(problem.replace("audit.layer", "config key audit.layer", 1))
+
+
+def prepare_config(config: dict[str, Any], schema: dict[str, Any], validate: Callable[[dict[str, Any]], Any]) -> None:
+    """Every check a run makes before its first job, in order, on ``config`` in place.
+
+    ``validate`` is the schema validation that fills in defaults (Snakemake's ``validate``);
+    the workflow and the tests of the documented configs call this same sequence.
+    """
+    config.update(coerce_cli_strings(dict(config), schema, schema))
+    apply_demo(config, schema)
+    validate(config)
+    check_paths(config)
+    check_config(config)
+    resolve_results(config)
+    check_catalog(config)
+    check_layer(config)
 
 
 def config_columns(config: dict[str, Any]) -> dict[str, str]:

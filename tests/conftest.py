@@ -8,6 +8,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# The demo's classes, for own catalogs made of the demo's files (the demo's own settings stay with the demo)
+DEMO_TARGET = yaml.safe_load((REPO / "config/config.yaml").read_text())["demo"]["target"]
 
 TINY_DEMO = {
     "image": {"size": 48},

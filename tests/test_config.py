@@ -1,46 +1,115 @@
 import copy
+import re
 from pathlib import Path
 
 import pytest
 import yaml
-from jsonschema import Draft202012Validator
+from snakemake.utils import update_config, validate
 
 from config_checks import (
     ConfigError,
+    apply_demo,
     check_catalog,
     check_config,
     check_layer,
     check_paths,
     coerce_cli_strings,
+    is_demo,
+    prepare_config,
     resolve_results,
 )
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+SCHEMA_PATH = REPO / "workflow/schemas/config.schema.yaml"
+SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
 DEMO = yaml.safe_load((REPO / "config/config.yaml").read_text())
+ON_TOP_OF = re.compile(r"^#.*\bon top of (\S+\.yaml)", re.M)
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "config").glob("**/*.yaml")), ids=lambda p: p.name)
-def test_shipped_configs_are_valid(path: Path) -> None:
-    config = copy.deepcopy(DEMO)
-    override = yaml.safe_load(path.read_text())
-    if path.name == "sdss.yaml":
-        config = override  # used with --replace-workflow-config
-    else:
-        for key, value in override.items():
-            config[key] = {**config[key], **value} if isinstance(value, dict) else value
-    Draft202012Validator(SCHEMA).validate(config)
+def schema_validate(config: dict) -> None:
+    validate(config, str(SCHEMA_PATH))  # Snakemake's own, with the schema's defaults filled in
+
+
+def run_checks(override: dict, base: dict | None = None) -> dict:
+    """``override`` on top of ``base`` (the demo's config) as ``--configfile`` merges it, checked as a run checks it."""
+    config = copy.deepcopy(DEMO if base is None else base)
+    update_config(config, copy.deepcopy(override))
+    prepare_config(config, SCHEMA, schema_validate)
+    return config
+
+
+def documented_configs() -> list[tuple[str, str]]:
+    """Every config a user may copy: config/config.yaml, config/examples/, and each YAML block of the READMEs."""
+    found = [(str(path.relative_to(REPO)), path.read_text()) for path in sorted((REPO / "config").glob("**/*.yaml"))]
+    for readme in ("README.md", "config/README.md"):
+        blocks = re.findall(r"^ *```yaml\n(.*?)^ *```", (REPO / readme).read_text(), re.M | re.S)
+        found += [(f"{readme} block {i + 1}", block) for i, block in enumerate(blocks)]
+    return found
+
+
+@pytest.mark.parametrize(("name", "text"), documented_configs(), ids=[name for name, _ in documented_configs()])
+def test_documented_configs_pass_every_check_of_a_run(name: str, text: str) -> None:
+    """Each is added with --configfile on top of config/config.yaml, as the README says, unless its comment says
+    it is used with --replace-workflow-config or on top of another file (a block that is deliberately partial)."""
+    base = DEMO
+    if "--replace-workflow-config" in text:
+        base = {}
+    elif match := ON_TOP_OF.search(text):
+        base = run_checks(yaml.safe_load((REPO / match.group(1)).read_text()), {})
+    config = run_checks(yaml.safe_load(text), base)
+    assert config["target"]["column"] and config["saliency"]["object"]["method"]
+
+
+def test_the_readmes_show_an_own_catalog_and_the_million_image_resources() -> None:
+    names = [name for name, text in documented_configs() if "catalog:" in text and "README" in name]
+    assert names, "the README's own-data recipe has a config block"
+    assert any("gather_images" in text for _, text in documented_configs())
+
+
+def test_demo_settings_stay_with_the_demo() -> None:
+    demo = run_checks({})
+    assert is_demo(demo) and demo["target"]["keep"] == ["low", "high"]
+    assert demo["saliency"]["object"]["method"] == "masks" and demo["saliency"]["truth_column"] == "shortcut"
+    # the four lines of an own catalog, added with a plain --configfile: nothing of the demo's leaks in
+    own = {"results": "/data/run1", "catalog": "/data/cat.csv", "id_column": "objID", "images": "/data/img/{id}.jpg",
+           "target": {"column": "Z", "bins": [8.1, 8.9, 9.3], "labels": ["a", "b"]}}  # fmt: skip
+    config = run_checks(own)
+    assert not is_demo(config) and config["target"] == {**own["target"], "invalid": []}
+    assert config["saliency"]["object"]["method"] == "threshold" and config["saliency"]["truth_column"] is None
+    # a categorical target inherits no bins; on the demo, target keys replace demo.target's
+    assert run_checks({**own, "target": {"column": "species"}})["target"] == {"column": "species", "invalid": []}
+    assert run_checks({"target": {"keep": ["low", "medium", "high"]}})["target"]["bins"] == [8.1, 8.7, 9.1, 9.3]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"catalog": "/data/cat.csv", "target": {"column": "Z"}}, "config key images: your catalog '/data/cat.csv'"),
+        ({"catalog": "/data/cat.csv", "images": "/d/{id}.png"}, "'target' is a required property"),
+        ({"demo": {"shortcut": {"class": "top"}}}, "demo.shortcut.class 'top' is not one of target.labels"),
+    ],
+)
+def test_an_own_catalog_names_what_the_demo_would_have_set(override: dict, message: str) -> None:
+    with pytest.raises(Exception, match=re.escape(message)):
+        run_checks(override)
+
+
+def test_an_own_catalog_ignores_the_demo_shortcut() -> None:
+    own = {"catalog": "/data/cat.csv", "images": "/d/{id}.png", "target": {"column": "species"}}
+    run_checks({**own, "demo": {"shortcut": {"kind": "star", "class": "top", "fraction": 0.5}}})
 
 
 def test_every_schema_key_is_documented() -> None:
     readme = (REPO / "config/README.md").read_text()
 
     def keys(node: dict, prefix: str = ""):
+        if prefix in ("target.", "demo.target."):  # one definition, documented once as target.*
+            node = SCHEMA["$defs"]["target"]
         for name, sub in node.get("properties", {}).items():
             yield prefix + name
             yield from keys(sub, prefix + name + ".")
 
-    missing = [k for k in keys(SCHEMA) if f"`{k}`" not in readme]
+    missing = [k for k in keys(SCHEMA) if f"`{k}`" not in readme and not k.startswith("demo.target.")]
     assert not missing, f"undocumented config keys: {missing}"
 
 
@@ -52,8 +121,7 @@ def test_cli_strings_become_numbers_only_where_the_schema_wants_them() -> None:
 
 
 def test_results_placeholder_moves_the_demo_with_the_results() -> None:
-    config = copy.deepcopy(DEMO)
-    config["results"] = "/scratch/run1/"
+    config = apply_demo({**copy.deepcopy(DEMO), "results": "/scratch/run1/"}, SCHEMA)
     resolve_results(config)
     assert config["catalog"] == "/scratch/run1/demo/catalog.csv"
     assert config["images"] == "/scratch/run1/demo/images/{id}.jpg"
@@ -69,7 +137,7 @@ def test_results_placeholder_moves_the_demo_with_the_results() -> None:
     ],
 )
 def test_cross_field_checks_name_the_key(target: dict, message: str) -> None:
-    config = copy.deepcopy(DEMO)
+    config = resolved()
     config["target"] = {"column": "Z", **target}
     config["demo"]["shortcut"] = {"kind": "none"}
     with pytest.raises(ConfigError) as error:
@@ -78,7 +146,7 @@ def test_cross_field_checks_name_the_key(target: dict, message: str) -> None:
 
 
 def test_compiled_audit_needs_the_default_layer() -> None:
-    config = copy.deepcopy(DEMO)
+    config = resolved()
     config["audit"] = {**config["audit"], "compile": True}
     check_config(config)
     config["audit"]["layer"] = "body.1"
@@ -87,22 +155,20 @@ def test_compiled_audit_needs_the_default_layer() -> None:
 
 
 def test_shortcut_class_must_be_a_label() -> None:
-    config = copy.deepcopy(DEMO)
+    config = resolved()
     config["demo"]["shortcut"]["class"] = "highest"
     with pytest.raises(ConfigError, match="demo.shortcut.class 'highest'"):
         check_config(config)
-    check_config(DEMO)
+    check_config(resolved())
 
 
 def resolved(**changes: dict) -> dict:
-    """The demo config with the schema's defaults, as the workflow checks it."""
+    """The demo config with ``changes`` merged in and the schema's defaults, before the cross-field checks."""
     config = copy.deepcopy(DEMO)
-    for key, value in changes.items():
-        config[key] = {**config[key], **value} if isinstance(value, dict) and key in config else value
-    Draft202012Validator(SCHEMA).validate(config)
-    config.setdefault("catalog_delimiter", None)
-    config["saliency"].setdefault("gallery", {})
-    config["audit"].setdefault("layer", "auto")
+    update_config(config, copy.deepcopy(changes))
+    apply_demo(config, SCHEMA)
+    config.setdefault("target", copy.deepcopy(DEMO["demo"]["target"]))  # an own catalog here has the demo's columns
+    schema_validate(config)
     return config
 
 

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from audit_tables import read_audit_metadata
-from conftest import TINY_DEMO, run_workflow
+from conftest import DEMO_TARGET, TINY_DEMO, run_workflow
 from image_io import center_crop_pad, load_rgb
 from job import read_peak_memory
 from regions import threshold_regions
@@ -156,7 +156,7 @@ def test_bad_catalog_rows_are_reported_and_good_rows_go_on(tiny_demo: Path, tmp_
         **TINY_DEMO,
         "catalog": str(tmp_path / "catalog.csv"),
         "images": str(images / "{id}.jpg"),
-        "target": {"invalid": [-9999]},
+        "target": {**DEMO_TARGET, "invalid": [-9999]},
         "saliency": {"object": {"method": "masks", "masks": str(tiny_demo / "demo/masks/{id}.png")}},
     }
     run_workflow(config, results)
@@ -283,7 +283,7 @@ def test_three_classes_train_and_evaluate(tiny_demo: Path, tmp_path: Path) -> No
         "catalog": str(tiny_demo / "demo/catalog.csv"),
         "images": str(tiny_demo / "demo/images/{id}.jpg"),
         "saliency": {"object": {"method": "masks", "masks": str(tiny_demo / "demo/masks/{id}.png")}},
-        "target": {"keep": ["low", "medium", "high"]},
+        "target": {**DEMO_TARGET, "keep": ["low", "medium", "high"]},
         "image": {"size": 32},  # ResNet-18's 2 x 2 maps at 32 px: enough to check shapes, four times faster
         "model": {"arch": "resnet18"},
         "train": {"epochs": 2, "lr": 0.001, "batch_size": 16},

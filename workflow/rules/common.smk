@@ -11,26 +11,16 @@ from snakemake.utils import validate
 sys.path.insert(0, os.path.join(workflow.basedir, os.pardir, "scripts"))
 from config_checks import (  # noqa: E402
     ConfigError,
-    check_catalog,
-    check_config,
-    check_layer,
-    check_paths,
-    coerce_cli_strings,
     describe_schema_error,
-    resolve_results,
+    is_demo,
+    prepare_config,
 )
 from image_manifest import image_manifest  # noqa: E402
 
 with open(os.path.join(workflow.basedir, "schemas", "config.schema.yaml")) as handle:
     _schema = yaml.safe_load(handle)
-config.update(coerce_cli_strings(dict(config), _schema, _schema))
 try:
-    validate(config, "../schemas/config.schema.yaml")
-    check_paths(config)
-    check_config(config)
-    resolve_results(config)
-    check_catalog(config)
-    check_layer(config)
+    prepare_config(config, _schema, lambda checked: validate(checked, "../schemas/config.schema.yaml"))
 except (WorkflowError, ConfigError) as error:
     raise WorkflowError(describe_schema_error(error)) from None
 RESOLVED_CONFIG = copy.deepcopy(dict(config))  # what the provenance table shows
@@ -45,7 +35,7 @@ def res(path):
 
 # The demo's images are written by simulate_demo (whose catalog validation already follows);
 # any other image folder is part of the DAG through a manifest of its files (image_manifest).
-SIMULATED = config["catalog"] == res("demo/catalog.csv")
+SIMULATED = is_demo(config)
 
 
 @functools.cache
@@ -84,6 +74,7 @@ RESOURCE_DEFAULTS = {
     "audit": {"runtime": 120, "mem_mb": 8000},
     "pca": {"runtime": 30, "mem_mb": 8000},
     "probes": {"runtime": 120, "mem_mb": 8000},
+    "score_twins": {"runtime": 120, "mem_mb": 8000},
     "saliency_stats": {"runtime": 60, "mem_mb": 8000},
     "strategy_clusters": {"runtime": 60, "mem_mb": 16000},
     "galleries": {"runtime": 30, "mem_mb": 4000},

@@ -109,7 +109,7 @@ rule score_twins:
     output:
         table=res("saliency/twins.parquet"),
     resources:
-        **rule_resources("probes", config["audit"]["device"]),
+        **rule_resources("score_twins", config["audit"]["device"]),
     log:
         logfile("score_twins"),
     benchmark:
