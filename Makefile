@@ -7,16 +7,23 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.requirements.txt
 RESULTS ?= results
+# The fast layer: every test that is not end to end (pyproject.toml lists the markers)
+FAST := not workflow and not slurm and not browser and not slow
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test setup browser clean
+.PHONY: demo test test-fast setup browser clean
 
 demo: $(INSTALLED)
 	snakemake --cores all --config results=$(RESULTS)
 	snakemake --cores all --config results=$(RESULTS) --report $(RESULTS)/report.html
 
+# Every layer: unit, slow, workflow (the tiny demo and own catalogs), slurm, browser.
 test: $(INSTALLED) browser
 	python -m pytest
+
+# The unit tests only, in about a minute and a half on 2 cores: for day-to-day work.
+test-fast: $(INSTALLED)
+	python -m pytest -m "$(FAST)"
 
 # The report test opens the HTML report in headless Chromium (Debian package `chromium`).
 browser:

@@ -5,9 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
-from conftest import REPO
+from helpers import REPO
 
 CONDA_STAND_IN = REPO / "tests/conda"
 
@@ -24,6 +25,7 @@ def test_environment_yml_pins_what_requirements_txt_pins() -> None:
     assert not any(line.startswith("-") for line in pip), "Snakemake copies the file: no -r/-e lines"
 
 
+@pytest.mark.workflow
 def test_snakemake_lint_finds_every_rule_with_its_software_environment(tmp_path: Path) -> None:
     # --lint reports any rule without a conda environment (or container), and other defects
     done = subprocess.run(
@@ -34,6 +36,7 @@ def test_snakemake_lint_finds_every_rule_with_its_software_environment(tmp_path:
     assert done.returncode == 0 and "Congratulations, your workflow is in a good condition!" in log, log
 
 
+@pytest.mark.workflow
 def test_conda_deployment_resolves_one_environment_from_environment_yml(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": f"{CONDA_STAND_IN}{os.pathsep}{os.environ['PATH']}"}
     command = [sys.executable, "-m", "snakemake", "--software-deployment-method", "conda", "--config",

@@ -18,9 +18,10 @@ from models import build_model, find_module
 CASES = [
     ("simple_cnn", "body.2", 3),
     ("simple_cnn", "body.1", 2),
-    ("resnet18", "body.layer4", 3),
-    ("resnet18", "body.layer3", 2),
-    ("resnet18", "body.layer3.0", 2),
+    *(  # ResNet-18 against the references: 1 to 10 s each
+        pytest.param("resnet18", layer, n, marks=pytest.mark.slow)
+        for layer, n in (("body.layer4", 3), ("body.layer3", 2), ("body.layer3.0", 2))
+    ),
 ]
 
 
@@ -114,6 +115,7 @@ def test_linear_tail_shortcut_equals_the_autograd_path(arch: str, layer: str) ->
     torch.testing.assert_close(fast.activations, slow.activations)
 
 
+@pytest.mark.slow
 def test_compiled_pass_equals_eager_for_any_batch_size() -> None:
     model = model_with_weights("simple_cnn", 3, trained=True)
     torch._dynamo.reset()

@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 from atomic_io import write_json
-from conftest import REPO
+from helpers import REPO
 from job import read_peak_memory
 
 CHILD = textwrap.dedent(

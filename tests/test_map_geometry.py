@@ -52,10 +52,7 @@ LAYERS = [
     ("simple_cnn", "body.0"),
     ("simple_cnn", "body.1"),
     ("simple_cnn", "body.2"),
-    ("resnet18", "body.layer1"),
-    ("resnet18", "body.layer2"),
-    ("resnet18", "body.layer3"),
-    ("resnet18", "body.layer4"),
+    *(pytest.param("resnet18", f"body.layer{i}", marks=pytest.mark.slow) for i in range(1, 5)),  # 2 to 12 s each
 ]
 
 
@@ -82,6 +79,7 @@ def test_derived_centres_agree_with_a_gradient_probe(arch: str, layer: str) -> N
         assert np.abs(measured - resized).max() > 1.0
 
 
+@pytest.mark.slow
 def test_the_compiled_body_looks_where_the_derivation_says() -> None:
     torch.manual_seed(0)
     model = build_model("simple_cnn", 2).eval()

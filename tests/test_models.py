@@ -226,6 +226,7 @@ def test_resnet18_has_torchvision_s_layout_with_the_cutout_stem() -> None:
         torch.testing.assert_close(model(x), twin(x))
 
 
+@pytest.mark.slow
 def test_compiled_training_follows_eager_and_saves_plain_weights(tmp_path) -> None:
     """train.compile: same learning to float rounding; the checkpoint holds the model, not the wrapper."""
     images, labels = toy_data()  # 36 training images in batches of 8: a short last batch

@@ -10,7 +10,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import REPO
+from helpers import REPO
+
+pytestmark = pytest.mark.workflow  # every test here runs Snakemake
 
 TARGET = {"column": "metallicity", "bins": [8.1, 8.9, 9.3], "labels": ["low", "high"]}
 

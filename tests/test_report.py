@@ -15,7 +15,7 @@ import pytest
 from docutils.core import publish_parts
 from PIL import Image
 
-from conftest import REPO, TINY_DEMO, run_workflow
+from helpers import REPO, TINY_DEMO, run_workflow
 from report_text import rst_text, script_safe_dumps
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -37,6 +37,7 @@ def make_report(config: dict, results: Path, *args: str) -> Path:
     return report
 
 
+@pytest.mark.browser
 def test_report_renders_with_captions_headline_and_provenance(tiny_demo: Path, tmp_path: Path) -> None:
     report = make_report(TINY_DEMO, tiny_demo)
     shot = tmp_path / "report.png"
@@ -101,6 +102,7 @@ def test_rst_text_renders_every_payload_as_its_own_text(tmp_path: Path, index: i
     assert "<img src=x id=injected" in raw or "token-" in raw or 'href="javascript' in raw
 
 
+@pytest.mark.browser
 def test_catalog_and_config_strings_are_inert_in_the_report(tiny_demo: Path, tmp_path: Path) -> None:
     secret = tmp_path / "secret.txt"
     token = "token-" + uuid.uuid4().hex

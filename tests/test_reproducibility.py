@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import yaml
 
-from conftest import REPO, TINY_DEMO, run_workflow
+from helpers import REPO, TINY_DEMO, run_workflow
 
 TABLES = (
     "classes/labels.parquet",

@@ -21,7 +21,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, TINY_DEMO
+from helpers import REPO, TINY_DEMO
+
+pytestmark = pytest.mark.slurm
 
 CLUSTER = REPO / "tests/slurm/cluster.sh"
 SLURM_OPTIONS = (
