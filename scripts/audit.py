@@ -80,6 +80,7 @@ def run_audit(
                 cams = result.cams.float().cpu().numpy()
                 table = batch_table(labels.iloc[batch], probs, activations, cams, classes, writer.schema)
                 writer.write_table(table, row_group_size=len(batch))
+                assert moments is not None  # set with writer, on the first batch
                 moments = moments.merge(Moments.of(activations))
                 progress.update(len(batch))
             progress.close()
@@ -88,6 +89,7 @@ def run_audit(
                 writer.close()
         if writer is None:
             raise ValueError("this audit shard has no images; lower audit.shards")
+    assert moments is not None  # set with writer, which exists here
     seconds = time.perf_counter() - started
     print(f"audited {len(labels)} images in {seconds:.1f} s ({len(labels) / seconds:.0f} images/s)", file=sys.stderr)
     return moments

@@ -155,7 +155,7 @@ def _header(lines: list[str], path: str, delimiter: str | None) -> tuple[int, li
     """(index of the header line, column names, delimiter) after any preamble and Excel's sep= line."""
     header_at = next((i for i, line in enumerate(lines) if line.strip() and not line.startswith("#")), None)
     sep = re.fullmatch(r"sep=(.)\r?\n?", lines[header_at]) if header_at is not None else None
-    if sep is not None:  # Excel's first line naming the delimiter
+    if sep is not None and header_at is not None:  # Excel's first line naming the delimiter (sep implies header_at)
         delimiter = delimiter or sep.group(1)
         header_at = next((i for i in range(header_at + 1, len(lines)) if lines[i].strip()), None)
     if header_at is None:

@@ -79,7 +79,8 @@ Expression = Compare | Not | Logical
 
 
 def _tokens(text: str) -> list[tuple[str, str | float]]:
-    tokens, position = [], 0
+    tokens: list[tuple[str, str | float]] = []
+    position = 0
     while position < len(text):
         if text[position:].strip() == "":
             break
@@ -87,9 +88,12 @@ def _tokens(text: str) -> list[tuple[str, str | float]]:
         if match is None or match.end() == position:
             raise FilterError(f"unexpected {text[position:].strip()[:20]!r} at character {position + 1}")
         kind = match.lastgroup
+        assert kind is not None  # every alternative of _TOKEN is a named group
         value = match.group(kind)
         if kind == "number":
-            tokens.append(("literal", parse_number(value)))
+            number = parse_number(value)
+            assert number is not None  # the token matched NUMBER_PATTERN
+            tokens.append(("literal", number))
         elif kind == "string":
             tokens.append(("literal", re.sub(r"\\(.)", r"\1", value[1:-1])))
         elif kind == "quoted":
@@ -173,7 +177,9 @@ class _Parser:
         return Members(tuple(values))
 
     def comparison(self) -> Compare:
-        operands, ops = [self.operand()], []
+        first = self.operand()
+        operands: list[Column | Literal | Members] = [first]
+        ops: list[str] = []
         while True:
             token = self.peek()
             if token is not None and token[0] == "op" and token[1] in _COMPARE:
@@ -188,7 +194,7 @@ class _Parser:
             else:
                 break
         if not ops:
-            raise FilterError(f"{_describe(operands[0])} is not a comparison (e.g. z < 0.08)")
+            raise FilterError(f"{_describe(first)} is not a comparison (e.g. z < 0.08)")
         return Compare(tuple(operands), tuple(ops))
 
     def _next_is_in(self) -> bool:
@@ -211,8 +217,9 @@ def parse_filter(text: str) -> Expression:
         tree = parser.expression()
     except RecursionError:
         raise FilterError("the expression nests too deeply") from None
-    if parser.peek() is not None:
-        raise FilterError(f"unexpected {parser.peek()[1]!r} after a complete expression")
+    rest = parser.peek()
+    if rest is not None:
+        raise FilterError(f"unexpected {rest[1]!r} after a complete expression")
     return tree
 
 

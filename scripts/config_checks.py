@@ -9,13 +9,16 @@ import math
 import os
 import string
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 
 from architectures import FEATURE_WIDTHS
 from catalog_csv import CatalogReadError, catalog_columns, missing_column_message
 from catalog_filter import FilterError, filter_columns, parse_filter
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
 
 RESULTS_PLACEHOLDER = "{results}"
 # Where simulate_demo writes the demo; a catalog at DEMO_CATALOG is the demo, any other is the user's.
@@ -63,8 +66,9 @@ def describe_schema_error(error: BaseException) -> str:
         inner = inner.__cause__ or inner.__context__
     if inner is None:
         return f"invalid config: {error}"
-    key = ".".join(str(part) for part in inner.absolute_path) or "(top level)"
-    return f"invalid config: key {key}: {inner.message}"
+    found = cast("ValidationError", inner)  # the exception with an absolute_path is jsonschema's
+    key = ".".join(str(part) for part in found.absolute_path) or "(top level)"
+    return f"invalid config: key {key}: {found.message}"
 
 
 def placeholders(text: str) -> list[str]:

@@ -9,6 +9,7 @@ import stat
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import numpy as np
 from PIL import Image
@@ -136,7 +137,7 @@ def _to_mask(image: Image.Image) -> np.ndarray:
     if image.mode in DEEP_MODES:
         values = np.asarray(image)
         return np.isfinite(values) & (values != 0)
-    return np.asarray(image.convert("RGB")).any(axis=2)
+    return cast(np.ndarray, np.asarray(image.convert("RGB")).any(axis=2))  # an array: axis=2 of H x W x 3
 
 
 def load_mask(path: str | os.PathLike, max_pixels: int) -> np.ndarray:
@@ -261,9 +262,10 @@ def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return np.asarray(images[rows])
     block = np.empty((len(rows), *images.shape[1:]), dtype=images.dtype)
     row_bytes = block[0].nbytes
-    out = memoryview(block).cast("B")
+    out = block.data.cast("B")  # block.data is memoryview(block)
     starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 2) != 1)  # where a contiguous run begins
     ends = np.append(starts[1:], len(rows))
+    assert images.filename is not None  # a memmap of a file (open_packed) knows its file
     with open(images.filename, "rb", buffering=0) as handle:
         for start, end in zip(starts.tolist(), ends.tolist()):
             offset = images.offset + int(rows[start]) * row_bytes

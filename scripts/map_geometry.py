@@ -17,7 +17,7 @@ localisation statistics) is seen through exactly the placement the maps get.
 """
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -51,15 +51,17 @@ def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
 
 def _layer_step(module: nn.Module) -> tuple[tuple[float, float], tuple[int, int]]:
     """(offset of output cell 0's centre in input cells, stride) of one conv or pool layer."""
-    kernel, stride = _pair(module.kernel_size), _pair(module.stride)
+    # nn.Module types its attributes Tensor | Module; a conv or pool layer holds ints, tuples or a padding mode
+    kernel = _pair(cast(int | tuple[int, ...], module.kernel_size))
+    stride = _pair(cast(int | tuple[int, ...], module.stride))
     dilation = _pair(getattr(module, "dilation", 1))
-    padding = module.padding
+    padding = cast(str | int | tuple[int, ...], module.padding)
     if padding == "valid":
         padding = 0
     if padding == "same":
         padding = tuple((k - 1) * d // 2 for k, d in zip(kernel, dilation))
-    padding = _pair(padding)
-    offset = tuple((k - 1) * d / 2 - p for k, d, p in zip(kernel, dilation, padding))
+    pads = _pair(cast(int | tuple[int, ...], padding))  # "valid" and "same" were replaced above
+    offset = tuple((k - 1) * d / 2 - p for k, d, p in zip(kernel, dilation, pads))
     return offset, stride  # type: ignore[return-value]
 
 
@@ -72,8 +74,8 @@ def derive_geometry(model: nn.Module, layer: nn.Module, size: int) -> MapGeometr
     ResNet's projection shortcut after its first conv, does not), and the chain
     must end at ``layer``'s output shape.
     """
-    calls: list[tuple[nn.Module, tuple[int, int], tuple[int, int]]] = []
-    done: list[tuple[int, int]] = []
+    calls: list[tuple[nn.Module, tuple[int, ...], tuple[int, ...]]] = []
+    done: list[tuple[int, ...]] = []
 
     def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         if not done:
@@ -98,6 +100,7 @@ def derive_geometry(model: nn.Module, layer: nn.Module, size: int) -> MapGeometr
             handle.remove()
     if not done:
         raise ValueError("the Grad-CAM layer is not on the path from the input to the logits")
+    shape: tuple[int, ...]
     shape, origin, stride = (size, size), [0.0, 0.0], [1.0, 1.0]
     for module, in_shape, out_shape in calls:
         if in_shape != shape:
@@ -131,7 +134,7 @@ def placement_matrix(pixels: int, cells: int, origin: float, stride: float) -> t
     return weights.float()
 
 
-def _matrices(geometry: MapGeometry, map_shape: tuple[int, int], size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+def _matrices(geometry: MapGeometry, map_shape: tuple[int, ...], size: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
     return tuple(
         placement_matrix(pixels, cells, origin, stride)
         for pixels, cells, origin, stride in zip(size, map_shape, geometry.origin, geometry.stride)
@@ -145,7 +148,7 @@ def place(maps: np.ndarray | torch.Tensor, geometry: MapGeometry, size: tuple[in
     return rows @ maps.clamp(min=0) @ cols.T
 
 
-def pool(masks: np.ndarray | torch.Tensor, geometry: MapGeometry, map_shape: tuple[int, int]) -> torch.Tensor:
+def pool(masks: np.ndarray | torch.Tensor, geometry: MapGeometry, map_shape: tuple[int, ...]) -> torch.Tensor:
     """B x H x W pixel masks as B x h x w cell values: each cell's weighted share of the object,
     with the weights ``place`` gives that cell (the adjoint of the placement, normalised)."""
     masks = torch.as_tensor(np.asarray(masks), dtype=torch.float32)

@@ -5,6 +5,8 @@ scikit-learn's ``pos_label=1``). More classes: macro F1 and one-vs-rest macro
 ROC AUC.
 """
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -59,7 +61,7 @@ def roc_curve(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.
     return np.r_[0.0, fps / max(fps[-1], 1)], np.r_[0.0, tps / max(tps[-1], 1)]
 
 
-def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, object]:
+def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     """accuracy, roc_auc, f1 and the confusion matrix of ``probs`` (N x classes) against ``labels``."""
     n_classes = probs.shape[1]
     predicted = probs.argmax(axis=1)

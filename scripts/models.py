@@ -7,6 +7,7 @@ later stage relies on that shape: the audit reads the penultimate vector from
 """
 
 from collections import OrderedDict
+from typing import cast
 
 import torch
 from torch import nn
@@ -116,7 +117,7 @@ def compiled(module: nn.Module) -> nn.Module:
     (benchmarks/compile.py). Parameters stay shared with ``module``, which is
     what gets saved (the compiled wrapper's state_dict names carry a prefix).
     """
-    return torch.compile(module, dynamic=True)
+    return cast(nn.Module, torch.compile(module, dynamic=True))  # an OptimizedModule, typed as a plain callable
 
 
 def layer_problem(arch: str, stride: int, layer: str, size: int) -> str | None:

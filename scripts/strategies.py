@@ -39,7 +39,7 @@ class Clustering:
     eigenvalues: np.ndarray  # smallest eigenvalues of the normalised Laplacian, ascending
 
 
-def map_features(maps: np.ndarray, features: str, geometry: MapGeometry, image_size: int) -> np.ndarray:
+def map_features(maps: np.ndarray | torch.Tensor, features: str, geometry: MapGeometry, image_size: int) -> np.ndarray:
     """N x h x w maps -> N x D non-negative vectors that sum to 1 (0 for an all-zero map)."""
     maps = torch.as_tensor(np.asarray(maps), dtype=torch.float32).clamp(min=0)
     if features == "radial":

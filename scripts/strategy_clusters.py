@@ -104,8 +104,8 @@ def mean_maps(dataset: ds.Dataset, stats: pd.DataFrame, image_size: int) -> dict
         known = pc.is_in(batch.column("id"), value_set=known_ids).to_numpy(zero_copy_only=False)
         if not known.any():
             continue
-        maps = place(predicted_maps(batch.filter(known), classes, map_shape), geometry, (image_size, image_size))
-        maps = maps.numpy()
+        maps = predicted_maps(batch.filter(known), classes, map_shape)
+        maps = place(maps, geometry, (image_size, image_size)).numpy()
         groups = key.loc[ids[known]]
         for (name, cluster), positions in (
             groups.reset_index(drop=True).groupby(["predicted", "cluster"]).indices.items()
@@ -116,7 +116,10 @@ def mean_maps(dataset: ds.Dataset, stats: pd.DataFrame, image_size: int) -> dict
 
 
 def cluster_figure(
-    name: str, summary: pd.DataFrame, means: dict[tuple[str, int], np.ndarray], examples: dict[int, list[np.ndarray]]
+    name: str,
+    summary: pd.DataFrame,
+    means: dict[tuple[str, int], np.ndarray],
+    examples: dict[int, list[tuple[np.ndarray, np.ndarray]]],
 ) -> plt.Figure:
     """One column per cluster: its mean map, then example images under their own maps."""
     rows = summary[summary["predicted"] == name].sort_values("cluster")
@@ -167,8 +170,7 @@ def main(snakemake: Any) -> None:
     chosen = stats.sample(frac=1.0, random_state=0).groupby(["predicted", "cluster"], observed=True).head(EXAMPLES)
     table = dataset.to_table(filter=ds.field("id").isin(chosen["id"].tolist()))
     geometry = MapGeometry.from_dict(meta["map_geometry"])
-    maps = place(predicted_maps(table, meta["classes"], meta["map_shape"]), geometry, (image_size, image_size))
-    maps = maps.numpy()
+    maps = place(predicted_maps(table, meta["classes"], meta["map_shape"]), geometry, (image_size, image_size)).numpy()
     map_of = dict(zip(table.column("id").to_pylist(), maps))
     image_of = dict(zip(chosen["id"], read_rows(images, row_of.loc[chosen["id"].astype(str)].to_numpy())))
     for k, name in enumerate(meta["classes"]):

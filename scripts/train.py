@@ -9,7 +9,7 @@ channels-last memory, which are faster but not bit-reproducible.
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -99,7 +99,7 @@ def predict_logits(
     with torch.inference_mode():
         for x in prefetch(lambda batch: to_tensor(read_rows(images, batch), mean, std, device), batches):
             out.append(model(x).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, model.head.out_features), np.float32)
+    return torch.cat(out).numpy() if out else np.zeros((0, cast(nn.Linear, model.head).out_features), np.float32)
 
 
 def train_one_epoch(

@@ -220,9 +220,9 @@ def validate(
     clean = clean.rename(columns={c: f"catalog_{c}" for c in OWN_COLUMNS if c in clean.columns})
     kept = np.flatnonzero(keep)
     clean.insert(0, "id", ids[keep].astype(str).to_numpy())
-    clean.insert(1, "image", [paths[position] for position in kept])
+    clean.insert(1, "image", [paths[int(position)] for position in kept])
     for k, name in enumerate(SIZE_COLUMNS):
-        clean.insert(2 + k, name, np.array([sizes[position][k] for position in kept], dtype=np.int64))
+        clean.insert(2 + k, name, np.array([sizes[int(position)][k] for position in kept], dtype=np.int64))
     for column in ([target_column] if numeric_target else []) + list(numeric_columns):
         if column in clean.columns:
             clean[column] = parse_numbers(clean[column])

@@ -9,12 +9,17 @@ rule audit:
     output:
         part=res("audit/part-{shard}.parquet"),
         moments=res("moments/part-{shard}.npz"),
-    resources:
-        **rule_resources("audit", config["audit"]["device"]),
     log:
         res("logs/audit/{shard}.log"),
     benchmark:
         res("benchmarks/audit/{shard}.tsv")
+    wildcard_constraints:
+        shard=r"\d+",
+    conda:
+        ENVIRONMENT
+    threads: workflow.cores
+    resources:
+        **rule_resources("audit", config["audit"]["device"]),
     params:
         shard=lambda wildcards: int(wildcards.shard),
         shards=config["audit"]["shards"],
@@ -23,11 +28,6 @@ rule audit:
         device=config["audit"]["device"],
         compile=config["audit"]["compile"],
         reuse=config["reuse"],
-    wildcard_constraints:
-        shard=r"\d+",
-    threads: workflow.cores
-    conda:
-        ENVIRONMENT
     script:
         "../../scripts/audit.py"
 
@@ -59,17 +59,17 @@ rule pca:
             category="Activations & PCA",
             labels={"figure": "explained variance"},
         ),
-    resources:
-        **rule_resources("pca"),
     log:
         logfile("pca"),
     benchmark:
         bench("pca")
+    conda:
+        ENVIRONMENT
+    resources:
+        **rule_resources("pca"),
     params:
         components=config["pca"]["components"],
         whiten=config["pca"]["whiten"],
         target=config["target"],
-    conda:
-        ENVIRONMENT
     script:
         "../../scripts/pca.py"

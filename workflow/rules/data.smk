@@ -13,18 +13,18 @@ rule simulate_demo:
             category="Data",
             labels={"figure": "demo galaxies"},
         ),
-    resources:
-        **rule_resources("simulate_demo"),
     log:
         logfile("simulate_demo"),
     benchmark:
         bench("simulate_demo")
+    conda:
+        ENVIRONMENT
+    threads: workflow.cores
+    resources:
+        **rule_resources("simulate_demo"),
     params:
         demo=config["demo"],
         target=config["target"],
-    threads: workflow.cores
-    conda:
-        ENVIRONMENT
     script:
         "../../scripts/simulate_demo.py"
 
@@ -44,6 +44,9 @@ rule validate_catalog:
         logfile("validate_catalog"),
     benchmark:
         bench("validate_catalog")
+    conda:
+        ENVIRONMENT
+    threads: 2
     params:
         id_column=config["id_column"],
         images=lambda wildcards: config["images"],  # keep {id} unexpanded
@@ -54,9 +57,6 @@ rule validate_catalog:
         region=config["saliency"]["object"],
         size=config["image"]["size"],
         max_pixels=config["image"]["max_pixels"],
-    threads: 2
-    conda:
-        ENVIRONMENT
     script:
         "../../scripts/validate_catalog.py"
 
@@ -80,13 +80,13 @@ rule bin_classes:
         ),
     log:
         logfile("bin_classes"),
+    conda:
+        ENVIRONMENT
     params:
         target=config["target"],
         split=config["split"],
         shards=config["audit"]["shards"],
         components=config["pca"]["components"],
-    conda:
-        ENVIRONMENT
     script:
         "../../scripts/bin_classes.py"
 
@@ -97,22 +97,22 @@ rule pack_images:
         labels=res("classes/labels.parquet"),
     output:
         part=res("images/part-{shard}.npy"),
-    resources:
-        **rule_resources("pack_images"),
     log:
         res("logs/pack_images/{shard}.log"),
     benchmark:
         res("benchmarks/pack_images/{shard}.tsv")
+    wildcard_constraints:
+        shard=r"\d+",
+    conda:
+        ENVIRONMENT
+    threads: workflow.cores
+    resources:
+        **rule_resources("pack_images"),
     params:
         shard=lambda wildcards: int(wildcards.shard),
         shards=config["audit"]["shards"],
         size=config["image"]["size"],
         max_pixels=config["image"]["max_pixels"],
-    wildcard_constraints:
-        shard=r"\d+",
-    threads: workflow.cores
-    conda:
-        ENVIRONMENT
     script:
         "../../scripts/pack_images.py"
 
@@ -124,13 +124,13 @@ rule gather_images:
     output:
         images=res("images/images.npy"),
         index=res("images/index.parquet"),
-    resources:
-        **rule_resources("gather_images"),
     log:
         logfile("gather_images"),
     benchmark:
         bench("gather_images")
     conda:
         ENVIRONMENT
+    resources:
+        **rule_resources("gather_images"),
     script:
         "../../scripts/gather_images.py"

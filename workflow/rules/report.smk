@@ -17,10 +17,10 @@ rule provenance:
         ),
     log:
         logfile("provenance"),
+    conda:
+        ENVIRONMENT
     params:
         config=RESOLVED_CONFIG,
         workflow_dir=workflow.basedir,
-    conda:
-        ENVIRONMENT
     script:
         "../../scripts/provenance.py"

@@ -10,12 +10,17 @@ rule probes:
         clean=res("catalog/clean.parquet"),
     output:
         part=res("probes/part-{shard}.parquet"),
-    resources:
-        **rule_resources("probes", config["audit"]["device"]),
     log:
         res("logs/probes/{shard}.log"),
     benchmark:
         res("benchmarks/probes/{shard}.tsv")
+    wildcard_constraints:
+        shard=r"\d+",
+    conda:
+        ENVIRONMENT
+    threads: workflow.cores
+    resources:
+        **rule_resources("probes", config["audit"]["device"]),
     params:
         shard=lambda wildcards: int(wildcards.shard),
         shards=config["audit"]["shards"],
@@ -28,11 +33,6 @@ rule probes:
             "max_pixels": config["image"]["max_pixels"],
         },
         reuse=config["reuse"],
-    wildcard_constraints:
-        shard=r"\d+",
-    threads: workflow.cores
-    conda:
-        ENVIRONMENT
     script:
         "../../scripts/probes.py"
 
@@ -47,19 +47,19 @@ rule saliency_stats:
     output:
         table=res("saliency/localisation.parquet"),
         problems=res("saliency/region_problems.csv"),
-    resources:
-        **rule_resources("saliency_stats"),
     log:
         logfile("saliency_stats"),
     benchmark:
         bench("saliency_stats")
+    conda:
+        ENVIRONMENT
+    resources:
+        **rule_resources("saliency_stats"),
     params:
         region=config["saliency"]["object"],
         min_object_energy=config["saliency"]["min_object_energy"],
         min_reliance=config["saliency"]["probes"]["min_reliance"],
         max_pixels=config["image"]["max_pixels"],
-    conda:
-        ENVIRONMENT
     script:
         "../../scripts/saliency_stats.py"
 
@@ -85,17 +85,17 @@ rule strategy_clusters:
             category="Saliency",
             labels={"figure": "strategy clusters {name}"},
         ),
-    resources:
-        **rule_resources("strategy_clusters"),
     log:
         logfile("strategy_clusters"),
     benchmark:
         bench("strategy_clusters")
+    conda:
+        ENVIRONMENT
+    resources:
+        **rule_resources("strategy_clusters"),
     params:
         clusters=config["saliency"]["clusters"],
         min_object_energy=config["saliency"]["min_object_energy"],
-    conda:
-        ENVIRONMENT
     script:
         "../../scripts/strategy_clusters.py"
 
@@ -108,19 +108,19 @@ rule score_twins:
         twins=res("demo/twins"),
     output:
         table=res("saliency/twins.parquet"),
-    resources:
-        **rule_resources("score_twins", config["audit"]["device"]),
     log:
         logfile("score_twins"),
     benchmark:
         bench("score_twins")
+    conda:
+        ENVIRONMENT
+    threads: workflow.cores
+    resources:
+        **rule_resources("score_twins", config["audit"]["device"]),
     params:
         batch_size=config["audit"]["batch_size"],
         device=config["audit"]["device"],
         max_pixels=config["image"]["max_pixels"],
-    threads: workflow.cores
-    conda:
-        ENVIRONMENT
     script:
         "../../scripts/score_twins.py"
 
@@ -164,12 +164,12 @@ rule saliency_summary:
         logfile("saliency_summary"),
     benchmark:
         bench("saliency_summary")
+    conda:
+        ENVIRONMENT
     params:
         truth_column=config["saliency"]["truth_column"],
         min_object_energy=config["saliency"]["min_object_energy"],
         min_reliance=config["saliency"]["probes"]["min_reliance"],
-    conda:
-        ENVIRONMENT
     script:
         "../../scripts/saliency_summary.py"
 
@@ -189,17 +189,17 @@ rule galleries:
             category="Saliency",
             labels={"figure": "gallery {name}"},
         ),
-    resources:
-        **rule_resources("galleries"),
     log:
         logfile("galleries"),
     benchmark:
         bench("galleries")
+    conda:
+        ENVIRONMENT
+    resources:
+        **rule_resources("galleries"),
     params:
         region=config["saliency"]["object"],
         gallery=config["saliency"]["gallery"],
         max_pixels=config["image"]["max_pixels"],
-    conda:
-        ENVIRONMENT
     script:
         "../../scripts/galleries.py"

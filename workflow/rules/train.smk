@@ -23,20 +23,20 @@ rule train:
             category="Training",
             labels={"figure": "training curve"},
         ),
-    resources:
-        **rule_resources("train", config["train"]["device"]),
     log:
         logfile("train"),
     benchmark:
         bench("train")
+    conda:
+        ENVIRONMENT
+    threads: workflow.cores
+    resources:
+        **rule_resources("train", config["train"]["device"]),
     params:
         model=config["model"],
         train=config["train"],
         pixels=config["image"],
         reuse=config["reuse"],
-    threads: workflow.cores
-    conda:
-        ENVIRONMENT
     script:
         "../../scripts/train.py"
 
@@ -72,20 +72,20 @@ rule evaluate:
             category="Training",
             labels={"figure": "top losses"},
         ),
-    resources:
-        **rule_resources("evaluate", config["train"]["device"]),
     log:
         logfile("evaluate"),
     benchmark:
         bench("evaluate")
+    conda:
+        ENVIRONMENT
+    threads: workflow.cores
+    resources:
+        **rule_resources("evaluate", config["train"]["device"]),
     params:
         device=config["train"]["device"],
         compile=config["train"]["compile"],
         batch_size=config["audit"]["batch_size"],
         target_column=config["target"]["column"],
         reuse=config["reuse"],
-    threads: workflow.cores
-    conda:
-        ENVIRONMENT
     script:
         "../../scripts/evaluate.py"
