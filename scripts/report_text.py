@@ -23,10 +23,8 @@ import os
 import pkgutil
 import string
 import unicodedata
-from pathlib import Path
 from typing import Any
 
-DOCUTILS_CONFIG = Path(__file__).resolve().parents[1] / "workflow" / "report" / "docutils.conf"
 _PUNCTUATION = frozenset(string.punctuation)
 _SCRIPT_SAFE = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
@@ -67,9 +65,10 @@ class _ScriptSafeJson:
     dumps = staticmethod(script_safe_dumps)
 
 
-def harden_report() -> None:
-    """Called by the workflow before any report is rendered (see the module docstring)."""
-    os.environ["DOCUTILSCONFIG"] = str(DOCUTILS_CONFIG)
+def harden_report(docutils_config: str | os.PathLike) -> None:
+    """Called by the workflow before any report is rendered (see the module docstring), with the
+    path of its docutils config (workflow/report/docutils.conf)."""
+    os.environ["DOCUTILSCONFIG"] = str(docutils_config)
     try:
         import snakemake.report.html_reporter as reporter
     except ImportError:  # another Snakemake layout: the docutils settings still apply

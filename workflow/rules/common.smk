@@ -7,8 +7,12 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+# Paths from this file's own folder, never workflow.basedir (the first Snakefile parsed): when the
+# workflow is used as a module from another folder, only these still point into this repository.
+WORKFLOW_DIR = os.path.dirname(workflow.current_basedir.get_path_or_uri(secret_free=True))
+REPO_DIR = os.path.dirname(WORKFLOW_DIR)
 # The rule scripts' shared modules (config checks, loaders) live in scripts/.
-sys.path.insert(0, os.path.join(workflow.basedir, os.pardir, "scripts"))
+sys.path.insert(0, os.path.join(REPO_DIR, "scripts"))
 from config_checks import (  # noqa: E402
     ConfigError,
     describe_schema_error,
@@ -17,7 +21,7 @@ from config_checks import (  # noqa: E402
 )
 from image_manifest import image_manifest  # noqa: E402
 
-with open(os.path.join(workflow.basedir, "schemas", "config.schema.yaml")) as handle:
+with open(os.path.join(WORKFLOW_DIR, "schemas", "config.schema.yaml")) as handle:
     _schema = yaml.safe_load(handle)
 try:
     prepare_config(config, _schema, lambda checked: validate(checked, "../schemas/config.schema.yaml"))
@@ -53,7 +57,7 @@ PROBE_PARTS = [res(f"probes/part-{i}.parquet") for i in range(config["audit"]["s
 
 
 # With --software-deployment-method conda every job runs in the repository's pinned environment.
-ENVIRONMENT = os.path.join(workflow.basedir, os.pardir, "environment.yml")
+ENVIRONMENT = os.path.join(REPO_DIR, "environment.yml")
 
 
 def logfile(rule_name):

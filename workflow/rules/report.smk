@@ -21,6 +21,6 @@ rule provenance:
         ENVIRONMENT
     params:
         config=RESOLVED_CONFIG,
-        workflow_dir=workflow.basedir,
+        workflow_dir=WORKFLOW_DIR,
     script:
         "../../scripts/provenance.py"
