@@ -27,12 +27,12 @@ from pytorch_grad_cam import GradCAM as LibraryGradCAM  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 from timing import images_per_second  # noqa: E402
 
-from audit_tables import audit_schema, batch_table  # noqa: E402
-from batches import to_tensor  # noqa: E402
-from gradcam import GradCAM  # noqa: E402
-from image_io import packed_writer  # noqa: E402
-from interventions import probe_images  # noqa: E402
-from models import build_model, find_module  # noqa: E402
+from saliency_audit.audit.gradcam import GradCAM  # noqa: E402
+from saliency_audit.audit.tables import audit_schema, batch_table  # noqa: E402
+from saliency_audit.data.image_io import packed_writer  # noqa: E402
+from saliency_audit.model.batches import to_tensor  # noqa: E402
+from saliency_audit.model.factory import build_model, find_module  # noqa: E402
+from saliency_audit.saliency.interventions import probe_images  # noqa: E402
 
 
 def throughput(
@@ -95,8 +95,8 @@ MEMORY_CHILD = """
 import json, sys, numpy as np, pandas as pd, torch
 sys.path.insert(0, {scripts!r})
 from audit import run_audit
-from image_io import open_packed
-from models import build_model
+from saliency_audit.data.image_io import open_packed
+from saliency_audit.model.factory import build_model
 n, packed, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 torch.set_num_threads(2)
 torch.manual_seed(0)

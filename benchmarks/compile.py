@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from timing import images_per_second  # noqa: E402
 
-from checkpoint import describe_device, select_device  # noqa: E402
-from models import build_model, compiled  # noqa: E402
+from saliency_audit.model.checkpoint import describe_device, select_device  # noqa: E402
+from saliency_audit.model.factory import build_model, compiled  # noqa: E402
 
 STEPS = {"audit forward": 256, "training step": 128}  # batch sizes: audit.batch_size's and train.batch_size's defaults
 

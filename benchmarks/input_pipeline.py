@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from synthetic import galaxies, write_catalog  # noqa: E402
 
-from batches import batch_rows, dihedral, to_tensor  # noqa: E402
-from checkpoint import describe_device, select_device  # noqa: E402
-from image_io import center_crop_pad, load_rgb, open_packed, packed_writer, read_rows  # noqa: E402
 from pack_images import pack  # noqa: E402
+from saliency_audit.data.image_io import center_crop_pad, load_rgb, open_packed, packed_writer, read_rows  # noqa: E402
+from saliency_audit.model.batches import batch_rows, dihedral, to_tensor  # noqa: E402
+from saliency_audit.model.checkpoint import describe_device, select_device  # noqa: E402
 from train import TrainSettings, fit  # noqa: E402
 
 BATCH = 256

@@ -23,7 +23,7 @@ from synthetic import TARGET_BINS, write_catalog
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
-from job import read_peak_memory  # noqa: E402
+from saliency_audit.runtime.job import read_peak_memory  # noqa: E402
 
 STAGES = ["validate_catalog", "bin_classes", "pack_images", "gather_images", "train", "evaluate", "audit", "pca",
           "saliency_stats", "strategy_clusters", "saliency_summary", "galleries"]  # fmt: skip

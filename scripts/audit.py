@@ -19,18 +19,18 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from atomic_io import atomic_path
-from audit_tables import audit_schema, batch_table
-from batches import batch_rows, prefetch, to_tensor
-from checkpoint import load_checkpoint, select_device
-from gradcam import GradCAM
-from image_io import open_packed, read_rows
-from job import start_job
-from map_geometry import derive_geometry
-from models import Classifier, find_module
-from moments import Moments
-from reuse import content_digest, job_key, reusable
-from shards import shard_labels
+from saliency_audit.audit.gradcam import GradCAM
+from saliency_audit.audit.map_geometry import derive_geometry
+from saliency_audit.audit.moments import Moments
+from saliency_audit.audit.tables import audit_schema, batch_table
+from saliency_audit.data.image_io import open_packed, read_rows
+from saliency_audit.model.batches import batch_rows, prefetch, to_tensor
+from saliency_audit.model.checkpoint import load_checkpoint, select_device
+from saliency_audit.model.factory import Classifier, find_module
+from saliency_audit.runtime.atomic_io import atomic_path
+from saliency_audit.runtime.job import start_job
+from saliency_audit.runtime.reuse import content_digest, job_key, reusable
+from saliency_audit.runtime.shards import shard_labels
 
 
 def run_audit(

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from atomic_io import write_csv, write_parquet
-from figures import BAR_COLOUR, CLASS_COLOURS, plt, save_figure
-from job import start_job
+from saliency_audit.report.figures import BAR_COLOUR, CLASS_COLOURS, plt, save_figure
+from saliency_audit.runtime.atomic_io import write_csv, write_parquet
+from saliency_audit.runtime.job import start_job
 
 
 class ClassError(ValueError):

@@ -7,14 +7,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from atomic_io import write_json, write_parquet
-from checkpoint import load_checkpoint, select_device
-from figures import CLASS_COLOURS, plt, save_figure
-from image_io import open_packed, read_rows
-from job import start_job
-from metrics import classification_metrics, roc_curve, top_losses
-from models import Classifier, compiled
-from reuse import job_key, reusable
+from saliency_audit.data.image_io import open_packed, read_rows
+from saliency_audit.model.checkpoint import load_checkpoint, select_device
+from saliency_audit.model.factory import Classifier, compiled
+from saliency_audit.model.metrics import classification_metrics, roc_curve, top_losses
+from saliency_audit.report.figures import CLASS_COLOURS, plt, save_figure
+from saliency_audit.runtime.atomic_io import write_json, write_parquet
+from saliency_audit.runtime.job import start_job
+from saliency_audit.runtime.reuse import job_key, reusable
 from train import predict_logits
 
 

@@ -6,9 +6,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from atomic_io import write_parquet
-from job import start_job
 from pack_images import concatenate
+from saliency_audit.runtime.atomic_io import write_parquet
+from saliency_audit.runtime.job import start_job
 
 
 def main(snakemake: Any) -> None:

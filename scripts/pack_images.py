@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from atomic_io import atomic_path
-from image_io import center_crop_pad, load_rgb, open_packed, packed_writer, read_rows
-from job import start_job
-from shards import shard_rows
+from saliency_audit.data.image_io import center_crop_pad, load_rgb, open_packed, packed_writer, read_rows
+from saliency_audit.runtime.atomic_io import atomic_path
+from saliency_audit.runtime.job import start_job
+from saliency_audit.runtime.shards import shard_rows
 
 
 def pack(

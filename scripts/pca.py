@@ -17,12 +17,12 @@ import pyarrow.dataset as ds
 from matplotlib.colors import ListedColormap
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
-from atomic_io import write_json, write_parquet
-from audit_tables import audit_batches, audit_dataset, read_list_column
-from figures import BAR_COLOUR, CLASS_COLOURS, plt, save_figure
-from image_io import open_packed, read_rows
-from job import start_job
-from moments import Moments
+from saliency_audit.audit.moments import Moments
+from saliency_audit.audit.tables import audit_batches, audit_dataset, read_list_column
+from saliency_audit.data.image_io import open_packed, read_rows
+from saliency_audit.report.figures import BAR_COLOUR, CLASS_COLOURS, plt, save_figure
+from saliency_audit.runtime.atomic_io import write_json, write_parquet
+from saliency_audit.runtime.job import start_job
 
 
 @dataclass

@@ -17,10 +17,10 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from atomic_io import write_csv
-from checkpoint import read_checkpoint
-from checksums import file_sha256
-from job import start_job
+from saliency_audit.model.checkpoint import read_checkpoint
+from saliency_audit.runtime.atomic_io import write_csv
+from saliency_audit.runtime.checksums import file_sha256
+from saliency_audit.runtime.job import start_job
 
 PACKAGES = ("torch", "torchvision", "snakemake", "pandas", "pyarrow", "numpy", "galsim", "scikit-learn", "matplotlib")
 

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from atomic_io import write_csv, write_json, write_parquet
-from figures import CLASS_COLOURS, plt, save_figure
-from job import start_job
-from metrics import binary_auc, tpr_at_fpr
+from saliency_audit.model.metrics import binary_auc, tpr_at_fpr
+from saliency_audit.report.figures import CLASS_COLOURS, plt, save_figure
+from saliency_audit.runtime.atomic_io import write_csv, write_json, write_parquet
+from saliency_audit.runtime.job import start_job
 
 MEANS = ("energy_in_object", "relative_energy", "pointing_hit", "rank_accuracy", "peak_offset", "entropy")
 

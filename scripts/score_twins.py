@@ -16,12 +16,12 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from atomic_io import write_parquet
-from batches import batch_rows, to_tensor
-from checkpoint import load_checkpoint, select_device
-from image_io import center_crop_pad, load_rgb, open_packed, read_rows
-from interventions import background_reliance, margins
-from job import start_job
+from saliency_audit.data.image_io import center_crop_pad, load_rgb, open_packed, read_rows
+from saliency_audit.model.batches import batch_rows, to_tensor
+from saliency_audit.model.checkpoint import load_checkpoint, select_device
+from saliency_audit.runtime.atomic_io import write_parquet
+from saliency_audit.runtime.job import start_job
+from saliency_audit.saliency.interventions import background_reliance, margins
 
 
 def twin_table(

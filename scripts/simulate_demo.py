@@ -14,11 +14,11 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from atomic_io import atomic_path, write_csv
-from figures import plt, save_figure
-from galaxy_model import GalaxyParams, draw_galaxies
-from galaxy_render import Shortcut, SkySettings, render_stamp, to_rgb
-from job import start_job
+from saliency_audit.demo.galaxy_model import GalaxyParams, draw_galaxies
+from saliency_audit.demo.rendering import Shortcut, SkySettings, render_stamp, to_rgb
+from saliency_audit.report.figures import plt, save_figure
+from saliency_audit.runtime.atomic_io import atomic_path, write_csv
+from saliency_audit.runtime.job import start_job
 
 OBJID_BASE = 1237648720693755918  # SDSS DR7 objIDs are 64-bit integers of this size
 

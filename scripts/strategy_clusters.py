@@ -18,13 +18,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from atomic_io import write_csv, write_parquet
-from audit_tables import audit_batches, audit_dataset, predicted_index, read_audit_metadata, read_cams
-from figures import plt, safe_name, save_figure
-from image_io import open_packed, read_rows
-from job import start_job
-from map_geometry import MapGeometry, place
-from strategies import map_features, spectral_clusters
+from saliency_audit.audit.map_geometry import MapGeometry, place
+from saliency_audit.audit.tables import audit_batches, audit_dataset, predicted_index, read_audit_metadata, read_cams
+from saliency_audit.data.image_io import open_packed, read_rows
+from saliency_audit.report.figures import plt, safe_name, save_figure
+from saliency_audit.runtime.atomic_io import write_csv, write_parquet
+from saliency_audit.runtime.job import start_job
+from saliency_audit.saliency.strategies import map_features, spectral_clusters
 
 EXAMPLES = 4  # example images per cluster in the figure
 

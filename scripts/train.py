@@ -17,15 +17,15 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from atomic_io import write_csv
-from batches import batch_rows, channel_stats, dihedral, prefetch, to_tensor
-from checkpoint import describe_device, save_checkpoint, select_device
-from figures import plt, save_figure
-from image_io import open_packed, read_rows
-from job import start_job
-from metrics import classification_metrics
-from models import Classifier, build_model, compiled
-from reuse import job_key, reusable
+from saliency_audit.data.image_io import open_packed, read_rows
+from saliency_audit.model.batches import batch_rows, channel_stats, dihedral, prefetch, to_tensor
+from saliency_audit.model.checkpoint import describe_device, save_checkpoint, select_device
+from saliency_audit.model.factory import Classifier, build_model, compiled
+from saliency_audit.model.metrics import classification_metrics
+from saliency_audit.report.figures import plt, save_figure
+from saliency_audit.runtime.atomic_io import write_csv
+from saliency_audit.runtime.job import start_job
+from saliency_audit.runtime.reuse import job_key, reusable
 
 
 class TrainingError(RuntimeError):

@@ -22,12 +22,18 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from atomic_io import write_csv, write_parquet
-from catalog_csv import DELIMITER_NAMES, CatalogReadError, CatalogText, missing_column_message, read_catalog_text
-from image_io import ImageProblem, center_crop_pad, crop_window, load_rgb, nearly_constant
-from job import start_job
-from number_text import is_blank, is_number, parse_numbers
-from regions import threshold_regions
+from saliency_audit.data.catalog_csv import (
+    DELIMITER_NAMES,
+    CatalogReadError,
+    CatalogText,
+    missing_column_message,
+    read_catalog_text,
+)
+from saliency_audit.data.image_io import ImageProblem, center_crop_pad, crop_window, load_rgb, nearly_constant
+from saliency_audit.data.number_text import is_blank, is_number, parse_numbers
+from saliency_audit.runtime.atomic_io import write_csv, write_parquet
+from saliency_audit.runtime.job import start_job
+from saliency_audit.saliency.regions import threshold_regions
 
 INTEGRITY_COLUMNS = ["row", "id", "problem", "detail"]
 WARNINGS = frozenset({"object_cut", "constant_image"})  # reported, but the row is kept

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from audit import run_audit
-from audit_tables import read_audit_metadata, read_list_column
-from batches import to_tensor
-from gradcam import GradCAM
-from models import build_model
-from moments import Moments
-from shards import shard_labels, shard_rows
+from saliency_audit.audit.gradcam import GradCAM
+from saliency_audit.audit.moments import Moments
+from saliency_audit.audit.tables import read_audit_metadata, read_list_column
+from saliency_audit.model.batches import to_tensor
+from saliency_audit.model.factory import build_model
+from saliency_audit.runtime.shards import shard_labels, shard_rows
 
 
 @pytest.mark.parametrize(("n", "k"), [(10, 1), (10, 3), (7, 7), (1000, 4)])

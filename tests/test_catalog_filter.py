@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from catalog_filter import FilterError, evaluate_filter, filter_columns, parse_filter
 from galleries import GalleryError, random_sample
+from saliency_audit.data.catalog_filter import FilterError, evaluate_filter, filter_columns, parse_filter
 
 
 @pytest.fixture

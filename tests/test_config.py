@@ -6,7 +6,7 @@ import pytest
 import yaml
 from snakemake.utils import update_config, validate
 
-from config_checks import (
+from saliency_audit.config import (
     ConfigError,
     apply_demo,
     check_catalog,

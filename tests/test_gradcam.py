@@ -12,8 +12,8 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch._dynamo.utils import counters
 
-from gradcam import GradCAM
-from models import build_model, find_module
+from saliency_audit.audit.gradcam import GradCAM
+from saliency_audit.model.factory import build_model, find_module
 
 CASES = [
     ("simple_cnn", "body.2", 3),

@@ -4,7 +4,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from image_io import (
+from pack_images import concatenate, pack
+from saliency_audit.data.image_io import (
     ImageProblem,
     center_crop_pad,
     crop_start,
@@ -14,8 +15,7 @@ from image_io import (
     packed_writer,
     read_rows,
 )
-from pack_images import concatenate, pack
-from shards import shard_rows
+from saliency_audit.runtime.shards import shard_rows
 
 
 def ramp(h: int, w: int) -> np.ndarray:

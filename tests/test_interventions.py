@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from interventions import (
+from saliency_audit.saliency.interventions import (
     STATE_EMPTY_OBJECT,
     STATE_NO_BACKGROUND,
     STATE_OK,

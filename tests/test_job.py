@@ -6,16 +6,16 @@ import sys
 import textwrap
 from pathlib import Path
 
-from atomic_io import write_json
 from helpers import REPO
-from job import read_peak_memory
+from saliency_audit.runtime.atomic_io import write_json
+from saliency_audit.runtime.job import read_peak_memory
 
 CHILD = textwrap.dedent(
     """
     import os, signal, sys
     sys.path.insert(0, {scripts!r})
-    from atomic_io import atomic_path
-    from job import start_job
+    from saliency_audit.runtime.atomic_io import atomic_path
+    from saliency_audit.runtime.job import start_job
     start_job({log!r})
     with atomic_path({out!r}) as tmp:
         tmp.write_text("half of it")
@@ -41,7 +41,7 @@ PEAK = textwrap.dedent(
     import sys
     import numpy as np
     sys.path.insert(0, {scripts!r})
-    from job import start_job
+    from saliency_audit.runtime.job import start_job
     start_job({log!r})
     block = np.ones({mb} * 2**20, dtype=np.uint8)  # touched, so resident
     del block

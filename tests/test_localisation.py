@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from localisation import STATE_EMPTY_MAP, STATE_EMPTY_OBJECT, STATE_OK, localisation
-from map_geometry import MapGeometry, place, pool
+from saliency_audit.audit.map_geometry import MapGeometry, place, pool
+from saliency_audit.saliency.localisation import STATE_EMPTY_MAP, STATE_EMPTY_OBJECT, STATE_OK, localisation
 
 
 def patches(stride: int) -> MapGeometry:

@@ -5,9 +5,9 @@ import pytest
 import torch
 from scipy.ndimage import uniform_filter
 
-from localisation import localisation
-from map_geometry import MapGeometry, derive_geometry, place, placement_matrix, pool
-from models import build_model, compiled, find_module
+from saliency_audit.audit.map_geometry import MapGeometry, derive_geometry, place, placement_matrix, pool
+from saliency_audit.model.factory import build_model, compiled, find_module
+from saliency_audit.saliency.localisation import localisation
 
 SIZE = 64
 

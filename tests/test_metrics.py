@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from metrics import binary_auc, classification_metrics, roc_curve
+from saliency_audit.model.metrics import binary_auc, classification_metrics, roc_curve
 
 
 def random_probs(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from architectures import FEATURE_WIDTHS
-from batches import channel_stats, dihedral
-from checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from metrics import binary_auc
-from models import Classifier, build_model, find_module
+from saliency_audit.model.architectures import FEATURE_WIDTHS
+from saliency_audit.model.batches import channel_stats, dihedral
+from saliency_audit.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from saliency_audit.model.factory import Classifier, build_model, find_module
+from saliency_audit.model.metrics import binary_auc
 from train import TrainingError, TrainSettings, chance_auc, fit, inverse_frequency, make_optimizer
 
 CPU = torch.device("cpu")

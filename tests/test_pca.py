@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from sklearn.decomposition import PCA
 
-from moments import Moments
 from pca import ColourScale, fit_pca, spread_sample
+from saliency_audit.audit.moments import Moments
 
 
 def activations(n: int = 600, f: int = 20, seed: int = 0) -> np.ndarray:

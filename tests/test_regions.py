@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from image_io import center_crop_pad, image_area
-from regions import disk_mask, object_regions, threshold_regions
+from saliency_audit.data.image_io import center_crop_pad, image_area
+from saliency_audit.saliency.regions import disk_mask, object_regions, threshold_regions
 
 SIZE = 48
 

@@ -16,7 +16,7 @@ from docutils.core import publish_parts
 from PIL import Image
 
 from helpers import REPO, TINY_DEMO, run_workflow
-from report_text import rst_text, script_safe_dumps
+from saliency_audit.report.text import rst_text, script_safe_dumps
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

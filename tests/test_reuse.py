@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from image_manifest import image_manifest
-from reuse import content_digest, fingerprint, frame_digest, reusable
+from saliency_audit.runtime import reuse
+from saliency_audit.runtime.manifest import image_manifest
+from saliency_audit.runtime.reuse import code_digest, content_digest, fingerprint, frame_digest, reusable
 
 
 def compute(outputs: list[Path], key: str, text: str, calls: list[str]) -> bool:
@@ -109,3 +110,23 @@ def test_the_manifest_does_not_depend_on_the_listing_order(tmp_path: Path, n: in
     for i in range(n):
         (tmp_path / f"{n - i}.png").write_bytes(b"z")
     assert image_manifest(str(tmp_path / "{id}.png")) == image_manifest(str(tmp_path / "{id}.png"), workers=1)
+
+
+def test_the_code_digest_covers_every_module_of_the_package_by_its_path(tmp_path: Path, monkeypatch) -> None:
+    module = tmp_path / "saliency_audit/saliency/stats.py"
+    module.parent.mkdir(parents=True)
+    module.write_text("A = 1\n")
+    (tmp_path / "saliency_stats.py").write_text("def main(snakemake): ...\n")
+    monkeypatch.setattr(reuse, "CODE", tmp_path)
+    before = code_digest()
+    module.write_text("A = 2\n")  # a change two folders down
+    assert code_digest() != before
+    module.write_text("A = 1\n")
+    assert code_digest() == before
+    module.rename(tmp_path / "saliency_audit/stats.py")  # the same text in another module
+    assert code_digest() != before
+    (tmp_path / "saliency_audit/__pycache__").mkdir()
+    (tmp_path / "saliency_audit/__pycache__/stats.py").write_text("compiled")  # not code
+    moved = code_digest()
+    (tmp_path / "saliency_audit/__pycache__/stats.py").write_text("other")
+    assert code_digest() == moved

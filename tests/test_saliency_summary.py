@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from galleries import GalleryError, most_background_focused, random_sample
-from map_geometry import MapGeometry
-from metrics import top_losses
+from saliency_audit.audit.map_geometry import MapGeometry
+from saliency_audit.model.metrics import top_losses
 from saliency_stats import image_stats
 from saliency_summary import backgrounds_table, headlines, reliance_benchmark, shortcut_benchmark, summary_table
 from strategy_clusters import cluster_summary

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from galaxy_model import draw_galaxies, mass_metallicity
-from galaxy_render import STAR_COLOURS, Shortcut, SkySettings, _draw, render_stamp, to_rgb
+from saliency_audit.demo.galaxy_model import draw_galaxies, mass_metallicity
+from saliency_audit.demo.rendering import STAR_COLOURS, Shortcut, SkySettings, _draw, render_stamp, to_rgb
 from simulate_demo import object_ids, shortcut_flags, simulate
 
 BINS, LABELS = [8.1, 8.7, 9.1, 9.3], ["low", "medium", "high"]

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from map_geometry import MapGeometry
-from strategies import knn_affinity, map_features, spectral_clusters
+from saliency_audit.audit.map_geometry import MapGeometry
+from saliency_audit.saliency.strategies import knn_affinity, map_features, spectral_clusters
 
 PATCHES_8 = MapGeometry((3.5, 3.5), (8.0, 8.0))  # 8 x 8 cells of 8 px blocks of a 64 px image
 

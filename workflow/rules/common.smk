@@ -13,13 +13,13 @@ WORKFLOW_DIR = os.path.dirname(workflow.current_basedir.get_path_or_uri(secret_f
 REPO_DIR = os.path.dirname(WORKFLOW_DIR)
 # The rule scripts' shared modules (config checks, loaders) live in scripts/.
 sys.path.insert(0, os.path.join(REPO_DIR, "scripts"))
-from config_checks import (  # noqa: E402
+from saliency_audit.config import (  # noqa: E402
     ConfigError,
     describe_schema_error,
     is_demo,
     prepare_config,
 )
-from image_manifest import image_manifest  # noqa: E402
+from saliency_audit.runtime.manifest import image_manifest  # noqa: E402
 
 with open(os.path.join(WORKFLOW_DIR, "schemas", "config.schema.yaml")) as handle:
     _schema = yaml.safe_load(handle)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from number_text import NUMBER_PATTERN, parse_number, parse_numbers
+from saliency_audit.data.number_text import NUMBER_PATTERN, parse_number, parse_numbers
 
 
 class FilterError(ValueError):

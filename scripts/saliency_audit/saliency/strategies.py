@@ -24,7 +24,7 @@ from scipy.sparse.linalg import eigsh
 from sklearn.cluster import KMeans
 from sklearn.neighbors import NearestNeighbors
 
-from map_geometry import MapGeometry, place
+from saliency_audit.audit.map_geometry import MapGeometry, place
 
 FEATURES = ("radial", "map")
 RADIAL_BINS = 12  # rings from the centre to the corner

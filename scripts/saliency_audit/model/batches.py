@@ -13,7 +13,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from image_io import read_rows
+from saliency_audit.data.image_io import read_rows
 
 
 def channel_stats(images: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> tuple[list[float], list[float]]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from map_geometry import MapGeometry, place, pool
+from saliency_audit.audit.map_geometry import MapGeometry, place, pool
 
 # Why a statistic could not be computed: its own state, never a silent NaN.
 STATE_OK = "ok"

@@ -8,7 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from atomic_io import atomic_path  # noqa: E402
+from saliency_audit.runtime.atomic_io import atomic_path  # noqa: E402
 
 CLASS_COLOURS = ("#003f5c", "#ffa600", "#bc5090", "#58508d", "#ff6361", "#2f4b7c")
 BAR_COLOUR = "#003f5c"

@@ -12,7 +12,7 @@ from typing import cast
 import torch
 from torch import nn
 
-from architectures import ARCHS, FEATURE_WIDTHS
+from saliency_audit.model.architectures import ARCHS, FEATURE_WIDTHS
 
 
 class Classifier(nn.Module):

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from report_text import rst_text
+from saliency_audit.report.text import rst_text
 
 
 def _json(path: Path) -> dict[str, Any] | None:

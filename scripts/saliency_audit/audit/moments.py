@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from atomic_io import atomic_path
+from saliency_audit.runtime.atomic_io import atomic_path
 
 
 @dataclass

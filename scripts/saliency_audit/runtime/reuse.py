@@ -25,10 +25,11 @@ from typing import Any
 
 import pandas as pd
 
-from atomic_io import atomic_path
-from checksums import file_sha256
+from saliency_audit.runtime.atomic_io import atomic_path
+from saliency_audit.runtime.checksums import file_sha256
 
-CODE = Path(__file__).resolve().parent
+# scripts/: the library package and the rule scripts beside it
+CODE = Path(__file__).resolve().parents[2]
 
 
 def _hidden(path: Path, suffix: str) -> Path:
@@ -64,10 +65,12 @@ def content_digest(path: str | os.PathLike) -> str:
 
 
 def code_digest() -> str:
-    """SHA-256 of the workflow's Python code: a change to any module computes everything again."""
+    """SHA-256 of the workflow's Python code, every module of the package and every rule script by its
+    path under scripts/: a change to any of them computes everything again."""
     digest = hashlib.sha256()
-    for source in sorted(CODE.glob("*.py")):
-        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    for source in sorted(CODE.rglob("*.py")):
+        if "__pycache__" not in source.parts:
+            digest.update(source.relative_to(CODE).as_posix().encode() + b"\0" + source.read_bytes())
     return digest.hexdigest()
 
 

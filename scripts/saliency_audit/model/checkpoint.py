@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from atomic_io import atomic_path
-from models import Classifier, build_model
+from saliency_audit.model.factory import Classifier, build_model
+from saliency_audit.runtime.atomic_io import atomic_path
 
 
 def select_device(requested: str) -> torch.device:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models import Classifier, compiled, find_module
+from saliency_audit.model.factory import Classifier, compiled, find_module
 
 
 @dataclass

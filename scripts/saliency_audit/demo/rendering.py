@@ -20,7 +20,7 @@ import numpy as np
 from astropy.visualization import make_lupton_rgb
 from scipy.ndimage import distance_transform_edt
 
-from galaxy_model import GalaxyParams, mag_to_nanomaggies
+from saliency_audit.demo.galaxy_model import GalaxyParams, mag_to_nanomaggies
 
 BANDS = ("g", "r", "i")
 SDSS_EXPOSURE_COUNTS_PER_NMGY = {"g": 130.0, "r": 190.0, "i": 140.0}

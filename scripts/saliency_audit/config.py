@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 
-from architectures import FEATURE_WIDTHS
-from catalog_csv import CatalogReadError, catalog_columns, missing_column_message
-from catalog_filter import FilterError, filter_columns, parse_filter
+from saliency_audit.data.catalog_csv import CatalogReadError, catalog_columns, missing_column_message
+from saliency_audit.data.catalog_filter import FilterError, filter_columns, parse_filter
+from saliency_audit.model.architectures import FEATURE_WIDTHS
 
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
@@ -198,7 +198,7 @@ def check_layer(config: dict[str, Any]) -> None:
     layer = config["audit"]["layer"]
     if layer == "auto":
         return
-    from models import layer_problem  # noqa: PLC0415  (torch: seconds at start-up, so only when needed)
+    from saliency_audit.model.factory import layer_problem  # noqa: PLC0415  (torch: seconds at start-up, so only when needed)
 
     problem = layer_problem(config["model"]["arch"], config["model"]["stride"], layer, config["image"]["size"])
     if problem is not None:

@@ -28,7 +28,7 @@ import pandas as pd
 from astropy.stats import sigma_clipped_stats
 from scipy import ndimage
 
-from image_io import ImageProblem, center_crop_pad, crop_start, crop_window, image_area, load_mask
+from saliency_audit.data.image_io import ImageProblem, center_crop_pad, crop_start, crop_window, image_area, load_mask
 
 METHODS = ("threshold", "masks", "circle", "ellipse")
 SMOOTH_SIGMA_PX = 1.0  # Gaussian smoothing before thresholding: suppresses single noisy pixels

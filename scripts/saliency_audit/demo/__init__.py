@@ -1,0 +1,1 @@
+"""The embedded GalSim demo: the galaxy model and its rendering."""

@@ -1,0 +1,1 @@
+"""The models: architectures, the factory, batches, checkpoints and classification metrics."""

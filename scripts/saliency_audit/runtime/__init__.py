@@ -1,0 +1,1 @@
+"""Job plumbing shared by every rule: logs, signals, atomic writes, shards, checksums, reuse, image manifest."""

@@ -1,0 +1,1 @@
+"""Judging the maps: object regions, localisation statistics, intervention probes and strategies."""
