@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from saliency_audit.audit.map_geometry import MapGeometry  # noqa: E402
 from saliency_audit.audit.tables import audit_batches, audit_dataset, read_audit_metadata, read_cams  # noqa: E402
 from saliency_audit.data.image_io import open_packed, read_rows  # noqa: E402
+from saliency_audit.data.regions import image_sizes, object_regions  # noqa: E402
 from saliency_audit.model.metrics import binary_auc  # noqa: E402
-from saliency_audit.saliency.regions import image_sizes, object_regions  # noqa: E402
 from saliency_stats import image_stats  # noqa: E402
 
 

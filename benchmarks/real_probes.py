@@ -53,12 +53,12 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from saliency_audit.audit.map_geometry import derive_geometry  # noqa: E402
 from saliency_audit.data.image_io import center_crop_pad, load_rgb  # noqa: E402
+from saliency_audit.data.regions import object_regions  # noqa: E402
 from saliency_audit.model.batches import to_tensor  # noqa: E402
 from saliency_audit.model.checkpoint import load_checkpoint  # noqa: E402
 from saliency_audit.model.factory import find_module  # noqa: E402
 from saliency_audit.model.metrics import binary_auc  # noqa: E402
 from saliency_audit.saliency.interventions import background_reliance, margins, object_part  # noqa: E402
-from saliency_audit.saliency.regions import object_regions  # noqa: E402
 
 M13 = Path(fits.__file__).parent / "hdu/compressed/tests/data/m13.fits"
 STAMP = 32  # stamp and image.size, px

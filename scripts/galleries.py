@@ -18,10 +18,10 @@ from saliency_audit.audit.map_geometry import MapGeometry, place
 from saliency_audit.audit.tables import audit_dataset, read_audit_metadata, read_cams
 from saliency_audit.data.catalog_filter import FilterError, evaluate_filter, parse_filter
 from saliency_audit.data.image_io import open_packed, read_rows
+from saliency_audit.data.regions import image_sizes, object_regions
 from saliency_audit.model.metrics import top_losses
 from saliency_audit.report.figures import plt, safe_name, save_figure
 from saliency_audit.runtime.job import start_job
-from saliency_audit.saliency.regions import image_sizes, object_regions
 
 TEXT = {"ha": "center", "color": "white", "fontsize": 8}
 

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from saliency_audit.audit.map_geometry import derive_geometry
 from saliency_audit.data.image_io import image_area, open_packed, read_rows
+from saliency_audit.data.regions import image_sizes, object_regions
 from saliency_audit.model.batches import batch_rows, to_tensor
 from saliency_audit.model.checkpoint import load_checkpoint, select_device
 from saliency_audit.model.factory import Classifier, find_module
@@ -26,7 +27,6 @@ from saliency_audit.runtime.job import start_job
 from saliency_audit.runtime.reuse import job_key, reusable
 from saliency_audit.runtime.shards import shard_labels
 from saliency_audit.saliency.interventions import STATE_NO_MARGIN, STATE_OK, background_reliance, margins, probe_images
-from saliency_audit.saliency.regions import image_sizes, object_regions
 
 VIEWS = ("", "_object_only", "_background_only")
 

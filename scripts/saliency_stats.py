@@ -27,10 +27,10 @@ from tqdm import tqdm
 from saliency_audit.audit.map_geometry import MapGeometry
 from saliency_audit.audit.tables import audit_batches, audit_dataset, predicted_index, read_audit_metadata, read_cams
 from saliency_audit.data.image_io import open_packed, read_rows
+from saliency_audit.data.regions import image_sizes, object_regions
 from saliency_audit.runtime.atomic_io import atomic_path, write_csv
 from saliency_audit.runtime.job import start_job
 from saliency_audit.saliency.localisation import METRICS, localisation
-from saliency_audit.saliency.regions import image_sizes, object_regions
 
 PROBLEM_COLUMNS = ["id", "problem", "detail"]
 

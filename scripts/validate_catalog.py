@@ -31,9 +31,9 @@ from saliency_audit.data.catalog_csv import (
 )
 from saliency_audit.data.image_io import ImageProblem, center_crop_pad, crop_window, load_rgb, nearly_constant
 from saliency_audit.data.number_text import is_blank, is_number, parse_numbers
+from saliency_audit.data.regions import threshold_regions
 from saliency_audit.runtime.atomic_io import write_csv, write_parquet
 from saliency_audit.runtime.job import start_job
-from saliency_audit.saliency.regions import threshold_regions
 
 INTEGRITY_COLUMNS = ["row", "id", "problem", "detail"]
 WARNINGS = frozenset({"object_cut", "constant_image"})  # reported, but the row is kept

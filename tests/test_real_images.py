@@ -14,7 +14,7 @@ from astropy.io import fits
 from PIL import Image
 
 from saliency_audit.data.image_io import center_crop_pad, image_area, load_rgb, nearly_constant
-from saliency_audit.saliency.regions import object_regions, threshold_regions
+from saliency_audit.data.regions import object_regions, threshold_regions
 
 ASTROPY = Path(fits.__file__).parent
 M13 = ASTROPY / "hdu/compressed/tests/data/m13.fits"

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from saliency_audit.data.image_io import center_crop_pad, image_area
-from saliency_audit.saliency.regions import disk_mask, object_regions, threshold_regions
+from saliency_audit.data.regions import disk_mask, object_regions, threshold_regions
 
 SIZE = 48
 

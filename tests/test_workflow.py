@@ -16,8 +16,8 @@ from PIL import Image
 from helpers import DEMO_TARGET, REPO, TINY_DEMO, run_workflow
 from saliency_audit.audit.tables import read_audit_metadata
 from saliency_audit.data.image_io import center_crop_pad, load_rgb
+from saliency_audit.data.regions import threshold_regions
 from saliency_audit.runtime.job import read_peak_memory
-from saliency_audit.saliency.regions import threshold_regions
 
 pytestmark = pytest.mark.workflow  # every test here runs Snakemake
 

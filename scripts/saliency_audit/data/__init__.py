@@ -1,1 +1,1 @@
-"""Reading the user's data: the catalog CSV, its filters, numbers in text, and images of any format."""
+"""Reading the user's data: the catalog CSV, its filters, numbers in text, images of any format, object regions."""

@@ -1,1 +1,1 @@
-"""Judging the maps: object regions, localisation statistics, intervention probes and strategies."""
+"""Judging the maps: localisation statistics, intervention probes and strategies."""
