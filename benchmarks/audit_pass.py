@@ -94,7 +94,7 @@ def throughput(
 MEMORY_CHILD = """
 import json, sys, numpy as np, pandas as pd, torch
 sys.path.insert(0, {scripts!r})
-from audit import run_audit
+from saliency_audit.audit.audit_pass import run_audit
 from saliency_audit.data.image_io import open_packed
 from saliency_audit.model.factory import build_model
 n, packed, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]

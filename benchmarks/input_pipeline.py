@@ -6,7 +6,7 @@
    (centre crop, in a pool of threads like pack_images) against reading the packed
    uint8 array, each with and without the dihedral augmentation. Interleaved rounds,
    best round kept.
-2. One training epoch (train.fit, the rule's own code; on CUDA when torch sees a
+2. One training epoch (saliency_audit.model.training.fit, the rule's own code; on CUDA when torch sees a
    GPU) per architecture and image size on synthetic packed images: training
    images/s and the share of each step spent waiting for data.
 """
@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from synthetic import galaxies, write_catalog  # noqa: E402
 
-from pack_images import pack  # noqa: E402
 from saliency_audit.data.image_io import center_crop_pad, load_rgb, open_packed, packed_writer, read_rows  # noqa: E402
+from saliency_audit.data.packing import pack  # noqa: E402
 from saliency_audit.model.batches import batch_rows, dihedral, to_tensor  # noqa: E402
 from saliency_audit.model.checkpoint import describe_device, select_device  # noqa: E402
-from train import TrainSettings, fit  # noqa: E402
+from saliency_audit.model.training import TrainSettings, fit  # noqa: E402
 
 BATCH = 256
 NORM = ([0.1] * 3, [0.2] * 3)

@@ -25,7 +25,7 @@ from saliency_audit.audit.tables import audit_batches, audit_dataset, read_audit
 from saliency_audit.data.image_io import open_packed, read_rows  # noqa: E402
 from saliency_audit.data.regions import image_sizes, object_regions  # noqa: E402
 from saliency_audit.model.metrics import binary_auc  # noqa: E402
-from saliency_stats import image_stats  # noqa: E402
+from saliency_audit.saliency.stats import image_stats  # noqa: E402
 
 
 def rescore(results: Path, region: dict, threshold: float) -> dict[str, pd.DataFrame]:

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from audit import run_audit
+from saliency_audit.audit.audit_pass import run_audit
 from saliency_audit.audit.gradcam import GradCAM
 from saliency_audit.audit.moments import Moments
 from saliency_audit.audit.tables import read_audit_metadata, read_list_column

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bin_classes import ClassError, assign_classes, check_kept_images, make_labels, stratified_split
+from saliency_audit.data.classes import ClassError, assign_classes, check_kept_images, make_labels, stratified_split
 
 NUMERIC = {"column": "Z", "bins": [8.1, 8.7, 9.1, 9.3], "labels": ["low", "medium", "high"], "keep": ["low", "high"]}
 SPLIT = {"valid_fraction": 0.2, "seed": 256}

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from galleries import GalleryError, random_sample
 from saliency_audit.data.catalog_filter import FilterError, evaluate_filter, filter_columns, parse_filter
+from saliency_audit.saliency.galleries import GalleryError, random_sample
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pack_images import concatenate, pack
 from saliency_audit.data.image_io import (
     ImageProblem,
     center_crop_pad,
@@ -15,6 +14,7 @@ from saliency_audit.data.image_io import (
     packed_writer,
     read_rows,
 )
+from saliency_audit.data.packing import concatenate, pack
 from saliency_audit.runtime.shards import shard_rows
 
 

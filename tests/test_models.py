@@ -11,7 +11,14 @@ from saliency_audit.model.batches import channel_stats, dihedral
 from saliency_audit.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from saliency_audit.model.factory import Classifier, build_model, find_module
 from saliency_audit.model.metrics import binary_auc
-from train import TrainingError, TrainSettings, chance_auc, fit, inverse_frequency, make_optimizer
+from saliency_audit.model.training import (
+    TrainingError,
+    TrainSettings,
+    chance_auc,
+    fit,
+    inverse_frequency,
+    make_optimizer,
+)
 
 CPU = torch.device("cpu")
 

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 from sklearn.decomposition import PCA
 
-from pca import ColourScale, fit_pca, spread_sample
 from saliency_audit.audit.moments import Moments
+from saliency_audit.audit.pca import fit_pca, spread_sample
+from saliency_audit.report.pca_figures import ColourScale
 
 
 def activations(n: int = 600, f: int = 20, seed: int = 0) -> np.ndarray:

@@ -4,12 +4,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from galleries import GalleryError, most_background_focused, random_sample
 from saliency_audit.audit.map_geometry import MapGeometry
 from saliency_audit.model.metrics import top_losses
-from saliency_stats import image_stats
-from saliency_summary import backgrounds_table, headlines, reliance_benchmark, shortcut_benchmark, summary_table
-from strategy_clusters import cluster_summary
+from saliency_audit.saliency.clusters import cluster_summary
+from saliency_audit.saliency.galleries import GalleryError, most_background_focused, random_sample
+from saliency_audit.saliency.stats import image_stats
+from saliency_audit.saliency.summary import (
+    backgrounds_table,
+    headlines,
+    reliance_benchmark,
+    shortcut_benchmark,
+    summary_table,
+)
 
 CLASSES = ["low", "high"]
 

@@ -6,7 +6,7 @@ from PIL import Image
 
 from saliency_audit.demo.galaxy_model import draw_galaxies, mass_metallicity
 from saliency_audit.demo.rendering import STAR_COLOURS, Shortcut, SkySettings, _draw, render_stamp, to_rgb
-from simulate_demo import object_ids, shortcut_flags, simulate
+from saliency_audit.demo.simulation import object_ids, shortcut_flags, simulate
 
 BINS, LABELS = [8.1, 8.7, 9.1, 9.3], ["low", "medium", "high"]
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from validate_catalog import CatalogError, id_problems, read_catalog, target_problems, validate
+from saliency_audit.data.validation import CatalogError, id_problems, read_catalog, target_problems, validate
 
 
 def textured(seed: int, size: int = 16) -> np.ndarray:

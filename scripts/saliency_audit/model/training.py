@@ -1,0 +1,289 @@
+"""train: fit the configured CNN on the packed training images with a one-cycle schedule.
+
+Normalisation statistics come from the training split only. Each epoch logs its
+loss, the validation metrics and how long it waited for data. On a CPU the run
+is deterministic for a given ``train.seed``; on CUDA it uses mixed precision and
+channels-last memory, which are faster but not bit-reproducible. The training
+curve is drawn by ``saliency_audit.report.model_figures``.
+"""
+
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from saliency_audit.data.image_io import read_rows
+from saliency_audit.model.batches import batch_rows, channel_stats, dihedral, prefetch, to_tensor
+from saliency_audit.model.checkpoint import describe_device
+from saliency_audit.model.factory import Classifier, build_model, compiled
+from saliency_audit.model.metrics import classification_metrics
+
+
+class TrainingError(RuntimeError):
+    """Training produced no model worth auditing; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The ``train`` section of the config."""
+
+    epochs: int = 5
+    lr: float = 0.08
+    batch_size: int = 128
+    weight_decay: float = 0.01
+    optimizer: str = "adamw"
+    class_weights: bool = False
+    seed: int = 0
+    compile: bool = False
+
+
+def train_settings(config: dict[str, Any]) -> TrainSettings:
+    """The config's ``train`` section as settings; ``device`` is chosen apart (``select_device``)."""
+    return TrainSettings(**{k: v for k, v in config.items() if k != "device"})
+
+
+def set_threads(threads: int) -> None:
+    """Let PyTorch use the threads the rule was given, no more (its default is every core)."""
+    torch.set_num_threads(threads)
+
+
+def read_labels(path: str | os.PathLike) -> pd.DataFrame:
+    """labels.parquet: id, target, class (categorical, in class order) and split, row i = packed image i."""
+    return pd.read_parquet(path)
+
+
+def training_labels(labels: pd.DataFrame) -> pd.DataFrame:
+    """What training depends on in the labels, for its reuse key: each image's class and split, not its target value."""
+    return labels[["id", "class", "split"]]
+
+
+@dataclass
+class Precision:
+    """Mixed precision on CUDA (bfloat16 where supported, float16 with loss scaling otherwise)."""
+
+    device: torch.device
+
+    def __post_init__(self) -> None:
+        cuda = self.device.type == "cuda"
+        self.dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+        self.enabled = cuda
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and self.dtype == torch.float16)
+        self.channels_last = cuda
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.enabled)
+
+
+def make_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    raise ValueError(f"train.optimizer {name!r} is not one of adamw, adam, sgd")
+
+
+def inverse_frequency(codes: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Loss weights that give every class the same total weight (mean weight 1)."""
+    counts = np.bincount(codes, minlength=n_classes).astype(float)
+    weights = counts.sum() / (n_classes * np.maximum(counts, 1))
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def predict_logits(
+    model: nn.Module,
+    images: np.ndarray,
+    rows: np.ndarray,
+    mean: list[float],
+    std: list[float],
+    batch_size: int,
+    device: torch.device,
+) -> np.ndarray:
+    """Logits (float32, N x classes) for ``rows`` of the packed array, in that order.
+
+    ``model`` is a ``Classifier`` or its compiled wrapper (``models.compiled``).
+    """
+    model.eval()
+    out = []
+    batches = list(batch_rows(rows, batch_size, shuffle=False, generator=None))
+    with torch.inference_mode():
+        for x in prefetch(lambda batch: to_tensor(read_rows(images, batch), mean, std, device), batches):
+            out.append(model(x).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, cast(nn.Linear, model.head).out_features), np.float32)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    images: np.ndarray,
+    rows: np.ndarray,
+    codes: np.ndarray,
+    settings: TrainSettings,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loss_fn: nn.Module,
+    norm: tuple[list[float], list[float]],
+    generator: torch.Generator,
+    precision: Precision,
+    progress: tqdm,
+    epoch: int = 1,
+) -> tuple[float, float]:
+    """One pass over the training rows; returns (mean loss, seconds spent waiting for data).
+    Stops with TrainingError as soon as the loss is not finite."""
+    model.train()
+    device = precision.device
+    total_loss, seen, waiting = torch.zeros((), device=device), 0, 0.0
+    batches = list(batch_rows(rows, settings.batch_size, shuffle=True, generator=generator))
+
+    def load(batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x = dihedral(to_tensor(read_rows(images, batch), *norm, device, precision.channels_last), generator)
+        return x, torch.from_numpy(codes[batch]).to(device, non_blocking=True)
+
+    started = time.perf_counter()
+    for step, (batch, (x, y)) in enumerate(zip(batches, prefetch(load, batches))):
+        waiting += time.perf_counter() - started  # the step had to wait this long for its batch
+        with precision.autocast():
+            loss = loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        precision.scaler.scale(loss).backward()
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
+        scheduler.step()
+        total_loss += loss.detach() * len(batch)  # stays on the device: no sync per step
+        seen += len(batch)
+        progress.update(len(batch))
+        if step % 10 == 0:
+            mean_loss = total_loss.item() / seen
+            progress.set_postfix(loss=f"{mean_loss:.4f}")
+            check_loss(mean_loss, epoch, step + 1, scheduler)
+        started = time.perf_counter()
+    mean_loss = total_loss.item() / max(seen, 1)
+    check_loss(mean_loss, epoch, len(batches), scheduler)
+    return mean_loss, waiting
+
+
+def check_loss(loss: float, epoch: int, step: int, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """A loss that is not finite leaves a model of NaN weights: stop before it is audited."""
+    if not np.isfinite(loss):
+        peak = scheduler.optimizer.param_groups[0].get("max_lr", scheduler.get_last_lr()[0])
+        raise TrainingError(
+            f"training diverged: the loss is {loss} in epoch {epoch} (step {step}). Lower train.lr "
+            f"(now {peak:g}, e.g. to {peak / 10:g}); no model was written"
+        )
+
+
+def chance_auc(codes: np.ndarray, n_classes: int) -> float:
+    """The ROC AUC (one-vs-rest macro for more classes) below which a model's ranking of these
+    labels is no better than a random one: 0.5 plus two standard deviations of the Mann-Whitney
+    statistic under no relation, sqrt((n1 + n0 + 1) / (12 n1 n0)), averaged over the classes."""
+    positives = np.bincount(codes, minlength=n_classes).astype(float)
+    negatives = len(codes) - positives
+    ok = (positives > 0) & (negatives > 0)
+    spread = np.sqrt((positives[ok] + negatives[ok] + 1) / (12 * positives[ok] * negatives[ok]))
+    return float(0.5 + 2 * spread.mean()) if ok.any() else 1.0
+
+
+def check_learned(auc: float, threshold: float, epochs: int, lr: float) -> None:
+    """A model that ranks its own training images no better than chance has nothing to audit."""
+    if not auc > threshold:
+        raise TrainingError(
+            f"the model ends at chance level on the training split (ROC AUC {auc:.3f} after {epochs} epochs; a random "
+            f"ranking of these images reaches {threshold:.3f} at two standard deviations): it learned nothing to "
+            f"audit. Lower train.lr (now {lr:g}), train longer (train.epochs) or check that the classes differ in "
+            "the images; no model was written"
+        )
+
+
+def fit(
+    images: np.ndarray,
+    labels: pd.DataFrame,
+    arch: str,
+    stride: int,
+    settings: TrainSettings,
+    device: torch.device,
+) -> tuple[Classifier, pd.DataFrame, dict[str, Any]]:
+    """Train on the 'train' rows of ``labels`` (row i = packed image i); validate on 'valid'.
+
+    Returns the model (never its compiled wrapper), the per-epoch history and the checkpoint metadata.
+    """
+    classes = list(labels["class"].cat.categories)
+    codes = labels["class"].cat.codes.to_numpy().astype(np.int64)
+    train_rows = np.flatnonzero(labels["split"].to_numpy() == "train")
+    valid_rows = np.flatnonzero(labels["split"].to_numpy() == "valid")
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
+    norm = channel_stats(images, train_rows)
+
+    precision = Precision(device)
+    model = build_model(arch, len(classes), stride).to(device)
+    if precision.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    network = compiled(model) if settings.compile else model  # shares model's parameters
+    optimizer = make_optimizer(settings.optimizer, model, settings.lr, settings.weight_decay)
+    steps = -(-len(train_rows) // settings.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=settings.lr, epochs=settings.epochs, steps_per_epoch=steps
+    )
+    weights = inverse_frequency(codes[train_rows], len(classes)).to(device) if settings.class_weights else None
+    loss_fn = nn.CrossEntropyLoss(weight=weights)
+
+    history = []
+    for epoch in range(settings.epochs):
+        started = time.perf_counter()
+        with tqdm(total=len(train_rows), desc=f"epoch {epoch + 1}/{settings.epochs}", unit="img") as progress:
+            train_loss, waiting = train_one_epoch(
+                network, images, train_rows, codes, settings, optimizer, scheduler, loss_fn, norm,
+                generator, precision, progress, epoch + 1,
+            )  # fmt: skip
+        train_seconds = time.perf_counter() - started
+        logits = predict_logits(network, images, valid_rows, *norm, 2 * settings.batch_size, device)
+        valid_loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(codes[valid_rows])))
+        scores = classification_metrics(codes[valid_rows], torch.softmax(torch.from_numpy(logits), 1).numpy())
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "valid_loss": valid_loss,
+                "accuracy": scores["accuracy"],
+                "roc_auc": scores["roc_auc"],
+                "f1": scores["f1"],
+                "lr": scheduler.get_last_lr()[0],
+                "seconds": time.perf_counter() - started,
+                "train_seconds": train_seconds,
+                "data_seconds": waiting,
+            }
+        )
+        print(
+            f"epoch {epoch + 1}: train_loss {train_loss:.4f} valid_loss {valid_loss:.4f} "
+            f"accuracy {scores['accuracy']:.4f} roc_auc {scores['roc_auc']:.4f} f1 {scores['f1']:.4f} "
+            f"({train_seconds:.1f} s training, {waiting / train_seconds:.1%} waiting for data)",
+            file=sys.stderr,
+        )
+    # the final model on its own training images, without augmentation: has it learned anything?
+    train_logits = predict_logits(network, images, train_rows, *norm, 2 * settings.batch_size, device)
+    train_scores = classification_metrics(codes[train_rows], torch.softmax(torch.from_numpy(train_logits), 1).numpy())
+    check_learned(train_scores["roc_auc"], chance_auc(codes[train_rows], len(classes)), settings.epochs, settings.lr)
+    print(f"training split: ROC AUC {train_scores['roc_auc']:.4f}, accuracy {train_scores['accuracy']:.4f}",
+          file=sys.stderr)  # fmt: skip
+    metadata = {
+        "arch": arch,
+        "stride": stride,
+        "classes": classes,
+        "image_size": int(images.shape[1]),
+        "mean": norm[0],
+        "std": norm[1],
+        "target_layer": model.target_layer,
+        "train": asdict(settings),
+        "device": str(device),
+        "device_name": describe_device(device),
+    }
+    return model, pd.DataFrame(history), metadata

@@ -1,0 +1,101 @@
+"""Which images the galleries show (rule ``galleries``: image | Grad-CAM of each class, as in the seed's figures).
+
+Three kinds: the most background-focused images of each predicted class, a
+random sample (optionally restricted by ``saliency.gallery.where``, a filter on
+catalog columns such as ``0.05 < z < 0.08``, see ``catalog_filter``), and the top
+losses of the valid split. The object region is outlined in cyan on every panel;
+``saliency_audit.report.saliency_figures`` draws them.
+"""
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+
+from saliency_audit.audit.map_geometry import MapGeometry, place
+from saliency_audit.audit.tables import audit_dataset, read_audit_metadata, read_cams
+from saliency_audit.data.catalog_filter import FilterError, evaluate_filter, parse_filter
+from saliency_audit.data.image_io import open_packed, read_rows
+from saliency_audit.data.regions import image_sizes, object_regions
+
+
+class GalleryError(ValueError):
+    """A gallery setting cannot be applied; the message names the key."""
+
+
+def most_background_focused(stats: pd.DataFrame, name: str, n: int) -> pd.DataFrame:
+    """The ``n`` images predicted as ``name`` with the least map energy on the object."""
+    members = stats[(stats["predicted"] == name) & (stats["state"] == "ok")]
+    return members.nsmallest(n, ["relative_energy", "energy_in_object"])
+
+
+def random_sample(stats: pd.DataFrame, catalog: pd.DataFrame, n: int, where: str | None, seed: int) -> pd.DataFrame:
+    """``n`` random scored images, among those whose catalog row satisfies ``where``."""
+    pool = stats
+    if where:
+        try:
+            allowed = catalog.index[evaluate_filter(parse_filter(where), catalog)]
+        except FilterError as error:
+            raise GalleryError(f"config key saliency.gallery.where {where!r}: {error}") from None
+        pool = stats[stats["id"].isin(allowed)]
+    return pool.sample(min(n, len(pool)), random_state=seed).sort_values("id")
+
+
+def gallery_panels(
+    chosen: pd.DataFrame,
+    dataset: ds.Dataset,
+    images: np.ndarray,
+    row_of: pd.Series,
+    catalog: pd.DataFrame,
+    region: dict[str, Any],
+    max_pixels: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """What a gallery of ``chosen`` shows: their pixels, every class's map placed on them
+    (N x C x size x size), their object regions, and the classes."""
+    meta = read_audit_metadata(dataset.schema)
+    classes = meta["classes"]
+    ids = chosen["id"].astype(str).tolist()
+    table = dataset.to_table(filter=ds.field("id").isin(ids))
+    order = pd.Series(np.arange(table.num_rows), index=table.column("id").to_pylist()).loc[ids].to_numpy()
+    cams = read_cams(table, classes, meta["map_shape"])[order]
+    pixels = read_rows(images, row_of.loc[ids].to_numpy())
+    masks, _ = object_regions(region, ids, pixels, catalog, image_sizes(catalog, ids), max_pixels)
+    size = pixels.shape[1]
+    geometry = MapGeometry.from_dict(meta["map_geometry"])
+    up = place(cams.reshape(-1, *cams.shape[2:]), geometry, (size, size)).numpy()
+    up = up.reshape(len(ids), len(classes), size, size)
+    return pixels, up, masks, classes
+
+
+@dataclass(frozen=True)
+class GalleryInputs:
+    """What the galleries are chosen from and drawn with; ``row_of`` maps id -> row of ``images``,
+    ``catalog`` is the clean catalog indexed by id."""
+
+    dataset: ds.Dataset
+    classes: list[str]
+    stats: pd.DataFrame
+    catalog: pd.DataFrame
+    row_of: pd.Series
+    images: np.ndarray
+
+
+def read_gallery_inputs(
+    parts: Sequence[str | os.PathLike],
+    stats: str | os.PathLike,
+    clean: str | os.PathLike,
+    index: str | os.PathLike,
+    images: str | os.PathLike,
+) -> GalleryInputs:
+    """Open the rule's inputs: audit tables, final stats table, clean catalog, packed images and their index."""
+    dataset = audit_dataset(parts)
+    classes = read_audit_metadata(dataset.schema)["classes"]
+    table = pd.read_parquet(stats)
+    catalog = pd.read_parquet(clean).set_index("id")
+    index_table = pd.read_parquet(index)
+    row_of = pd.Series(index_table["row"].to_numpy(), index=index_table["id"].astype(str))
+    return GalleryInputs(dataset, classes, table, catalog, row_of, open_packed(images))

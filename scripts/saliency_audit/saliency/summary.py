@@ -1,0 +1,255 @@
+"""The two verdicts per group, the backgrounds table, the benchmarks, the headline, and the final stats
+table (rule ``saliency_summary``).
+
+``stats.parquet`` is the per-image table of the output contract (localisation
+statistics, probes + strategy cluster). ``summary.csv`` holds one row per group:
+all images, each true class, each predicted class, each split, correct vs
+incorrect, and (when the catalog has a truth column) shortcut vs clean images
+of each class that has both, with the AUROC that scores the audit. Each row has
+both verdicts: ``background_reliant`` (the probes: the prediction needs its
+background) and ``background_focused`` (the maps: the evidence lies there), and
+how often they agree. ``backgrounds.csv`` is the Backgrounds Challenge table:
+accuracy on the images, on their object only and on their background only.
+On the demo the benchmark also scores both verdicts against each image's twin.
+"""
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from saliency_audit.model.metrics import binary_auc, tpr_at_fpr
+
+MEANS = ("energy_in_object", "relative_energy", "pointing_hit", "rank_accuracy", "peak_offset", "entropy")
+
+
+def group_rows(stats: pd.DataFrame, by: str, column: str | None) -> pd.DataFrame:
+    """Flag rate and mean statistics of the images grouped by ``column`` (all images when None)."""
+    groups = [("all", stats)] if column is None else stats.groupby(column, observed=True, sort=True)
+    rows = []
+    for value, group in groups:
+        ok = group["state"] == "ok"
+        rows.append(
+            {
+                "group_by": by,
+                "group": str(value),
+                "n": len(group),
+                "reliant": int(group["background_reliant"].sum()),
+                "reliant_rate": float(group["background_reliant"].mean()),
+                "mean_background_reliance": float(group["background_reliance"].mean()),
+                "flagged": int(group["background_focused"].sum()),
+                "flag_rate": float(group["background_focused"].mean()),
+                "agreement": float((group["background_reliant"] == group["background_focused"]).mean()),
+                "empty_map_rate": float((group["state"] == "empty_map").mean()),
+                "empty_object_rate": float((group["state"] == "empty_object").mean()),
+                **{f"mean_{m}": float(group.loc[ok, m].mean()) if ok.any() else np.nan for m in MEANS},
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def shortcut_benchmark(stats: pd.DataFrame, truth: pd.Series, truth_column: str) -> dict[str, Any]:
+    """Per true class holding both shortcut and clean images: how well the maps tell them apart.
+
+    The headline AUROCs score the map of the class itself (does the evidence
+    for ``high`` rest on the star?); the ``_predicted`` ones score the map of
+    the predicted class, which for a misclassified clean image is the other
+    class's evidence. Flag rates are those of ``background_focused``.
+    """
+    planted = truth.reindex(stats["id"]).fillna(0).astype(bool).to_numpy()
+    result: dict[str, Any] = {"truth_column": truth_column, "classes": {}}
+    for name in stats["label"].cat.categories:
+        in_class = (stats["label"] == name).to_numpy()
+        shortcut, clean = in_class & planted, in_class & ~planted
+        if not shortcut.any() or not clean.any():
+            continue
+        scores: dict[str, Any] = {"n_shortcut": int(shortcut.sum()), "n_clean": int(clean.sum())}
+        for suffix, label in ((f"_{name}", ""), ("", "_predicted")):
+            scored = in_class & (stats[f"state{suffix}"] == "ok").to_numpy()
+            for metric in ("energy_in_object", "relative_energy"):
+                values = stats[f"{metric}{suffix}"].to_numpy()
+                scores[f"auroc_{metric}{label}"] = binary_auc(planted[scored], -values[scored])
+        scores["flag_rate_shortcut"] = float(stats["background_focused"].to_numpy()[shortcut].mean())
+        scores["flag_rate_clean"] = float(stats["background_focused"].to_numpy()[clean].mean())
+        result["classes"][str(name)] = scores
+    if not result["classes"]:
+        result["note"] = f"no class holds both images with {truth_column} set and images without it"
+    return result
+
+
+def benchmark_rows(benchmark: dict[str, Any]) -> pd.DataFrame:
+    """The benchmark as summary rows: shortcut and clean images of each scored class."""
+    rows = []
+    for name, scores in benchmark.get("classes", {}).items():
+        for kind in ("shortcut", "clean"):
+            rows.append(
+                {
+                    "group_by": f"{benchmark['truth_column']} in true class",
+                    "group": f"{name}: {kind}",
+                    "n": scores[f"n_{kind}"],
+                    "flag_rate": scores[f"flag_rate_{kind}"],
+                    **{key: value for key, value in scores.items() if key.startswith("auroc_")},
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def summary_table(stats: pd.DataFrame, benchmark: dict[str, Any] | None) -> pd.DataFrame:
+    """All group rows of ``summary.csv`` (all, true class, predicted class, split, outcome), then the
+    benchmark's rows when the catalog has a truth column."""
+    parts = [
+        group_rows(stats, "all", None),
+        group_rows(stats, "true class", "label"),
+        group_rows(stats, "predicted class", "predicted"),
+        group_rows(stats, "split", "split"),
+        group_rows(stats.assign(outcome=np.where(stats["correct"], "correct", "incorrect")), "prediction", "outcome"),
+    ]
+    if benchmark is not None:
+        parts.append(benchmark_rows(benchmark))
+    table = pd.concat([p for p in parts if not p.empty], ignore_index=True)
+    return table.astype({"n": "Int64", "reliant": "Int64", "flagged": "Int64"})
+
+
+VIEWS = {"": "accuracy", "_object_only": "accuracy_object_only", "_background_only": "accuracy_background_only"}
+
+
+def backgrounds_table(stats: pd.DataFrame) -> pd.DataFrame:
+    """Per true class and split (and all splits): accuracy on the images, on their object only and on
+    their background only, after the Backgrounds Challenge. ``background_gap`` is the accuracy lost
+    when the background is replaced; ``background_only`` far above ``chance`` means the background
+    alone tells the class."""
+    classes = list(stats["label"].cat.categories)
+    probed = stats[(stats["probe_state"] == "ok").to_numpy()]
+    label = probed["label"].astype(str).to_numpy()
+    correct = {
+        column: np.asarray(classes)[probed[[f"margin{view}_{c}" for c in classes]].to_numpy().argmax(axis=1)] == label
+        for view, column in VIEWS.items()
+    }
+    frame = pd.DataFrame({"class": label, "split": probed["split"].astype(str).to_numpy(), **correct})
+    rows = []
+    for split, part in [("all", frame), *frame.groupby("split", sort=True)]:
+        for name in classes:
+            members = part[part["class"] == name]
+            if members.empty:
+                continue
+            row = {"class": name, "split": split, "n": len(members)}
+            row.update({column: float(members[column].mean()) for column in VIEWS.values()})
+            row["background_gap"] = row["accuracy"] - row["accuracy_object_only"]
+            row["chance"] = 1 / len(classes)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["class", "split", "n", *VIEWS.values(), "background_gap", "chance"])
+
+
+def reliance_benchmark(stats: pd.DataFrame, twins: pd.DataFrame) -> dict[str, Any]:
+    """Both verdicts scored per predicted class against the twins' truth: the off-object sources
+    carry more than half of the predicted class's margin."""
+    share = twins.set_index(twins["id"].astype(str))["off_object_share"].reindex(stats["id"].astype(str))
+    known = share.notna().to_numpy()
+    truth = share.to_numpy() > 0.5
+    result: dict[str, Any] = {"truth": "off-object sources carry more than half of the predicted class's margin "
+                              "(the image against its twin without them)", "classes": {}}  # fmt: skip
+    reliance = stats["background_reliance"].to_numpy()
+    energy = stats["relative_energy"].to_numpy()
+    for name in stats["predicted"].cat.categories:
+        member = (stats["predicted"] == name).to_numpy() & known
+        if not member.any():
+            continue
+        positive = truth & member
+        scores: dict[str, Any] = {"n": int(member.sum()), "n_reliant": int(positive.sum())}
+        for flag in ("background_reliant", "background_focused"):
+            flagged = stats[flag].to_numpy() & member
+            suffix = flag.removeprefix("background_")
+            scores[f"recall_{suffix}"] = float(flagged[positive].mean()) if positive.any() else np.nan
+            scores[f"precision_{suffix}"] = float(truth[flagged].mean()) if flagged.any() else np.nan
+        for column, values in (("background_reliance", reliance), ("relative_energy", 1 - energy)):
+            scored = member & ~np.isnan(values)
+            scores[f"auroc_{column}"] = binary_auc(truth[scored], values[scored])
+            scores[f"tpr_at_5pct_fpr_{column}"] = tpr_at_fpr(truth[scored], values[scored], 0.05)
+        result["classes"][str(name)] = scores
+    return result
+
+
+def percent(value: float) -> str:
+    """A share as a percentage, or "n/a" where it is undefined (no image to take it over)."""
+    return "n/a" if np.isnan(value) else f"{value:.0%}"
+
+
+def headlines(
+    summary: pd.DataFrame, benchmark: dict[str, Any] | None, threshold: float, min_reliance: float
+) -> list[str]:
+    """Plain sentences for the report: per predicted class the confirmed finding (the probes), then
+    what the maps say and how far the two agree; then the benchmarks."""
+    lines = []
+    for _, row in summary[summary["group_by"] == "predicted class"].iterrows():
+        lines.append(
+            f"{row['reliant_rate']:.0%} of '{row['group']}' predictions lose at least {min_reliance:.0%} of their "
+            f"margin when the background is replaced ({row['reliant']} of {row['n']}). Their maps say "
+            f"{row['flag_rate']:.0%} rest mainly on the background ({row['flagged']} of {row['n']}; less than "
+            f"{threshold:.0%} of the object's attainable map energy); the two verdicts agree on "
+            f"{row['agreement']:.0%} of them."
+        )
+    for name, scores in (benchmark or {}).get("reliance", {}).get("classes", {}).items():
+        if scores["n_reliant"] == 0:
+            lines.append(f"Against the twins, no '{name}' prediction needs its off-object sources for more "
+                         f"than half of its margin ({scores['n']} scored).")  # fmt: skip
+            continue
+        lines.append(
+            f"Against the twins, the off-object sources carry more than half of the margin of {scores['n_reliant']} "
+            f"of {scores['n']} '{name}' predictions: background_reliant finds {percent(scores['recall_reliant'])} "
+            f"of them with precision {percent(scores['precision_reliant'])} (AUROC of background_reliance "
+            f"{scores['auroc_background_reliance']:.3f}); background_focused finds "
+            f"{percent(scores['recall_focused'])} with precision {percent(scores['precision_focused'])}."
+        )
+    for name, scores in (benchmark or {}).get("classes", {}).items():
+        lines.append(
+            f"Planted shortcut in '{name}': 1 - energy_in_object of the '{name}' map separates the "
+            f"{scores['n_shortcut']} shortcut images from the {scores['n_clean']} clean ones with AUROC "
+            f"{scores['auroc_energy_in_object']:.3f} (relative energy: {scores['auroc_relative_energy']:.3f}; "
+            f"predicted-class map: {scores['auroc_energy_in_object_predicted']:.3f}); "
+            f"flagged {scores['flag_rate_shortcut']:.0%} of shortcut and "
+            f"{scores['flag_rate_clean']:.0%} of clean images."
+        )
+    return lines
+
+
+@dataclass(frozen=True)
+class SaliencySummary:
+    """What rule ``saliency_summary`` writes; ``planted`` marks the images with the truth column set
+    (None without one), for the energy figure."""
+
+    stats: pd.DataFrame
+    benchmark: dict[str, Any]
+    summary: pd.DataFrame
+    backgrounds: pd.DataFrame
+    headlines: list[str]
+    planted: np.ndarray | None
+
+
+def run_saliency_summary(
+    stats_path: str | os.PathLike,
+    clusters_path: str | os.PathLike,
+    clean_path: str | os.PathLike,
+    twins_path: str | os.PathLike | None,
+    truth_column: str | None,
+    min_object_energy: float,
+    min_reliance: float,
+) -> SaliencySummary:
+    """Read the rule's inputs (localisation statistics, clusters, the clean catalog's truth column and,
+    on the demo, the twins' scores) and compute every table the rule writes."""
+    stats = pd.read_parquet(stats_path).merge(
+        pd.read_parquet(clusters_path), on="id", how="left", validate="one_to_one"
+    )
+    benchmark, planted = None, None
+    if truth_column is not None:  # validate_catalog checked that the column exists and holds numbers
+        truth = pd.read_parquet(clean_path, columns=["id", truth_column]).set_index("id")[truth_column]
+        benchmark = shortcut_benchmark(stats, truth, truth_column)
+        planted = truth.reindex(stats["id"]).fillna(0).astype(bool).to_numpy()
+    benchmark = benchmark or {"truth_column": truth_column, "classes": {}, "note": "no truth column"}
+    if twins_path:
+        benchmark["reliance"] = reliance_benchmark(stats, pd.read_parquet(twins_path))
+    summary = summary_table(stats, benchmark if truth_column is not None else None)
+    backgrounds = backgrounds_table(stats)
+    lines = headlines(summary, benchmark, min_object_energy, min_reliance)
+    return SaliencySummary(stats, benchmark, summary, backgrounds, lines, planted)
