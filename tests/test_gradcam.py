@@ -1,7 +1,9 @@
 """Our all-class Grad-CAM against two independent implementations: Captum and pytorch-grad-cam."""
 
+import copy
 import gc
 import weakref
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -12,8 +14,8 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch._dynamo.utils import counters
 
-from saliency_audit.audit.gradcam import GradCAM
-from saliency_audit.model.factory import build_model, find_module
+from saliency_audit.audit.gradcam import GradCAM, linear_tail
+from saliency_audit.model.factory import Classifier, build_model, conv_block, find_module
 
 CASES = [
     ("simple_cnn", "body.2", 3),
@@ -115,6 +117,36 @@ def test_linear_tail_shortcut_equals_the_autograd_path(arch: str, layer: str) ->
     torch.testing.assert_close(fast.activations, slow.activations)
 
 
+def test_the_closed_form_follows_the_structure_not_the_names() -> None:
+    """An unusually named last block still gets the closed form (and equals autograd); a two-layer head
+    or an inner layer is differentiated, and equals Captum."""
+    torch.manual_seed(1)
+    body = torch.nn.Sequential(
+        OrderedDict(stem=conv_block(3, 8, 2), final_features=torch.nn.Sequential(conv_block(8, 16, 2)))
+    )
+    renamed = Classifier(body, 16, 3, target_layer="body.final_features").eval()
+    x = torch.randn(4, 3, 32, 32)
+    for layer in ("body.final_features", "body.final_features.0", "body"):
+        assert linear_tail(renamed, find_module(renamed, layer)), layer
+    assert not linear_tail(renamed, find_module(renamed, "body.stem"))
+    shortcut, autograd = GradCAM(renamed, "body.final_features"), GradCAM(renamed, "body.final_features")
+    autograd.linear_tail = False
+    with shortcut, autograd:
+        torch.testing.assert_close(shortcut(x).cams, autograd(x).cams, rtol=1e-5, atol=1e-7)
+
+    deep = Classifier(copy.deepcopy(body), 16, 3, target_layer="body.final_features").eval()
+    deep.head = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
+    gradcam = GradCAM(deep, "body.final_features")
+    assert not gradcam.linear_tail
+    with gradcam:
+        cams = gradcam(x).cams
+    captum = LayerGradCam(deep, find_module(deep, "body.final_features"))
+    for c in range(3):
+        expected = captum.attribute(x, target=c, relu_attributions=True).detach()[:, 0]
+        torch.testing.assert_close(cams[:, c], expected, rtol=1e-4, atol=1e-6)
+    assert cams.abs().sum() > 0
+
+
 @pytest.mark.slow
 def test_compiled_pass_equals_eager_for_any_batch_size() -> None:
     model = model_with_weights("simple_cnn", 3, trained=True)
@@ -133,5 +165,5 @@ def test_compiled_pass_equals_eager_for_any_batch_size() -> None:
 
 def test_compile_at_an_inner_layer_names_the_keys() -> None:
     model = model_with_weights("simple_cnn", 2, trained=False)
-    with pytest.raises(ValueError, match=r"audit.compile works at the model's last block .*body.2.*'body.1'"):
+    with pytest.raises(ValueError, match=r"audit.compile works where only the pool and the linear head .*'body.1'"):
         GradCAM(model, "body.1", compile=True)

@@ -10,10 +10,13 @@ Grad-CAM (Selvaraju et al. 2017) of class c is ReLU(sum_k alpha_ck A_k) with
 alpha_ck the spatial mean of d y_c / d A_k. Maps are returned raw, at the
 layer's resolution and scale, so their total energy can be compared.
 
-When the target layer is the last block of the body (the default), all that
-follows it is global average pooling and the linear head, so d y_c / d A_k is
-the constant W_ck / (h w) and Grad-CAM reduces to CAM (Zhou et al. 2016). The
-gradients are then known without autograd and the pass costs one forward.
+When all that follows the target layer is a global average pool and one
+linear layer (the model's last block, the default, of every architecture
+here), d y_c / d A_k is the constant W_ck / (h w) and Grad-CAM reduces to CAM
+(Zhou et al. 2016). The gradients are then known without autograd and the
+pass costs one forward. This is decided from the model's structure
+(``linear_tail``), never from the layer's name; any other head is
+differentiated.
 """
 
 from dataclasses import dataclass
@@ -33,6 +36,35 @@ class AuditBatch:
     cams: torch.Tensor  # B x C x h x w, raw Grad-CAM of every class
 
 
+def _ends_the_body(body: nn.Module, module: nn.Module) -> bool:
+    """Whether ``module``'s output is the body's output: it is the body or, through nested
+    ``nn.Sequential`` containers (which run their children in order), the last of them."""
+    node = body
+    while node is not module:
+        if not isinstance(node, nn.Sequential) or len(node) == 0:
+            return False
+        node = node[-1]
+    return True
+
+
+def _is_global_average_pool(pool: nn.Module) -> bool:
+    """An adaptive average pool to 1 x 1, then nothing but flattening."""
+    layers = list(pool) if isinstance(pool, nn.Sequential) else [pool]
+    if not layers or not isinstance(layers[0], nn.AdaptiveAvgPool2d):
+        return False
+    if layers[0].output_size not in (1, (1, 1)):
+        return False
+    return all(isinstance(layer, nn.Flatten) for layer in layers[1:])
+
+
+def linear_tail(model: Classifier, module: nn.Module) -> bool:
+    """Whether only a global average pool and one linear layer follow ``module``, so that Grad-CAM
+    has the closed form W_ck / (h w) (CAM); decided from the modules, not from their names."""
+    return (
+        _ends_the_body(model.body, module) and _is_global_average_pool(model.pool) and isinstance(model.head, nn.Linear)
+    )
+
+
 class GradCAM:
     """All-class Grad-CAM at ``layer`` (a dotted module name) of a ``Classifier``.
 
@@ -46,12 +78,11 @@ class GradCAM:
         self.model = model
         self.layer = layer
         self.module = find_module(model, layer)
-        last_block = list(model.body.named_children())[-1][0]
-        self.linear_tail = layer == f"body.{last_block}"  # only pool and head follow the layer
+        self.linear_tail = linear_tail(model, self.module)  # only pool and one linear layer follow
         if compile and not self.linear_tail:
             raise ValueError(
-                f"audit.compile works at the model's last block (audit.layer: auto, here body.{last_block}); "
-                f"with audit.layer {layer!r} set audit.compile: false"
+                f"audit.compile works where only the pool and the linear head follow the layer (audit.layer: "
+                f"auto); with audit.layer {layer!r} set audit.compile: false"
             )
         self.body = compiled(model.body) if compile else model.body
         self._activation: torch.Tensor | None = None
