@@ -36,6 +36,29 @@ def test_sigterm_mid_write_removes_the_temporary_file(tmp_path: Path) -> None:
     assert read_peak_memory(log) is not None, "a stopped job still logs its peak memory"
 
 
+POOL = textwrap.dedent(
+    """
+    import signal, sys
+    from multiprocessing import get_context
+    sys.path.insert(0, {scripts!r})
+    from saliency_audit.runtime.job import start_job, worker_defaults
+    def handler(_):
+        return signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    start_job({log!r})
+    with get_context("fork").Pool(2, initializer=worker_defaults) as pool:
+        print(pool.map(handler, range(4)))
+    """
+)
+
+
+def test_pool_workers_die_on_sigterm_instead_of_unwinding(tmp_path: Path) -> None:
+    """Pool.terminate() SIGTERMs its workers: they must not inherit the job's raising handler."""
+    child = POOL.format(scripts=str(REPO / "scripts"), log=str(tmp_path / "job.log"))
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[True, True, True, True]"
+
+
 PEAK = textwrap.dedent(
     """
     import sys

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from saliency_audit.demo.galaxy_model import GalaxyParams, draw_galaxies
 from saliency_audit.demo.rendering import Shortcut, SkySettings, render_stamp, to_rgb
 from saliency_audit.runtime.atomic_io import atomic_path
+from saliency_audit.runtime.job import worker_defaults
 
 OBJID_BASE = 1237648720693755918  # SDSS DR7 objIDs are 64-bit integers of this size
 
@@ -108,7 +109,7 @@ def simulate(
     ]
     progress = dict(total=n, desc="render", unit="galaxy", mininterval=2.0)
     if workers > 1:
-        with Pool(workers) as pool:
+        with Pool(workers, initializer=worker_defaults) as pool:
             rows = list(tqdm(pool.imap(_render_one, tasks, chunksize=8), **progress))
     else:
         rows = [_render_one(task) for task in tqdm(tasks, **progress)]

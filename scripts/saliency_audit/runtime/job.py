@@ -25,6 +25,15 @@ def start_job(log_path: str | os.PathLike) -> None:
     atexit.register(lambda: print(PEAK_LINE.format(peak_memory_mb()), file=sys.stderr))
 
 
+def worker_defaults() -> None:
+    """A process pool's initializer: the default SIGTERM action in each worker.
+
+    Forked workers inherit ``start_job``'s handler, which raises SystemExit; ``Pool.terminate()``
+    then makes a worker unwind instead of die, and a pool could hang at its end under load.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def peak_memory_mb() -> float:
     """The kernel's high-water mark of this process's resident memory (MB).
 
