@@ -1,12 +1,13 @@
-"""Rule `evaluate`: predictions for every image, metrics on the valid split, and the seed's diagnostic figures."""
+"""Rule `evaluate`: the audit pass's predictions, metrics on the valid split, and the seed's diagnostic figures."""
 
 import sys
 from typing import Any
 
-from saliency_audit.model.checkpoint import select_device
-from saliency_audit.model.evaluation import confusion_matrix, predict_and_score
+from saliency_audit.audit.tables import read_predictions
+from saliency_audit.data.image_io import open_packed
+from saliency_audit.model.evaluation import confusion_matrix, evaluation
 from saliency_audit.model.metrics import top_losses
-from saliency_audit.model.training import read_labels, set_threads
+from saliency_audit.model.training import read_labels
 from saliency_audit.report.figures import save_figure
 from saliency_audit.report.model_figures import confusion_figure, roc_figure, top_losses_figure
 from saliency_audit.runtime.atomic_io import write_json, write_parquet
@@ -16,22 +17,19 @@ from saliency_audit.runtime.reuse import job_key, reusable
 
 def main(snakemake: Any) -> None:
     start_job(snakemake.log[0])
-    set_threads(snakemake.threads)
     params, out = snakemake.params, snakemake.output
-    device = select_device(params.device)
     labels = read_labels(snakemake.input.labels)
-    key = job_key(snakemake, [snakemake.input.model, snakemake.input.images], [labels])
+    key = job_key(snakemake, [*snakemake.input.audit, snakemake.input.images], [labels])
     with reusable(out, key, params.reuse) as reused:
         if reused:
             return
-        predictions, scores, images = predict_and_score(
-            snakemake.input.model, snakemake.input.images, labels, params.batch_size, device, params.compile
-        )
-        classes = scores["classes"]
+        predictions, classes = read_predictions(snakemake.input.audit, labels)
+        scores = evaluation(predictions, classes)
         write_parquet(predictions, out.predictions)
         write_json(scores, out.metrics)
         save_figure(confusion_figure(confusion_matrix(scores), classes, params.target_column), out.confusion)
         save_figure(roc_figure(predictions, classes, scores["roc_auc"]), out.roc)
+        images = open_packed(snakemake.input.images)
         save_figure(top_losses_figure(top_losses(predictions, classes, 12), images), out.top_losses)
         print({k: v for k, v in scores.items() if k != "confusion_matrix"}, file=sys.stderr)
 

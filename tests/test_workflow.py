@@ -15,8 +15,11 @@ from PIL import Image
 
 from helpers import DEMO_TARGET, REPO, TINY_DEMO, run_workflow
 from saliency_audit.audit.tables import read_audit_metadata
-from saliency_audit.data.image_io import center_crop_pad, load_rgb
+from saliency_audit.data.image_io import center_crop_pad, load_rgb, open_packed
 from saliency_audit.data.regions import threshold_regions
+from saliency_audit.model.checkpoint import load_checkpoint
+from saliency_audit.model.evaluation import evaluation, predictions_table
+from saliency_audit.model.training import predict_logits
 from saliency_audit.runtime.job import read_peak_memory
 
 pytestmark = pytest.mark.workflow  # every test here runs Snakemake
@@ -277,6 +280,28 @@ def test_dry_run_lists_every_stage(tmp_path: Path) -> None:
     assert not any((tmp_path / "results").iterdir())
 
 
+def test_evaluate_scores_the_audit_pass_exactly_as_its_own_forward_pass_did(tiny_demo: Path, tmp_path: Path) -> None:
+    """evaluate reads the audit pass's predictions instead of predicting again: the metrics equal those of a
+    fresh forward pass of the checkpoint over every packed image (what evaluate used to run) to 1e-6."""
+    plan = run_workflow(TINY_DEMO, tmp_path / "plan", "-n", str(tmp_path / "plan/eval/metrics.json")).stdout
+    assert "rule audit:" in plan, "the audit pass is upstream of the metrics"
+    model, meta = load_checkpoint(tiny_demo / "model/model.pt", torch.device("cpu"))
+    labels = pd.read_parquet(tiny_demo / "classes/labels.parquet")
+    images = open_packed(tiny_demo / "images/images.npy")
+    logits = predict_logits(model, images, np.arange(len(images)), meta["mean"], meta["std"], 64, torch.device("cpu"))
+    probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+    expected = evaluation(predictions_table(labels, probs, meta["classes"]), meta["classes"])
+    actual = json.loads((tiny_demo / "eval/metrics.json").read_text())
+    assert actual.keys() == expected.keys()
+    for key, value in expected.items():
+        if isinstance(value, float):
+            assert actual[key] == pytest.approx(value, abs=1e-6), key
+        else:
+            assert actual[key] == value, key
+    stored = pd.read_parquet(tiny_demo / "eval/predictions.parquet")
+    np.testing.assert_allclose(stored[[f"prob_{c}" for c in meta["classes"]]].to_numpy(), probs, atol=1e-6)
+
+
 def test_training_and_evaluation_outputs(tiny_demo: Path) -> None:
     history = pd.read_csv(tiny_demo / "model/history.csv")
     assert history["epoch"].tolist() == [1, 2]
@@ -337,7 +362,7 @@ def test_compile_reaches_training_evaluation_and_the_audit(tiny_demo: Path, tmp_
     results = tmp_path / "results"
     shutil.copytree(tiny_demo, results)
     config = {**TINY_DEMO, "train": {**TINY_DEMO["train"], "compile": True}, "audit": {"compile": True}}
-    done = run_workflow(config, results, "--forcerun", "train", "--until", "evaluate", "audit")
+    done = run_workflow(config, results, "--forcerun", "train", "--until", "evaluate")  # the audit is upstream
     log = done.stdout + done.stderr
     assert all(f"rule {rule}:" in log for rule in ("train", "evaluate", "audit"))
     assert torch.load(results / "model/model.pt", weights_only=True)["train"]["compile"] is True

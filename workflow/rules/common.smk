@@ -74,7 +74,7 @@ RESOURCE_DEFAULTS = {
     "pack_images": {"runtime": 60, "mem_mb": 4000},
     "gather_images": {"runtime": 60, "mem_mb": 2000},
     "train": {"runtime": 240, "mem_mb": 16000},
-    "evaluate": {"runtime": 60, "mem_mb": 8000},
+    "evaluate": {"runtime": 30, "mem_mb": 4000},
     "audit": {"runtime": 120, "mem_mb": 8000},
     "pca": {"runtime": 30, "mem_mb": 8000},
     "probes": {"runtime": 120, "mem_mb": 8000},

@@ -41,9 +41,10 @@ rule train:
         "../../scripts/train.py"
 
 
+# Scores the audit pass's predictions: every image goes through the model once.
 rule evaluate:
     input:
-        model=res("model/model.pt"),
+        audit=AUDIT_PARTS,
         images=ancient(res("images/images.npy")),
         labels=res("classes/labels.parquet"),
     output:
@@ -78,13 +79,9 @@ rule evaluate:
         bench("evaluate")
     conda:
         ENVIRONMENT
-    threads: workflow.cores
     resources:
-        **rule_resources("evaluate", config["train"]["device"]),
+        **rule_resources("evaluate"),
     params:
-        device=config["train"]["device"],
-        compile=config["train"]["compile"],
-        batch_size=config["audit"]["batch_size"],
         target_column=config["target"]["column"],
         reuse=config["reuse"],
     script:

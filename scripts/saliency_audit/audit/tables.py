@@ -15,6 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from saliency_audit.model.evaluation import predictions_table
+
 METADATA_KEY = b"saliency_audit"
 
 
@@ -93,3 +95,18 @@ def read_cams(table: pa.Table | pa.RecordBatch, classes: list[str], map_shape: l
 def predicted_index(predicted: pd.Series | np.ndarray, classes: list[str]) -> np.ndarray:
     """Position of each predicted class in ``classes``."""
     return pd.Categorical(np.asarray(predicted, dtype=object), categories=classes).codes.astype(np.int64)
+
+
+def read_predictions(parts: Sequence[str | os.PathLike], labels: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The audit pass's prediction of every image in ``labels`` (in its order) as evaluate's table, and the
+    class order: the one forward pass over the data, so no image is predicted twice."""
+    dataset = audit_dataset(parts)
+    classes = read_audit_metadata(dataset.schema)["classes"]
+    columns = [f"prob_{c}" for c in classes]
+    stored = dataset.to_table(columns=["id", *columns]).to_pandas().set_index("id")
+    ids = labels["id"].astype(str)
+    missing = ids[~ids.isin(stored.index)]
+    if len(missing):
+        raise ValueError(f"the audit tables lack {len(missing)} labelled images, e.g. {missing.iloc[0]!r}")
+    probs = stored.loc[ids, columns].to_numpy(dtype=np.float32)
+    return predictions_table(labels, probs, classes), classes
