@@ -4,7 +4,15 @@ from typing import Any
 
 from saliency_audit.data.image_io import open_packed
 from saliency_audit.model.checkpoint import save_checkpoint, select_device
-from saliency_audit.model.training import fit, read_labels, set_threads, train_settings, training_labels
+from saliency_audit.model.training import (
+    clear_resume,
+    fit,
+    read_labels,
+    resume_path,
+    set_threads,
+    train_settings,
+    training_labels,
+)
 from saliency_audit.report.figures import save_figure
 from saliency_audit.report.model_figures import training_curve
 from saliency_audit.runtime.atomic_io import write_csv
@@ -24,12 +32,15 @@ def main(snakemake: Any) -> None:
     with reusable(snakemake.output, key, params.reuse) as reused:
         if reused:
             return
-        model, history, metadata = fit(
-            open_packed(snakemake.input.images), labels, params.model["arch"], params.model["stride"], settings, device
-        )
-        save_checkpoint(model, metadata, snakemake.output.model)
+        model_path = snakemake.output.model
+        images = open_packed(snakemake.input.images)
+        arch, stride = params.model["arch"], params.model["stride"]
+        # a job killed after epoch k (a time limit, a preempted node) resumes there when it runs again
+        model, history, metadata = fit(images, labels, arch, stride, settings, device, resume_path(model_path), key)
+        save_checkpoint(model, metadata, model_path)
         write_csv(history, snakemake.output.history)
         save_figure(training_curve(history), snakemake.output.curve)
+        clear_resume(model_path)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,14 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
+from saliency_audit.model import training
 from saliency_audit.model.architectures import FEATURE_WIDTHS
 from saliency_audit.model.batches import channel_stats, dihedral
 from saliency_audit.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from saliency_audit.model.factory import Classifier, build_model, find_module
 from saliency_audit.model.metrics import binary_auc
 from saliency_audit.model.training import (
+    RESUME_NAME,
     TrainingError,
     TrainSettings,
     chance_auc,
@@ -110,6 +112,44 @@ def test_cpu_training_is_deterministic_and_learns() -> None:
     assert meta["classes"] == ["a", "b"] and meta["image_size"] == 16 and meta["target_layer"] == "body.2"
     mean, _ = channel_stats(images, np.flatnonzero(labels["split"] == "train"))
     assert meta["mean"] == mean
+
+
+def test_a_run_killed_after_epoch_1_of_3_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch) -> None:
+    images, labels = toy_data()
+    settings = TrainSettings(epochs=3, lr=0.01, batch_size=8, seed=5)
+    cpu = torch.device("cpu")
+    whole, whole_history, _ = fit(images, labels, "simple_cnn", 2, settings, cpu)
+    state = tmp_path / "model" / RESUME_NAME
+    epochs = []
+    one_epoch = training.train_one_epoch
+
+    def killed_in_epoch_2(*args, **kwargs):
+        epochs.append(kwargs.get("epoch", args[-1]))
+        if len(epochs) == 2:
+            raise SystemExit(143)  # what start_job makes of Slurm's SIGTERM at the time limit
+        return one_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_one_epoch", killed_in_epoch_2)
+    with pytest.raises(SystemExit):
+        fit(images, labels, "simple_cnn", 2, settings, cpu, state, key="job")
+    assert torch.load(state, weights_only=True)["epoch"] == 1
+    trained = []
+
+    def counted(*args, **kwargs):
+        trained.append(kwargs.get("epoch", args[-1]))
+        return one_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_one_epoch", counted)
+    resumed, history, _ = fit(images, labels, "simple_cnn", 2, settings, cpu, state, key="job")
+    assert trained == [2, 3], "the rerun continues after the last finished epoch"
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    columns = ["epoch", "train_loss", "valid_loss", "accuracy", "roc_auc", "f1", "lr"]
+    pd.testing.assert_frame_equal(history[columns], whole_history[columns])
+    # another job's state (other inputs, settings or code) is never continued
+    other, _, _ = fit(images, labels, "simple_cnn", 2, replace(settings, seed=6), cpu, state, key="other job")
+    assert torch.load(state, weights_only=True)["key"] == "other job"
+    assert not torch.equal(other.head.weight, whole.head.weight)
 
 
 def test_a_diverging_run_stops_with_the_epoch_and_a_lower_learning_rate() -> None:

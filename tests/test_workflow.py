@@ -19,7 +19,7 @@ from saliency_audit.data.image_io import center_crop_pad, load_rgb, open_packed
 from saliency_audit.data.regions import threshold_regions
 from saliency_audit.model.checkpoint import load_checkpoint
 from saliency_audit.model.evaluation import evaluation, predictions_table
-from saliency_audit.model.training import predict_logits
+from saliency_audit.model.training import RESUME_NAME, predict_logits
 from saliency_audit.runtime.job import read_peak_memory
 
 pytestmark = pytest.mark.workflow  # every test here runs Snakemake
@@ -309,6 +309,7 @@ def test_training_and_evaluation_outputs(tiny_demo: Path) -> None:
     checkpoint = torch.load(tiny_demo / "model/model.pt", weights_only=True)
     assert checkpoint["classes"] == ["low", "high"] and checkpoint["image_size"] == 48
     assert checkpoint["arch"] == "simple_cnn" and checkpoint["target_layer"] == "body.2"
+    assert not (tiny_demo / "model" / RESUME_NAME).exists(), "the per-epoch state goes once training is done"
 
     labels = pd.read_parquet(tiny_demo / "classes/labels.parquet")
     predictions = pd.read_parquet(tiny_demo / "eval/predictions.parquet")

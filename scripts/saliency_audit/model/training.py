@@ -5,12 +5,18 @@ loss, the validation metrics and how long it waited for data. On a CPU the run
 is deterministic for a given ``train.seed``; on CUDA it uses mixed precision and
 channels-last memory, which are faster but not bit-reproducible. The training
 curve is drawn by ``saliency_audit.report.model_figures``.
+
+After every epoch the whole training state (model, optimiser, schedule, random number
+generators, history) is written atomically beside the model, so a job killed by a time
+limit or a preempted node resumes from its last finished epoch when it runs again; on a
+CPU the resumed run ends with exactly the weights of an uninterrupted one.
 """
 
 import os
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -24,6 +30,9 @@ from saliency_audit.model.batches import batch_rows, channel_stats, dihedral, pr
 from saliency_audit.model.checkpoint import describe_device
 from saliency_audit.model.factory import Classifier, build_model, compiled
 from saliency_audit.model.metrics import classification_metrics
+from saliency_audit.runtime.atomic_io import atomic_path
+
+RESUME_NAME = ".train-resume.pt"
 
 
 class TrainingError(RuntimeError):
@@ -62,6 +71,37 @@ def read_labels(path: str | os.PathLike) -> pd.DataFrame:
 def training_labels(labels: pd.DataFrame) -> pd.DataFrame:
     """What training depends on in the labels, for its reuse key: each image's class and split, not its target value."""
     return labels[["id", "class", "split"]]
+
+
+def resume_path(model_path: str | os.PathLike) -> Path:
+    """Where training keeps its per-epoch state: beside the model and not an output of the rule, so
+    that a killed job leaves it for the next run."""
+    return Path(model_path).with_name(RESUME_NAME)
+
+
+def clear_resume(model_path: str | os.PathLike) -> None:
+    """Training is complete and its outputs are written: the per-epoch state has done its work."""
+    resume_path(model_path).unlink(missing_ok=True)
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_state(path: Path | None, key: str) -> dict[str, Any] | None:
+    """The saved training state if it belongs to this very job (same inputs, settings and code: ``key``)."""
+    if path is None or not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a damaged file: start over rather than fail
+        print(f"ignoring the training state in {path}: it cannot be read ({error})", file=sys.stderr)
+        return None
+    if not isinstance(state, dict) or state.get("key") != key:
+        print(f"ignoring the training state in {path}: it belongs to other inputs or settings", file=sys.stderr)
+        return None
+    return state
 
 
 @dataclass
@@ -208,9 +248,13 @@ def fit(
     stride: int,
     settings: TrainSettings,
     device: torch.device,
+    resume: str | os.PathLike | None = None,
+    key: str = "",
 ) -> tuple[Classifier, pd.DataFrame, dict[str, Any]]:
     """Train on the 'train' rows of ``labels`` (row i = packed image i); validate on 'valid'.
 
+    With ``resume`` (``resume_path``), the state after each epoch is saved there and a state saved by an
+    earlier, interrupted run of the same job (``key``) is continued from its last finished epoch.
     Returns the model (never its compiled wrapper), the per-epoch history and the checkpoint metadata.
     """
     classes = list(labels["class"].cat.categories)
@@ -236,8 +280,22 @@ def fit(
     weights = inverse_frequency(codes[train_rows], len(classes)).to(device) if settings.class_weights else None
     loss_fn = nn.CrossEntropyLoss(weight=weights)
 
-    history = []
-    for epoch in range(settings.epochs):
+    history: list[dict[str, Any]] = []
+    first = 0
+    state_path = None if resume is None else Path(resume)
+    state = _load_state(state_path, key)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        precision.scaler.load_state_dict(state["scaler"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        history, first = list(state["history"]), int(state["epoch"])
+        print(f"resumed from the state after epoch {first} of {settings.epochs} ({state_path})", file=sys.stderr)
+    for epoch in range(first, settings.epochs):
         started = time.perf_counter()
         with tqdm(total=len(train_rows), desc=f"epoch {epoch + 1}/{settings.epochs}", unit="img") as progress:
             train_loss, waiting = train_one_epoch(
@@ -268,6 +326,22 @@ def fit(
             f"({train_seconds:.1f} s training, {waiting / train_seconds:.1%} waiting for data)",
             file=sys.stderr,
         )
+        if state_path is not None:
+            _save_state(
+                state_path,
+                {
+                    "key": key,
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": precision.scaler.state_dict(),
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+                    "history": history,
+                },
+            )
     # the final model on its own training images, without augmentation: has it learned anything?
     train_logits = predict_logits(network, images, train_rows, *norm, 2 * settings.batch_size, device)
     train_scores = classification_metrics(codes[train_rows], torch.softmax(torch.from_numpy(train_logits), 1).numpy())
