@@ -23,6 +23,7 @@ def main(snakemake: Any) -> None:
         invalid=p.target.get("invalid", []),
         max_pixels=p.max_pixels,
         size=p.size,
+        nsigma=p.nsigma,
         workers=snakemake.threads,
         numeric_columns=numeric_columns(p.target, p.truth_column, p.region),
     )

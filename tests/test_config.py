@@ -17,7 +17,14 @@ from saliency_audit.config import (
     is_demo,
     prepare_config,
     resolve_results,
+    with_defaults,
 )
+from saliency_audit.data.catalog_csv import DELIMITERS
+from saliency_audit.data.regions import METHODS
+from saliency_audit.model.architectures import ARCHS
+from saliency_audit.model.training import OPTIMIZERS
+from saliency_audit.saliency.interventions import FILLS
+from saliency_audit.saliency.strategies import FEATURES
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO / "workflow/schemas/config.schema.yaml"
@@ -99,17 +106,54 @@ def test_an_own_catalog_ignores_the_demo_shortcut() -> None:
     run_checks({**own, "demo": {"shortcut": {"kind": "star", "class": "top", "fraction": 0.5}}})
 
 
+def schema_keys(node: dict, prefix: str = ""):
+    """(dotted key, its schema) for every key of the schema, the target's once under each of its places."""
+    if prefix in ("target.", "demo.target."):
+        node = SCHEMA["$defs"]["target"]
+    for name, sub in node.get("properties", {}).items():
+        yield prefix + name, sub
+        yield from schema_keys(sub, prefix + name + ".")
+
+
+def test_config_readme_gives_every_default_as_the_schema_does() -> None:
+    """A default cell that starts with a literal (`5`, `[low, high]`, `{method: threshold}`) is the schema's."""
+    cells = dict(re.findall(r"^\| `([\w.]+)` \| (.*?) \|", (REPO / "config/README.md").read_text(), re.M))
+    checked = 0
+    for key, sub in schema_keys(SCHEMA):
+        if "default" not in sub or sub["default"] == {} or key.startswith("demo.target."):
+            continue  # a section's {} only lets its keys' defaults apply
+        literal = re.match(r"`([^`]*)`", cells[key])
+        assert literal, f"config/README.md gives no default for {key} (the schema's is {sub['default']!r})"
+        assert yaml.safe_load(literal.group(1)) == sub["default"], f"{key}: {cells[key]} vs {sub['default']!r}"
+        checked += 1
+    assert checked > 40
+
+
+def test_every_enum_the_code_knows_is_the_schema_s() -> None:
+    enums = {key: sub["enum"] for key, sub in schema_keys(SCHEMA) if "enum" in sub}
+    assert list(ARCHS) == enums["model.arch"]
+    assert list(OPTIMIZERS) == enums["train.optimizer"]
+    assert list(METHODS) == enums["saliency.object.method"]
+    assert list(FILLS) == enums["saliency.probes.fill"]
+    assert list(FEATURES) == enums["saliency.clusters.features"]
+    assert [*DELIMITERS, None] == enums["catalog_delimiter"]
+
+
+def test_defaults_come_from_the_schema_even_without_validation() -> None:
+    """A module host with skip_validation gets no defaults from Snakemake; with_defaults gives the same ones."""
+    for override in ({}, {"catalog": "/d/c.csv", "images": "/d/{id}.png", "target": {"column": "Z"}}):
+        ours = copy.deepcopy(DEMO)
+        update_config(ours, copy.deepcopy(override))
+        apply_demo(ours, SCHEMA)
+        snakemakes = copy.deepcopy(ours)
+        schema_validate(snakemakes)
+        assert with_defaults(ours, SCHEMA) == snakemakes
+
+
 def test_every_schema_key_is_documented() -> None:
     readme = (REPO / "config/README.md").read_text()
-
-    def keys(node: dict, prefix: str = ""):
-        if prefix in ("target.", "demo.target."):  # one definition, documented once as target.*
-            node = SCHEMA["$defs"]["target"]
-        for name, sub in node.get("properties", {}).items():
-            yield prefix + name
-            yield from keys(sub, prefix + name + ".")
-
-    missing = [k for k in keys(SCHEMA) if f"`{k}`" not in readme and not k.startswith("demo.target.")]
+    # the target's keys are one definition, documented once as target.*
+    missing = [k for k, _ in schema_keys(SCHEMA) if f"`{k}`" not in readme and not k.startswith("demo.target.")]
     assert not missing, f"undocumented config keys: {missing}"
 
 

@@ -35,6 +35,7 @@ def run(frame: pd.DataFrame, image_dir, **kwargs):
         invalid=[-9999.0],
         max_pixels=10**6,
         size=16,
+        nsigma=2.0,
     )
     options.update(kwargs)
     return validate(frame, **options)
@@ -168,6 +169,9 @@ def test_an_object_cut_by_the_crop_is_a_warning_and_its_row_is_kept(image_dir) -
     assert integrity["detail"].str.contains("is 64x64; the central 32x32 crop").all()
     _, fits = run(frame, image_dir, images=str(image_dir / "{id}.png"), size=64)
     assert fits.empty
+    # the check segments with the configured saliency.object.nsigma: a threshold no pixel reaches finds no object
+    _, unseen = run(frame, image_dir, images=str(image_dir / "{id}.png"), size=32, nsigma=1e6)
+    assert unseen.empty
 
 
 def test_a_catalog_whose_columns_are_named_id_and_image(image_dir) -> None:

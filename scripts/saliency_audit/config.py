@@ -205,6 +205,23 @@ def check_layer(config: dict[str, Any]) -> None:
         raise ConfigError(problem.replace("audit.layer", "config key audit.layer", 1))
 
 
+def with_defaults(config: dict[str, Any], schema: dict[str, Any], node: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``config`` with the schema's default filled in for every key it leaves out, at every depth.
+
+    The one place defaults come from: the workflow calls it before validation (so a module host that
+    skips validation still gets them), and the code never repeats a default of its own.
+    """
+    node = schema if node is None else node
+    if "$ref" in node:
+        node = {**schema["$defs"][node["$ref"].rsplit("/", 1)[-1]], **{k: v for k, v in node.items() if k != "$ref"}}
+    for name, sub in node.get("properties", {}).items():
+        if name not in config and "default" in sub:
+            config[name] = copy.deepcopy(sub["default"])
+        if isinstance(config.get(name), dict):
+            with_defaults(config[name], schema, sub)
+    return config
+
+
 def prepare_config(config: dict[str, Any], schema: dict[str, Any], validate: Callable[[dict[str, Any]], Any]) -> None:
     """Every check a run makes before its first job, in order, on ``config`` in place.
 
@@ -213,6 +230,7 @@ def prepare_config(config: dict[str, Any], schema: dict[str, Any], validate: Cal
     """
     config.update(coerce_cli_strings(dict(config), schema, schema))
     apply_demo(config, schema)
+    with_defaults(config, schema)
     validate(config)
     check_paths(config)
     check_config(config)

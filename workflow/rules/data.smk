@@ -55,6 +55,7 @@ rule validate_catalog:
         target=config["target"],
         truth_column=config["saliency"]["truth_column"],
         region=config["saliency"]["object"],
+        nsigma=config["saliency"]["object"]["nsigma"],  # the threshold segmentation of the cut-object check
         size=config["image"]["size"],
         max_pixels=config["image"]["max_pixels"],
     script:

@@ -118,13 +118,13 @@ def require_truth_numbers(values: pd.Series, column: str, rows: np.ndarray) -> N
         )
 
 
-def cut_fraction(image: np.ndarray, size: int) -> float:
-    """Share of the object's pixels (brightness threshold, as saliency.object.method threshold)
-    that fall outside the central ``size`` x ``size`` crop; 0 when the image fits."""
+def cut_fraction(image: np.ndarray, size: int, nsigma: float) -> float:
+    """Share of the object's pixels (brightness threshold, as saliency.object.method threshold with the
+    configured ``nsigma``) that fall outside the central ``size`` x ``size`` crop; 0 when the image fits."""
     height, width = image.shape[:2]
     if height <= size and width <= size:
         return 0.0
-    mask = threshold_regions(image[None])[0]
+    mask = threshold_regions(image[None], nsigma)[0]
     total = int(mask.sum())
     if total == 0:
         return 0.0
@@ -132,7 +132,7 @@ def cut_fraction(image: np.ndarray, size: int) -> float:
 
 
 def image_problems(
-    paths: dict[int, str], max_pixels: int, size: int, workers: int, chunk: int = 1024
+    paths: dict[int, str], max_pixels: int, size: int, nsigma: float, workers: int, chunk: int = 1024
 ) -> tuple[list[tuple[int, str, str]], dict[int, tuple[int, int]]]:
     """Decode every image once (in threads: PIL and numpy release the GIL); warn when the centre
     crop to ``size`` would cut the object or leaves (nearly) constant pixels. Returns the problems
@@ -146,7 +146,7 @@ def image_problems(
             return position, [(position, problem.problem, problem.detail)], None
         height, width = image.shape[:2]
         found = []
-        cut = cut_fraction(image, size)
+        cut = cut_fraction(image, size, nsigma)
         if cut > CUT_WARNING:
             found.append((position, "object_cut", f"{path} is {width}x{height}; the central {size}x{size} crop "
                           f"(image.size) cuts {cut:.0%} of the object's pixels (row kept)"))  # fmt: skip
@@ -179,6 +179,7 @@ def validate(
     invalid: list[float],
     max_pixels: int,
     size: int,
+    nsigma: float,
     workers: int = 1,
     numeric_columns: dict[str, str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -205,7 +206,7 @@ def validate(
     problems = id_problems(ids) + target_problems(frame[target_column], numeric_target, invalid)
     bad_id = {position for position, problem, _ in problems if problem in ("missing_id", "unsafe_id")}
     paths = {position: images.format(id=ids.iloc[position]) for position in range(len(frame)) if position not in bad_id}
-    found, sizes = image_problems(paths, max_pixels, size, workers)
+    found, sizes = image_problems(paths, max_pixels, size, nsigma, workers)
     problems += found
 
     rows = np.asarray(text.rows, dtype=np.int64)

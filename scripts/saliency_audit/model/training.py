@@ -121,6 +121,9 @@ class Precision:
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.enabled)
 
 
+OPTIMIZERS = ("adamw", "adam", "sgd")  # the schema's enum of train.optimizer (a test keeps them equal)
+
+
 def make_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     if name == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -128,7 +131,7 @@ def make_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float) 
         return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     if name == "sgd":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
-    raise ValueError(f"train.optimizer {name!r} is not one of adamw, adam, sgd")
+    raise ValueError(f"train.optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}")
 
 
 def inverse_frequency(codes: np.ndarray, n_classes: int) -> torch.Tensor:
