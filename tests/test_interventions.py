@@ -5,9 +5,6 @@ import pytest
 from scipy import ndimage
 
 from saliency_audit.saliency.interventions import (
-    STATE_EMPTY_OBJECT,
-    STATE_NO_BACKGROUND,
-    STATE_OK,
     background_reliance,
     fill_region,
     margins,
@@ -15,6 +12,7 @@ from saliency_audit.saliency.interventions import (
     probe_images,
     sky_mask,
 )
+from saliency_audit.saliency.vocabulary import STATE_EMPTY_OBJECT, STATE_NO_BACKGROUND, STATE_OK
 
 SIZE = 64
 

@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from saliency_audit.audit.map_geometry import MapGeometry, place, pool
-from saliency_audit.saliency.localisation import STATE_EMPTY_MAP, STATE_EMPTY_OBJECT, STATE_OK, localisation
+from saliency_audit.saliency.localisation import localisation
+from saliency_audit.saliency.vocabulary import STATE_EMPTY_MAP, STATE_EMPTY_OBJECT, STATE_OK
 
 
 def patches(stride: int) -> MapGeometry:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from saliency_audit.model.metrics import top_losses
 from saliency_audit.report.figures import CLASS_COLOURS, plt, safe_name
+from saliency_audit.saliency.vocabulary import STATE_OK
 
 if TYPE_CHECKING:
     import pyarrow.dataset as ds
@@ -96,7 +97,7 @@ def energy_figure(stats: pd.DataFrame, threshold: float, planted: np.ndarray | N
     """Distributions of energy_in_object and relative_energy per predicted class (shortcut images dashed)."""
     fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.2), sharey=False)
     bins = np.linspace(0, 1, 41)
-    ok = (stats["state"] == "ok").to_numpy()
+    ok = (stats["state"] == STATE_OK).to_numpy()
     for ax, metric in zip(axes, ("energy_in_object", "relative_energy")):
         for k, name in enumerate(stats["predicted"].cat.categories):
             member = ok & (stats["predicted"] == name).to_numpy()
@@ -141,8 +142,8 @@ def gallery_figure(
             ax.imshow(images[r])
             ax.imshow(np.clip(cams[r, k - 1], 0, None), alpha=0.6, extent=(0, size, size, 0), interpolation="bicubic",
                       cmap="inferno")  # fmt: skip
-            state = row.get(f"state_{name}", "ok")
-            where = f"on object {row[f'energy_in_object_{name}']:.2f}" if state == "ok" else state.replace("_", " ")
+            state = row.get(f"state_{name}", STATE_OK)
+            where = f"on object {row[f'energy_in_object_{name}']:.2f}" if state == STATE_OK else state.replace("_", " ")
             ax.text(0.5, 0.9, str(name), transform=ax.transAxes, **TEXT)
             ax.text(0.5, 0.06, f"p = {row[f'prob_{name}']:.3f} · {where}", transform=ax.transAxes, **TEXT)
         for ax in axes[r]:

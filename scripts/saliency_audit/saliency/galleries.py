@@ -21,6 +21,7 @@ from saliency_audit.audit.tables import audit_dataset, read_audit_metadata, read
 from saliency_audit.data.catalog_filter import FilterError, evaluate_filter, parse_filter
 from saliency_audit.data.image_io import open_packed, read_rows
 from saliency_audit.data.regions import image_sizes, object_regions
+from saliency_audit.saliency.vocabulary import STATE_OK
 
 
 class GalleryError(ValueError):
@@ -29,7 +30,7 @@ class GalleryError(ValueError):
 
 def most_background_focused(stats: pd.DataFrame, name: str, n: int) -> pd.DataFrame:
     """The ``n`` images predicted as ``name`` with the least map energy on the object."""
-    members = stats[(stats["predicted"] == name) & (stats["state"] == "ok")]
+    members = stats[(stats["predicted"] == name) & (stats["state"] == STATE_OK)]
     return members.nsmallest(n, ["relative_energy", "energy_in_object"])
 
 

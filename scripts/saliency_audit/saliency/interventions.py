@@ -47,6 +47,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from saliency_audit.saliency.vocabulary import STATE_EMPTY_OBJECT, STATE_NO_BACKGROUND, STATE_OK
+
 FILLS = ("sky", "mean", "blur")
 SOURCE_SIGMA = 3.0  # background pixels further than this from the median (robust sigma) are not sky
 DETECT_SIGMA = 5.0  # pixels this far from the sky, outside the region, may belong to another source
@@ -54,10 +56,6 @@ SOURCE_CLEARANCE_PX = 2.0  # ... when their component peaks further than this fr
 MIN_SKY_PIXELS = 16  # fewer clean background pixels than this: draw from every background pixel
 SKY_BLOCK_PX = 8  # the sky fill copies windows this wide (a JPEG block), halved where none fits
 MIN_WINDOWS = 4  # fewer distinct windows than this would tile the fill with visibly repeated patches
-STATE_OK = "ok"
-STATE_EMPTY_OBJECT = "empty_object"  # the region has no pixel: there is no object to keep or to remove
-STATE_NO_BACKGROUND = "no_background"  # the object's part covers the whole image: nothing to fill from
-STATE_NO_MARGIN = "no_margin"  # the predicted class ties with another: no margin to lose
 
 
 def sky_level(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

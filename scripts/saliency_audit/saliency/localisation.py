@@ -22,11 +22,9 @@ import numpy as np
 import torch
 
 from saliency_audit.audit.map_geometry import MapGeometry, place, pool
+from saliency_audit.saliency.vocabulary import STATE_EMPTY_MAP, STATE_EMPTY_OBJECT, STATE_OK
 
 # Why a statistic could not be computed: its own state, never a silent NaN.
-STATE_OK = "ok"
-STATE_EMPTY_MAP = "empty_map"  # the ReLU'd map is zero everywhere: no positive evidence at the layer
-STATE_EMPTY_OBJECT = "empty_object"  # the object region has no pixel
 
 METRICS = (
     "energy_in_object",

@@ -21,9 +21,8 @@ from saliency_audit.data.image_io import image_area, read_rows
 from saliency_audit.data.regions import image_sizes, object_regions
 from saliency_audit.model.batches import batch_rows, to_tensor
 from saliency_audit.model.factory import Classifier, find_module
-from saliency_audit.saliency.interventions import STATE_NO_MARGIN, STATE_OK, background_reliance, margins, probe_images
-
-VIEWS = ("", "_object_only", "_background_only")
+from saliency_audit.saliency.interventions import background_reliance, margins, probe_images
+from saliency_audit.saliency.vocabulary import STATE_NO_MARGIN, STATE_OK, VIEWS
 
 
 def probe_table(

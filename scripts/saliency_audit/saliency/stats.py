@@ -30,6 +30,7 @@ from saliency_audit.data.image_io import open_packed, read_rows
 from saliency_audit.data.regions import image_sizes, object_regions
 from saliency_audit.runtime.atomic_io import atomic_path
 from saliency_audit.saliency.localisation import METRICS, localisation
+from saliency_audit.saliency.vocabulary import STATE_OK
 
 PROBLEM_COLUMNS = ["id", "problem", "detail"]
 
@@ -53,7 +54,7 @@ def image_stats(
     columns = scores.as_columns()
     for name, values in columns.items():
         out[name] = values[chosen]
-    out["background_focused"] = (out["state"] == "ok").to_numpy() & (out["relative_energy"] < min_object_energy)
+    out["background_focused"] = (out["state"] == STATE_OK).to_numpy() & (out["relative_energy"] < min_object_energy)
     for k, name in enumerate(classes):
         for metric in (*METRICS, "state"):
             out[f"{metric}_{name}"] = columns[metric][k::n_classes]
@@ -66,7 +67,7 @@ def with_probes(stats: pd.DataFrame, probes: pd.DataFrame, min_reliance: float) 
     """``stats`` with the probes' columns (``probes`` is indexed by id) and ``background_reliant``:
     the prediction loses at least ``min_reliance`` of its margin when the background is replaced."""
     out = stats.join(probes, on="id", validate="one_to_one")
-    out["background_reliant"] = (out["probe_state"] == "ok").to_numpy() & (
+    out["background_reliant"] = (out["probe_state"] == STATE_OK).to_numpy() & (
         out["background_reliance"].to_numpy() >= min_reliance
     )
     return out

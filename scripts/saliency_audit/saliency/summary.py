@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from saliency_audit.model.metrics import binary_auc, tpr_at_fpr
+from saliency_audit.saliency.vocabulary import STATE_EMPTY_MAP, STATE_EMPTY_OBJECT, STATE_OK, VIEWS
 
 MEANS = ("energy_in_object", "relative_energy", "pointing_hit", "rank_accuracy", "peak_offset", "entropy")
 
@@ -30,7 +31,7 @@ def group_rows(stats: pd.DataFrame, by: str, column: str | None) -> pd.DataFrame
     groups = [("all", stats)] if column is None else stats.groupby(column, observed=True, sort=True)
     rows = []
     for value, group in groups:
-        ok = group["state"] == "ok"
+        ok = group["state"] == STATE_OK
         rows.append(
             {
                 "group_by": by,
@@ -42,8 +43,8 @@ def group_rows(stats: pd.DataFrame, by: str, column: str | None) -> pd.DataFrame
                 "flagged": int(group["background_focused"].sum()),
                 "flag_rate": float(group["background_focused"].mean()),
                 "agreement": float((group["background_reliant"] == group["background_focused"]).mean()),
-                "empty_map_rate": float((group["state"] == "empty_map").mean()),
-                "empty_object_rate": float((group["state"] == "empty_object").mean()),
+                "empty_map_rate": float((group["state"] == STATE_EMPTY_MAP).mean()),
+                "empty_object_rate": float((group["state"] == STATE_EMPTY_OBJECT).mean()),
                 **{f"mean_{m}": float(group.loc[ok, m].mean()) if ok.any() else np.nan for m in MEANS},
             }
         )
@@ -67,7 +68,7 @@ def shortcut_benchmark(stats: pd.DataFrame, truth: pd.Series, truth_column: str)
             continue
         scores: dict[str, Any] = {"n_shortcut": int(shortcut.sum()), "n_clean": int(clean.sum())}
         for suffix, label in ((f"_{name}", ""), ("", "_predicted")):
-            scored = in_class & (stats[f"state{suffix}"] == "ok").to_numpy()
+            scored = in_class & (stats[f"state{suffix}"] == STATE_OK).to_numpy()
             for metric in ("energy_in_object", "relative_energy"):
                 values = stats[f"{metric}{suffix}"].to_numpy()
                 scores[f"auroc_{metric}{label}"] = binary_auc(planted[scored], -values[scored])
@@ -112,7 +113,7 @@ def summary_table(stats: pd.DataFrame, benchmark: dict[str, Any] | None) -> pd.D
     return table.astype({"n": "Int64", "reliant": "Int64", "flagged": "Int64"})
 
 
-VIEWS = {"": "accuracy", "_object_only": "accuracy_object_only", "_background_only": "accuracy_background_only"}
+ACCURACY_COLUMNS = {view: f"accuracy{view}" for view in VIEWS}
 
 
 def backgrounds_table(stats: pd.DataFrame) -> pd.DataFrame:
@@ -121,11 +122,11 @@ def backgrounds_table(stats: pd.DataFrame) -> pd.DataFrame:
     when the background is replaced; ``background_only`` far above ``chance`` means the background
     alone tells the class."""
     classes = list(stats["label"].cat.categories)
-    probed = stats[(stats["probe_state"] == "ok").to_numpy()]
+    probed = stats[(stats["probe_state"] == STATE_OK).to_numpy()]
     label = probed["label"].astype(str).to_numpy()
     correct = {
         column: np.asarray(classes)[probed[[f"margin{view}_{c}" for c in classes]].to_numpy().argmax(axis=1)] == label
-        for view, column in VIEWS.items()
+        for view, column in ACCURACY_COLUMNS.items()
     }
     frame = pd.DataFrame({"class": label, "split": probed["split"].astype(str).to_numpy(), **correct})
     rows = []
@@ -135,11 +136,11 @@ def backgrounds_table(stats: pd.DataFrame) -> pd.DataFrame:
             if members.empty:
                 continue
             row = {"class": name, "split": split, "n": len(members)}
-            row.update({column: float(members[column].mean()) for column in VIEWS.values()})
+            row.update({column: float(members[column].mean()) for column in ACCURACY_COLUMNS.values()})
             row["background_gap"] = row["accuracy"] - row["accuracy_object_only"]
             row["chance"] = 1 / len(classes)
             rows.append(row)
-    return pd.DataFrame(rows, columns=["class", "split", "n", *VIEWS.values(), "background_gap", "chance"])
+    return pd.DataFrame(rows, columns=["class", "split", "n", *ACCURACY_COLUMNS.values(), "background_gap", "chance"])
 
 
 def reliance_benchmark(stats: pd.DataFrame, twins: pd.DataFrame) -> dict[str, Any]:
