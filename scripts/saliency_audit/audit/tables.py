@@ -8,7 +8,8 @@ tables start quickly.
 import json
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from saliency_audit.model.evaluation import predictions_table
+
+if TYPE_CHECKING:
+    from saliency_audit.audit.map_geometry import MapGeometry
 
 METADATA_KEY = b"saliency_audit"
 
@@ -55,6 +59,31 @@ def read_audit_metadata(schema: pa.Schema) -> dict[str, Any]:
     return json.loads(schema.metadata[METADATA_KEY])
 
 
+@dataclass(frozen=True)
+class AuditMeta:
+    """The audit run's facts, read once from the tables' schema: what every reader of the maps needs."""
+
+    classes: list[str]
+    map_shape: tuple[int, int]
+    facts: dict[str, Any]  # all of it: layer, model checksum, compiled, map geometry, ...
+
+    @classmethod
+    def read(cls, source: ds.Dataset | pa.Schema) -> "AuditMeta":
+        facts = read_audit_metadata(source.schema if isinstance(source, ds.Dataset) else source)
+        return cls(list(facts["classes"]), (int(facts["map_shape"][0]), int(facts["map_shape"][1])), facts)
+
+    @property
+    def geometry(self) -> "MapGeometry":
+        """Where each map cell looks in the image (imported here: the tables' readers need no torch)."""
+        from saliency_audit.audit.map_geometry import MapGeometry  # noqa: PLC0415
+
+        return MapGeometry.from_dict(self.facts["map_geometry"])
+
+    @property
+    def compiled(self) -> bool:
+        return bool(self.facts.get("compiled", False))
+
+
 def _list_column(values: np.ndarray) -> pa.ListArray:
     """B x D float32 -> list<float32> without copying row by row."""
     rows, width = values.shape
@@ -87,7 +116,7 @@ def read_list_column(table: pa.Table | pa.RecordBatch, name: str) -> np.ndarray:
     return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1)
 
 
-def read_cams(table: pa.Table | pa.RecordBatch, classes: list[str], map_shape: list[int]) -> np.ndarray:
+def read_cams(table: pa.Table | pa.RecordBatch, classes: list[str], map_shape: Sequence[int]) -> np.ndarray:
     """The Grad-CAM maps of every class as a B x C x h x w array."""
     return np.stack([read_list_column(table, f"cam_{c}").reshape(-1, *map_shape) for c in classes], axis=1)
 
@@ -101,7 +130,7 @@ def read_predictions(parts: Sequence[str | os.PathLike], labels: pd.DataFrame) -
     """The audit pass's prediction of every image in ``labels`` (in its order) as evaluate's table, and the
     class order: the one forward pass over the data, so no image is predicted twice."""
     dataset = audit_dataset(parts)
-    classes = read_audit_metadata(dataset.schema)["classes"]
+    classes = AuditMeta.read(dataset).classes
     columns = [f"prob_{c}" for c in classes]
     stored = dataset.to_table(columns=["id", *columns]).to_pandas().set_index("id")
     ids = labels["id"].astype(str)

@@ -20,8 +20,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from saliency_audit.audit.map_geometry import MapGeometry, place
-from saliency_audit.audit.tables import audit_batches, audit_dataset, predicted_index, read_audit_metadata, read_cams
+from saliency_audit.audit.map_geometry import place
+from saliency_audit.audit.tables import (
+    AuditMeta,
+    audit_batches,
+    audit_dataset,
+    predicted_index,
+    read_cams,
+)
 from saliency_audit.data.image_io import open_packed, read_rows
 from saliency_audit.saliency.strategies import map_features, spectral_clusters
 
@@ -31,7 +37,7 @@ EXAMPLES = 4  # example images per cluster in the figure
 Examples = dict[str, dict[int, list[tuple[np.ndarray, np.ndarray]]]]
 
 
-def predicted_maps(batch: Any, classes: list[str], map_shape: list[int]) -> np.ndarray:
+def predicted_maps(batch: Any, classes: list[str], map_shape: Sequence[int]) -> np.ndarray:
     """B x h x w: each image's map for the class it was predicted as."""
     cams = read_cams(batch, classes, map_shape)
     return cams[
@@ -41,9 +47,8 @@ def predicted_maps(batch: Any, classes: list[str], map_shape: list[int]) -> np.n
 
 def cluster_maps(dataset: ds.Dataset, stats: pd.DataFrame, clusters: dict[str, Any], image_size: int) -> pd.DataFrame:
     """id, predicted, cluster for every scored image (clustered within its predicted class)."""
-    meta = read_audit_metadata(dataset.schema)
-    classes, map_shape = meta["classes"], meta["map_shape"]
-    geometry = MapGeometry.from_dict(meta["map_geometry"])
+    meta = AuditMeta.read(dataset)
+    classes, map_shape, geometry = meta.classes, meta.map_shape, meta.geometry
     scored = pa.array(stats["id"].astype(str).unique())
     ids, predicted, vectors = [], [], []
     columns = ["id", "predicted", *(f"cam_{c}" for c in classes)]
@@ -94,9 +99,8 @@ def cluster_summary(stats: pd.DataFrame, min_object_energy: float) -> pd.DataFra
 
 def mean_maps(dataset: ds.Dataset, stats: pd.DataFrame, image_size: int) -> dict[tuple[str, int], np.ndarray]:
     """Mean upsampled predicted-class map per (predicted class, cluster), streamed."""
-    meta = read_audit_metadata(dataset.schema)
-    classes, map_shape = meta["classes"], meta["map_shape"]
-    geometry = MapGeometry.from_dict(meta["map_geometry"])
+    meta = AuditMeta.read(dataset)
+    classes, map_shape, geometry = meta.classes, meta.map_shape, meta.geometry
     key = stats.set_index("id")[["predicted", "cluster"]]
     known_ids = pa.array(key.index.astype(str))
     sums: dict[tuple[str, int], np.ndarray] = {}
@@ -125,15 +129,14 @@ def cluster_examples(
     A seeded sample per (class, cluster), all fetched with one scan of the audit tables;
     ``row_of`` maps id -> row of the packed array. Classes without a scored image are left out.
     """
-    meta = read_audit_metadata(dataset.schema)
+    meta = AuditMeta.read(dataset)
     chosen = stats.sample(frac=1.0, random_state=0).groupby(["predicted", "cluster"], observed=True).head(EXAMPLES)
     table = dataset.to_table(filter=ds.field("id").isin(chosen["id"].tolist()))
-    geometry = MapGeometry.from_dict(meta["map_geometry"])
-    maps = place(predicted_maps(table, meta["classes"], meta["map_shape"]), geometry, (image_size, image_size)).numpy()
+    maps = place(predicted_maps(table, meta.classes, meta.map_shape), meta.geometry, (image_size, image_size)).numpy()
     map_of = dict(zip(table.column("id").to_pylist(), maps))
     image_of = dict(zip(chosen["id"], read_rows(images, row_of.loc[chosen["id"].astype(str)].to_numpy())))
     examples: Examples = {}
-    for name in meta["classes"]:
+    for name in meta.classes:
         members = chosen[chosen["predicted"] == name]
         if members.empty:
             continue
@@ -174,8 +177,7 @@ def run_strategy_clusters(
     stats = stats.merge(table, on="id", validate="one_to_one")
     summary = cluster_summary(stats, min_object_energy)
     means = mean_maps(dataset, stats, image_size)
-    meta = read_audit_metadata(dataset.schema)
     index = pd.read_parquet(index_path)
     row_of = pd.Series(index["row"].to_numpy(), index=index["id"].astype(str))
     examples = cluster_examples(dataset, stats, images, row_of, image_size)
-    return Strategies(meta["classes"], table, summary, means, examples)
+    return Strategies(AuditMeta.read(dataset).classes, table, summary, means, examples)

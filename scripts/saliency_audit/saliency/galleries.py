@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
-from saliency_audit.audit.map_geometry import MapGeometry, place
-from saliency_audit.audit.tables import audit_dataset, read_audit_metadata, read_cams
+from saliency_audit.audit.map_geometry import place
+from saliency_audit.audit.tables import AuditMeta, audit_dataset, read_cams
 from saliency_audit.data.catalog_filter import FilterError, evaluate_filter, parse_filter
 from saliency_audit.data.image_io import open_packed, read_rows
 from saliency_audit.data.regions import image_sizes, object_regions
@@ -57,17 +57,16 @@ def gallery_panels(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """What a gallery of ``chosen`` shows: their pixels, every class's map placed on them
     (N x C x size x size), their object regions, and the classes."""
-    meta = read_audit_metadata(dataset.schema)
-    classes = meta["classes"]
+    meta = AuditMeta.read(dataset)
+    classes = meta.classes
     ids = chosen["id"].astype(str).tolist()
     table = dataset.to_table(filter=ds.field("id").isin(ids))
     order = pd.Series(np.arange(table.num_rows), index=table.column("id").to_pylist()).loc[ids].to_numpy()
-    cams = read_cams(table, classes, meta["map_shape"])[order]
+    cams = read_cams(table, classes, meta.map_shape)[order]
     pixels = read_rows(images, row_of.loc[ids].to_numpy())
     masks, _ = object_regions(region, ids, pixels, catalog, image_sizes(catalog, ids), max_pixels)
     size = pixels.shape[1]
-    geometry = MapGeometry.from_dict(meta["map_geometry"])
-    up = place(cams.reshape(-1, *cams.shape[2:]), geometry, (size, size)).numpy()
+    up = place(cams.reshape(-1, *cams.shape[2:]), meta.geometry, (size, size)).numpy()
     up = up.reshape(len(ids), len(classes), size, size)
     return pixels, up, masks, classes
 
@@ -94,7 +93,7 @@ def read_gallery_inputs(
 ) -> GalleryInputs:
     """Open the rule's inputs: audit tables, final stats table, clean catalog, packed images and their index."""
     dataset = audit_dataset(parts)
-    classes = read_audit_metadata(dataset.schema)["classes"]
+    classes = AuditMeta.read(dataset).classes
     table = pd.read_parquet(stats)
     catalog = pd.read_parquet(clean).set_index("id")
     index_table = pd.read_parquet(index)

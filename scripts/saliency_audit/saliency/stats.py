@@ -25,7 +25,13 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from saliency_audit.audit.map_geometry import MapGeometry
-from saliency_audit.audit.tables import audit_batches, audit_dataset, predicted_index, read_audit_metadata, read_cams
+from saliency_audit.audit.tables import (
+    AuditMeta,
+    audit_batches,
+    audit_dataset,
+    predicted_index,
+    read_cams,
+)
 from saliency_audit.data.image_io import open_packed, read_rows
 from saliency_audit.data.regions import image_sizes, object_regions
 from saliency_audit.runtime.atomic_io import atomic_path
@@ -93,9 +99,8 @@ def write_saliency_table(
     columns indexed by id; ``thresholds`` are (min_object_energy, min_reliance).
     """
     min_object_energy, min_reliance = thresholds
-    meta = read_audit_metadata(dataset.schema)
-    classes, map_shape = meta["classes"], meta["map_shape"]
-    geometry = MapGeometry.from_dict(meta["map_geometry"])
+    meta = AuditMeta.read(dataset)
+    classes, map_shape, geometry = meta.classes, meta.map_shape, meta.geometry
     keep = ["id", "split", "label", "predicted", *(f"prob_{c}" for c in classes)]
     problems: list[tuple[int, str, str]] = []
     states = pd.Series(dtype="int64")
