@@ -14,7 +14,8 @@ from saliency_audit.data.image_io import (
     packed_writer,
     read_rows,
 )
-from saliency_audit.data.packing import concatenate, pack
+from saliency_audit.data.packing import PackedIndex, concatenate, pack
+from saliency_audit.runtime.atomic_io import write_parquet
 from saliency_audit.runtime.shards import shard_rows
 
 
@@ -257,3 +258,20 @@ def test_crop_pad_places_every_pixel_at_its_centred_offset(height: int, width: i
     big = max(height, width, size)
     if height == width:
         np.testing.assert_array_equal(center_crop_pad(center_crop_pad(image, big), height), image)
+
+
+def test_the_packed_index_maps_ids_to_rows_one_way_everywhere(tmp_path) -> None:
+    index = PackedIndex.from_ids(["10", "7", "x-3", "5"])
+    write_parquet(index.table(), tmp_path / "index.parquet")
+    again = PackedIndex.read(tmp_path / "index.parquet")
+    assert list(again.ids) == ["10", "7", "x-3", "5"] and len(again) == 4
+    np.testing.assert_array_equal(again.rows(["5", "10", "5"]), [3, 0, 3])
+    with pytest.raises(KeyError, match="'8' is not in the packed images"):
+        again.rows(["7", "8"])
+    with pytest.raises(ValueError, match="'7' repeats"):
+        PackedIndex.from_ids(["7", "1", "7"])
+    assert np.concatenate([again.shard(i, 3) for i in range(3)]).tolist() == [0, 1, 2, 3]
+    shuffled = again.table().iloc[[1, 0, 2, 3]]
+    write_parquet(shuffled, tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match="rows are not 0..3 in order"):
+        PackedIndex.read(tmp_path / "bad.parquet")

@@ -9,8 +9,9 @@ and the figures, so no stage decodes JPEGs again.
 """
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -81,6 +82,50 @@ def read_ids(labels: str | os.PathLike) -> pd.Series:
     return pd.read_parquet(labels, columns=["id"])["id"]
 
 
+@dataclass(frozen=True)
+class PackedIndex:
+    """Which row of ``images.npy`` holds each image: the one id -> packed-row mapping.
+
+    gather_images writes it (``images/index.parquet``: row, id, in the labels' order) and every
+    stage that reads pixels by id looks them up here.
+    """
+
+    ids: pd.Index  # ids as text; position = packed row
+
+    @classmethod
+    def from_ids(cls, ids: Iterable[str]) -> "PackedIndex":
+        index = pd.Index([str(i) for i in ids], dtype=object)
+        if not index.is_unique:
+            raise ValueError(f"packed ids must be unique; {index[index.duplicated()][0]!r} repeats")
+        return cls(index)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> "PackedIndex":
+        table = pd.read_parquet(path)
+        if not (table["row"].to_numpy() == np.arange(len(table))).all():
+            raise ValueError(f"{path}: rows are not 0..{len(table) - 1} in order; delete it to gather again")
+        return cls.from_ids(table["id"].astype(str))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def table(self) -> pd.DataFrame:
+        """index.parquet's content: row number and id."""
+        return pd.DataFrame({"row": np.arange(len(self.ids)), "id": self.ids.to_numpy()})
+
+    def rows(self, ids: Iterable[str]) -> np.ndarray:
+        """The packed rows of ``ids``, in their order; KeyError names an id that was not packed."""
+        wanted = pd.Index([str(i) for i in ids], dtype=object)
+        rows = self.ids.get_indexer(wanted)
+        if (rows < 0).any():
+            raise KeyError(f"image {wanted[rows < 0][0]!r} is not in the packed images")
+        return rows
+
+    def shard(self, shard: int, shards: int) -> np.ndarray:
+        """The packed rows of shard ``shard`` of ``shards`` (contiguous blocks, as packing and the audit cut them)."""
+        return shard_rows(len(self.ids), shards, shard)
+
+
 def row_index(ids: pd.Series) -> pd.DataFrame:
     """The table that names the rows of ``images.npy``: row number and id."""
-    return pd.DataFrame({"row": np.arange(len(ids)), "id": ids})
+    return PackedIndex.from_ids(ids).table()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from saliency_audit.data.packing import PackedIndex
 from saliency_audit.model.metrics import top_losses
 from saliency_audit.report.figures import CLASS_COLOURS, plt, safe_name
 from saliency_audit.saliency.vocabulary import STATE_OK
@@ -161,7 +162,7 @@ def gallery(
     chosen: pd.DataFrame,
     dataset: ds.Dataset,
     images: np.ndarray,
-    row_of: pd.Series,
+    index: PackedIndex,
     catalog: pd.DataFrame,
     region: dict[str, Any],
     title: str,
@@ -170,7 +171,7 @@ def gallery(
     """Fetch the maps, pixels and regions of ``chosen`` and draw them."""
     from saliency_audit.saliency.galleries import gallery_panels
 
-    pixels, up, masks, classes = gallery_panels(chosen, dataset, images, row_of, catalog, region, max_pixels)
+    pixels, up, masks, classes = gallery_panels(chosen, dataset, images, index, catalog, region, max_pixels)
     return gallery_figure(chosen, pixels, up, masks, classes, title)
 
 
@@ -181,7 +182,7 @@ def _drawn(
     if chosen.empty:
         print(f"{name}: no image to show", file=sys.stderr)
         return
-    yield name, gallery(chosen, inputs.dataset, inputs.images, inputs.row_of, inputs.catalog, region, title, max_pixels)
+    yield name, gallery(chosen, inputs.dataset, inputs.images, inputs.index, inputs.catalog, region, title, max_pixels)
 
 
 def galleries(

@@ -29,6 +29,7 @@ from saliency_audit.audit.tables import (
     read_cams,
 )
 from saliency_audit.data.image_io import open_packed, read_rows
+from saliency_audit.data.packing import PackedIndex
 from saliency_audit.saliency.strategies import map_features, spectral_clusters
 
 EXAMPLES = 4  # example images per cluster in the figure
@@ -122,19 +123,19 @@ def mean_maps(dataset: ds.Dataset, stats: pd.DataFrame, image_size: int) -> dict
 
 
 def cluster_examples(
-    dataset: ds.Dataset, stats: pd.DataFrame, images: np.ndarray, row_of: pd.Series, image_size: int
+    dataset: ds.Dataset, stats: pd.DataFrame, images: np.ndarray, index: PackedIndex, image_size: int
 ) -> Examples:
     """Up to ``EXAMPLES`` images per (predicted class, cluster) for the figures, with their maps.
 
     A seeded sample per (class, cluster), all fetched with one scan of the audit tables;
-    ``row_of`` maps id -> row of the packed array. Classes without a scored image are left out.
+    ``index`` gives each id's row of the packed array. Classes without a scored image are left out.
     """
     meta = AuditMeta.read(dataset)
     chosen = stats.sample(frac=1.0, random_state=0).groupby(["predicted", "cluster"], observed=True).head(EXAMPLES)
     table = dataset.to_table(filter=ds.field("id").isin(chosen["id"].tolist()))
     maps = place(predicted_maps(table, meta.classes, meta.map_shape), meta.geometry, (image_size, image_size)).numpy()
     map_of = dict(zip(table.column("id").to_pylist(), maps))
-    image_of = dict(zip(chosen["id"], read_rows(images, row_of.loc[chosen["id"].astype(str)].to_numpy())))
+    image_of = dict(zip(chosen["id"], read_rows(images, index.rows(chosen["id"]))))
     examples: Examples = {}
     for name in meta.classes:
         members = chosen[chosen["predicted"] == name]
@@ -177,7 +178,5 @@ def run_strategy_clusters(
     stats = stats.merge(table, on="id", validate="one_to_one")
     summary = cluster_summary(stats, min_object_energy)
     means = mean_maps(dataset, stats, image_size)
-    index = pd.read_parquet(index_path)
-    row_of = pd.Series(index["row"].to_numpy(), index=index["id"].astype(str))
-    examples = cluster_examples(dataset, stats, images, row_of, image_size)
+    examples = cluster_examples(dataset, stats, images, PackedIndex.read(index_path), image_size)
     return Strategies(AuditMeta.read(dataset).classes, table, summary, means, examples)

@@ -20,6 +20,7 @@ from saliency_audit.audit.map_geometry import place
 from saliency_audit.audit.tables import AuditMeta, audit_dataset, read_cams
 from saliency_audit.data.catalog_filter import FilterError, evaluate_filter, parse_filter
 from saliency_audit.data.image_io import open_packed, read_rows
+from saliency_audit.data.packing import PackedIndex
 from saliency_audit.data.regions import image_sizes, object_regions
 from saliency_audit.saliency.vocabulary import STATE_OK
 
@@ -50,7 +51,7 @@ def gallery_panels(
     chosen: pd.DataFrame,
     dataset: ds.Dataset,
     images: np.ndarray,
-    row_of: pd.Series,
+    index: PackedIndex,
     catalog: pd.DataFrame,
     region: dict[str, Any],
     max_pixels: int,
@@ -63,7 +64,7 @@ def gallery_panels(
     table = dataset.to_table(filter=ds.field("id").isin(ids))
     order = pd.Series(np.arange(table.num_rows), index=table.column("id").to_pylist()).loc[ids].to_numpy()
     cams = read_cams(table, classes, meta.map_shape)[order]
-    pixels = read_rows(images, row_of.loc[ids].to_numpy())
+    pixels = read_rows(images, index.rows(ids))
     masks, _ = object_regions(region, ids, pixels, catalog, image_sizes(catalog, ids), max_pixels)
     size = pixels.shape[1]
     up = place(cams.reshape(-1, *cams.shape[2:]), meta.geometry, (size, size)).numpy()
@@ -73,14 +74,14 @@ def gallery_panels(
 
 @dataclass(frozen=True)
 class GalleryInputs:
-    """What the galleries are chosen from and drawn with; ``row_of`` maps id -> row of ``images``,
+    """What the galleries are chosen from and drawn with; ``index`` gives each id's row of ``images``,
     ``catalog`` is the clean catalog indexed by id."""
 
     dataset: ds.Dataset
     classes: list[str]
     stats: pd.DataFrame
     catalog: pd.DataFrame
-    row_of: pd.Series
+    index: PackedIndex
     images: np.ndarray
 
 
@@ -96,6 +97,4 @@ def read_gallery_inputs(
     classes = AuditMeta.read(dataset).classes
     table = pd.read_parquet(stats)
     catalog = pd.read_parquet(clean).set_index("id")
-    index_table = pd.read_parquet(index)
-    row_of = pd.Series(index_table["row"].to_numpy(), index=index_table["id"].astype(str))
-    return GalleryInputs(dataset, classes, table, catalog, row_of, open_packed(images))
+    return GalleryInputs(dataset, classes, table, catalog, PackedIndex.read(index), open_packed(images))

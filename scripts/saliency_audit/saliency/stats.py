@@ -33,6 +33,7 @@ from saliency_audit.audit.tables import (
     read_cams,
 )
 from saliency_audit.data.image_io import open_packed, read_rows
+from saliency_audit.data.packing import PackedIndex
 from saliency_audit.data.regions import image_sizes, object_regions
 from saliency_audit.runtime.atomic_io import atomic_path
 from saliency_audit.saliency.localisation import METRICS, localisation
@@ -82,7 +83,7 @@ def with_probes(stats: pd.DataFrame, probes: pd.DataFrame, min_reliance: float) 
 def write_saliency_table(
     dataset: ds.Dataset,
     images: np.ndarray,
-    image_rows: pd.Series,
+    index: PackedIndex,
     catalog: pd.DataFrame,
     region: dict[str, Any],
     probes: pd.DataFrame,
@@ -94,7 +95,7 @@ def write_saliency_table(
     """Write the statistics of every image with a region to ``out``; return the region problems
     and the number of images per ``state``.
 
-    ``image_rows`` maps id -> row of the packed array; ``catalog`` is the clean
+    ``index`` gives each id's row of the packed array; ``catalog`` is the clean
     catalog indexed by id (region columns, image paths); ``probes`` holds the probes'
     columns indexed by id; ``thresholds`` are (min_object_energy, min_reliance).
     """
@@ -112,7 +113,7 @@ def write_saliency_table(
                 continue
             frame = batch.select(keep).to_pandas()
             ids = frame["id"].astype(str).tolist()
-            pixels = read_rows(images, image_rows.loc[ids].to_numpy())
+            pixels = read_rows(images, index.rows(ids))
             masks, bad = object_regions(region, ids, pixels, catalog, image_sizes(catalog, ids), max_pixels)
             problems += [(ids[position], problem, detail) for position, problem, detail in bad]
             usable = np.ones(len(ids), dtype=bool)
@@ -155,13 +156,12 @@ def run_saliency_stats(
     catalog) and write the statistics table to ``out`` (see ``write_saliency_table``); return the
     region problems and the number of images per ``state``, for the rule to write and log."""
     dataset = audit_dataset(parts)
-    index_table = pd.read_parquet(index)
     catalog = pd.read_parquet(clean).set_index("id")
     probes = pd.concat([pd.read_parquet(part) for part in probe_parts], ignore_index=True)
     return write_saliency_table(
         dataset,
         open_packed(images),
-        index_table.set_index(index_table["id"].astype(str))["row"],
+        PackedIndex.read(index),
         catalog,
         region,
         probes.set_index(probes["id"].astype(str)).drop(columns="id"),

@@ -18,18 +18,19 @@ from tqdm import tqdm
 
 from saliency_audit.audit.audit_pass import load_model
 from saliency_audit.data.image_io import center_crop_pad, load_rgb, open_packed, read_rows
+from saliency_audit.data.packing import PackedIndex
 from saliency_audit.model.batches import batch_rows, to_tensor
 from saliency_audit.saliency.interventions import background_reliance, margins
 
 
 def twin_table(
-    model: torch.nn.Module, meta: dict[str, Any], images: np.ndarray, index: pd.DataFrame, twins: str,
+    model: torch.nn.Module, meta: dict[str, Any], images: np.ndarray, index: PackedIndex, twins: str,
     device: torch.device, batch_size: int, max_pixels: int,
 ) -> pd.DataFrame:  # fmt: skip
     """Per image: the predicted class's margin on the image and on its twin, and the share lost."""
     size = images.shape[1]
-    ids = index["id"].astype(str).to_numpy()
-    rows = index["row"].to_numpy()
+    ids = index.ids.to_numpy()
+    rows = index.rows(ids)
     model.eval()
     parts = []
     for batch in tqdm(list(batch_rows(np.arange(len(ids)), batch_size, shuffle=False, generator=None)),
@@ -62,7 +63,7 @@ def score_twins(
     """``twin_table`` of the packed images against the twins in ``twins_dir`` (``<id>.jpg``), on the job's device."""
     model, meta, device = load_model(model_path, device_name, threads)
     return twin_table(
-        model, meta, open_packed(images_path), pd.read_parquet(index_path),
+        model, meta, open_packed(images_path), PackedIndex.read(index_path),
         str(Path(twins_dir) / "{id}.jpg"), device, batch_size, max_pixels,
     )  # fmt: skip
 
