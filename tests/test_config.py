@@ -270,3 +270,15 @@ def test_catalog_columns_and_shards_are_checked_against_the_header(tmp_path: Pat
         if "column" in message:
             assert "header read with the semicolon delimiter" in str(error.value)
     check_catalog(resolved(catalog=str(tmp_path / "not-yet-written.csv")))  # the demo's, before simulate_demo
+
+
+def test_every_job_rule_has_its_resource_defaults_in_the_schema() -> None:
+    """The schema holds a default per job rule (no second table in the workflow), and only for job rules."""
+    rules_text = "".join(path.read_text() for path in sorted((REPO / "workflow/rules").glob("*.smk")))
+    rules = set(re.findall(r"^rule (\w+):", rules_text, re.M))
+    local = re.search(r"localrules:\n((?:\s+\w+,\n)+)", (REPO / "workflow/Snakefile").read_text())
+    jobs = rules - {name.strip(" ,\n") for name in local.group(1).split()}
+    used = set(re.findall(r'rule_resources\("(\w+)"', rules_text))
+    resources = SCHEMA["properties"]["resources"]["properties"]
+    assert set(resources) == used == jobs
+    assert all({"runtime", "mem_mb"} <= set(resources[name]["default"]) for name in resources)

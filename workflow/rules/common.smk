@@ -68,26 +68,11 @@ def bench(rule_name):
     return res(f"benchmarks/{rule_name}.tsv")
 
 
-# Cluster resources per rule, from these defaults with the config's `resources.<rule>` on top.
-RESOURCE_DEFAULTS = {
-    "simulate_demo": {"runtime": 30, "mem_mb": 4000},
-    "pack_images": {"runtime": 60, "mem_mb": 4000},
-    "gather_images": {"runtime": 60, "mem_mb": 2000},
-    "train": {"runtime": 240, "mem_mb": 16000},
-    "evaluate": {"runtime": 30, "mem_mb": 4000},
-    "audit": {"runtime": 120, "mem_mb": 8000},
-    "pca": {"runtime": 30, "mem_mb": 8000},
-    "probes": {"runtime": 120, "mem_mb": 8000},
-    "score_twins": {"runtime": 120, "mem_mb": 8000},
-    "saliency_stats": {"runtime": 60, "mem_mb": 8000},
-    "strategy_clusters": {"runtime": 60, "mem_mb": 16000},
-    "galleries": {"runtime": 30, "mem_mb": 4000},
-}
-
-
 def rule_resources(name, device=None):
-    """Resources of one rule; a GPU is requested when the rule's device setting is cuda."""
-    merged = {**RESOURCE_DEFAULTS.get(name, {}), **config["resources"].get(name, {})}
+    """Resources of one rule: the schema's default for it, the config's keys on top; a GPU is requested
+    when the rule's device setting is cuda."""
+    default = _schema["properties"]["resources"]["properties"][name]["default"]
+    merged = {**default, **config["resources"].get(name, {})}
     if device == "cuda":
         merged.setdefault("gpu", 1)
     return merged
