@@ -26,18 +26,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from synthetic import galaxies, write_catalog  # noqa: E402
 
+from saliency_audit.config import with_defaults  # noqa: E402
 from saliency_audit.data.image_io import center_crop_pad, load_rgb, open_packed, packed_writer, read_rows  # noqa: E402
 from saliency_audit.data.packing import pack  # noqa: E402
 from saliency_audit.model.batches import batch_rows, dihedral, to_tensor  # noqa: E402
 from saliency_audit.model.checkpoint import describe_device, select_device  # noqa: E402
-from saliency_audit.model.training import TrainSettings, fit  # noqa: E402
+from saliency_audit.model.training import fit, train_settings  # noqa: E402
 
 BATCH = 256
 NORM = ([0.1] * 3, [0.2] * 3)
 # each architecture trains at the peak learning rate a user runs it with (the default's 0.08 diverges a ResNet)
 EXAMPLES = Path(__file__).resolve().parents[1] / "config" / "examples"
+# the workflow's training defaults, as a run resolves them from the schema
+TRAIN = with_defaults(
+    {"train": {}}, yaml.safe_load((EXAMPLES.parents[1] / "workflow/schemas/config.schema.yaml").read_text())
+)["train"]
 LEARNING_RATES = {
-    "simple_cnn": TrainSettings.lr,
+    "simple_cnn": TRAIN["lr"],
     "resnet18": yaml.safe_load((EXAMPLES / "resnet18.yaml").read_text())["train"]["lr"],
 }
 
@@ -94,7 +99,7 @@ def training_row(arch: str, size: int, n: int, folder: Path) -> dict[str, float]
             "split": np.where(np.arange(n) % 5 == 0, "valid", "train"),
         }
     )
-    settings = TrainSettings(epochs=1, lr=LEARNING_RATES[arch], batch_size=128)
+    settings = train_settings({**TRAIN, "epochs": 1, "lr": LEARNING_RATES[arch], "batch_size": 128})
     _, history, _ = fit(open_packed(folder / f"train-{size}.npy"), labels, arch, 2, settings, select_device("auto"))
     epoch = history.iloc[0]
     train_images = int((labels["split"] == "train").sum())

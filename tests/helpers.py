@@ -7,6 +7,9 @@ from typing import Any
 
 import yaml
 
+from saliency_audit.config import with_defaults
+from saliency_audit.model.training import TrainSettings, train_settings
+
 REPO = Path(__file__).resolve().parents[1]
 # The tiny demo lives where a person can run it too: snakemake --cores 2 --configfile .test/config/config.yaml
 TINY_CONFIG = REPO / ".test/config/config.yaml"
@@ -25,3 +28,9 @@ def run_workflow(config: dict, results: Path, *args: str, check: bool = True) ->
     if check and done.returncode != 0:
         raise AssertionError(f"snakemake failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return done
+
+
+def resolved_settings(**changes: Any) -> TrainSettings:
+    """Training settings as a run resolves them (the schema's defaults), with ``changes``."""
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    return train_settings({**with_defaults({"train": {}}, schema)["train"], **changes})

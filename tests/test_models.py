@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
+from helpers import resolved_settings
 from saliency_audit.model import training
 from saliency_audit.model.architectures import FEATURE_WIDTHS
 from saliency_audit.model.batches import channel_stats, dihedral
@@ -15,7 +16,6 @@ from saliency_audit.model.metrics import binary_auc
 from saliency_audit.model.training import (
     RESUME_NAME,
     TrainingError,
-    TrainSettings,
     chance_auc,
     fit,
     inverse_frequency,
@@ -99,12 +99,12 @@ def toy_data(n: int = 48, size: int = 16) -> tuple[np.ndarray, pd.DataFrame]:
 
 def test_cpu_training_is_deterministic_and_learns() -> None:
     images, labels = toy_data()
-    settings = TrainSettings(epochs=3, lr=0.01, batch_size=8, seed=5)
+    settings = resolved_settings(epochs=3, lr=0.01, batch_size=8, seed=5)
     first, history, meta = fit(images, labels, "simple_cnn", 2, settings, torch.device("cpu"))
     second, _, _ = fit(images, labels, "simple_cnn", 2, settings, torch.device("cpu"))
     for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
         assert torch.equal(a, b), name
-    other, _, _ = fit(images, labels, "simple_cnn", 2, TrainSettings(epochs=3, lr=0.01, batch_size=8, seed=6),
+    other, _, _ = fit(images, labels, "simple_cnn", 2, resolved_settings(epochs=3, lr=0.01, batch_size=8, seed=6),
                       torch.device("cpu"))  # fmt: skip
     assert not torch.equal(first.head.weight, other.head.weight)
     assert list(history.columns[:6]) == ["epoch", "train_loss", "valid_loss", "accuracy", "roc_auc", "f1"]
@@ -116,7 +116,7 @@ def test_cpu_training_is_deterministic_and_learns() -> None:
 
 def test_a_run_killed_after_epoch_1_of_3_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch) -> None:
     images, labels = toy_data()
-    settings = TrainSettings(epochs=3, lr=0.01, batch_size=8, seed=5)
+    settings = resolved_settings(epochs=3, lr=0.01, batch_size=8, seed=5)
     cpu = torch.device("cpu")
     whole, whole_history, _ = fit(images, labels, "simple_cnn", 2, settings, cpu)
     state = tmp_path / "model" / RESUME_NAME
@@ -156,7 +156,7 @@ def test_a_diverging_run_stops_with_the_epoch_and_a_lower_learning_rate() -> Non
     images, labels = toy_data()
     diverged = r"training diverged: the loss is nan in epoch \d .*Lower train.lr \(now 1e\+06"
     with pytest.raises(TrainingError, match=diverged):
-        fit(images, labels, "simple_cnn", 2, TrainSettings(epochs=2, lr=1e6, batch_size=8), torch.device("cpu"))
+        fit(images, labels, "simple_cnn", 2, resolved_settings(epochs=2, lr=1e6, batch_size=8), torch.device("cpu"))
 
 
 def test_a_model_at_chance_level_on_its_training_images_is_not_kept() -> None:
@@ -164,7 +164,7 @@ def test_a_model_at_chance_level_on_its_training_images_is_not_kept() -> None:
     images[:] = images[0]  # both classes look the same: nothing can be learned
     chance = r"chance level on the training split \(ROC AUC 0.500 after 2 epochs; a random ranking of these images"
     with pytest.raises(TrainingError, match=chance):
-        fit(images, labels, "simple_cnn", 2, TrainSettings(epochs=2, lr=0.01, batch_size=8), torch.device("cpu"))
+        fit(images, labels, "simple_cnn", 2, resolved_settings(epochs=2, lr=0.01, batch_size=8), torch.device("cpu"))
 
 
 def test_checkpoint_round_trip_with_weights_only(tmp_path) -> None:
@@ -248,8 +248,12 @@ def test_optimizer_choice(name: str, kind: type) -> None:
 def test_class_weights_change_the_training() -> None:
     images, labels = toy_data()
     labels.loc[labels.index[:20], "class"] = "a"  # imbalance
-    weighted, _, meta = fit(images, labels, "simple_cnn", 2, TrainSettings(1, 0.01, 8, class_weights=True), CPU)
-    plain, _, _ = fit(images, labels, "simple_cnn", 2, TrainSettings(1, 0.01, 8, class_weights=False), CPU)
+    weighted, _, meta = fit(
+        images, labels, "simple_cnn", 2, resolved_settings(epochs=1, lr=0.01, batch_size=8, class_weights=True), CPU
+    )
+    plain, _, _ = fit(
+        images, labels, "simple_cnn", 2, resolved_settings(epochs=1, lr=0.01, batch_size=8, class_weights=False), CPU
+    )
     assert meta["train"]["class_weights"] is True
     assert not torch.equal(weighted.head.weight, plain.head.weight)
 
@@ -277,7 +281,7 @@ def test_resnet18_has_torchvision_s_layout_with_the_cutout_stem() -> None:
 def test_compiled_training_follows_eager_and_saves_plain_weights(tmp_path) -> None:
     """train.compile: same learning to float rounding; the checkpoint holds the model, not the wrapper."""
     images, labels = toy_data()  # 36 training images in batches of 8: a short last batch
-    settings = TrainSettings(epochs=2, lr=0.01, batch_size=8, seed=5)
+    settings = resolved_settings(epochs=2, lr=0.01, batch_size=8, seed=5)
     _, eager_history, _ = fit(images, labels, "simple_cnn", 2, settings, CPU)
     torch._dynamo.reset()
     counters.clear()

@@ -41,16 +41,16 @@ class TrainingError(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """The ``train`` section of the config."""
+    """The ``train`` section of the resolved config; its defaults are the schema's, never repeated here."""
 
-    epochs: int = 5
-    lr: float = 0.08
-    batch_size: int = 128
-    weight_decay: float = 0.01
-    optimizer: str = "adamw"
-    class_weights: bool = False
-    seed: int = 0
-    compile: bool = False
+    epochs: int
+    lr: float
+    batch_size: int
+    weight_decay: float
+    optimizer: str
+    class_weights: bool
+    seed: int
+    compile: bool
 
 
 def train_settings(config: dict[str, Any]) -> TrainSettings:
