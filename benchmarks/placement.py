@@ -22,13 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from saliency_audit.audit.map_geometry import MapGeometry  # noqa: E402
 from saliency_audit.audit.tables import audit_batches, audit_dataset, read_audit_metadata, read_cams  # noqa: E402
+from saliency_audit.config import apply_demo, resolve_results, with_defaults  # noqa: E402
 from saliency_audit.data.image_io import open_packed, read_rows  # noqa: E402
 from saliency_audit.data.regions import image_sizes, object_regions  # noqa: E402
 from saliency_audit.model.metrics import binary_auc  # noqa: E402
 from saliency_audit.saliency.stats import image_stats  # noqa: E402
 
 
-def rescore(results: Path, region: dict, threshold: float) -> dict[str, pd.DataFrame]:
+def rescore(results: Path, region: dict, threshold: float, max_pixels: int) -> dict[str, pd.DataFrame]:
     dataset = audit_dataset(sorted((results / "audit").glob("part-*.parquet")))
     meta = read_audit_metadata(dataset.schema)
     classes, map_shape = meta["classes"], meta["map_shape"]
@@ -44,7 +45,7 @@ def rescore(results: Path, region: dict, threshold: float) -> dict[str, pd.DataF
         frame = batch.select(keep).to_pandas()
         ids = frame["id"].astype(str).tolist()
         pixels = read_rows(images, rows.loc[ids].to_numpy())
-        masks, bad = object_regions(region, ids, pixels, catalog, image_sizes(catalog, ids))
+        masks, bad = object_regions(region, ids, pixels, catalog, image_sizes(catalog, ids), max_pixels)
         usable = np.ones(len(ids), bool)
         usable[[p for p, _, _ in bad]] = False
         cams = read_cams(batch, classes, map_shape)[usable]
@@ -58,13 +59,16 @@ def main() -> None:
     parser.add_argument("results", type=Path)
     parser.add_argument("config", type=Path, nargs="?", help="the run's --configfile, if any")
     args = parser.parse_args()
-    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config/config.yaml").read_text())
+    repo = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((repo / "config/config.yaml").read_text())
     for key, value in (yaml.safe_load(args.config.read_text()) if args.config else {}).items():
         config[key] = {**config[key], **value} if isinstance(value, dict) else value
-    region = {k: (v.replace("{results}", str(args.results)) if isinstance(v, str) else v)
-              for k, v in config["saliency"]["object"].items()}  # fmt: skip
+    config["results"] = str(args.results)
+    schema = yaml.safe_load((repo / "workflow/schemas/config.schema.yaml").read_text())
+    resolve_results(with_defaults(apply_demo(config, schema), schema))  # the run's own resolution
+    region = config["saliency"]["object"]
     threshold = config["saliency"]["min_object_energy"]
-    scored = rescore(args.results, region, threshold)
+    scored = rescore(args.results, region, threshold, config["image"]["max_pixels"])
     twins_file = args.results / "saliency/twins.parquet"
     twins = pd.read_parquet(twins_file).set_index("id")["off_object_share"] if twins_file.exists() else None
     truth_column = config["saliency"].get("truth_column")

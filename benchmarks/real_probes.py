@@ -224,7 +224,7 @@ def score_truth(results: Path, folder: Path, stars: pd.DataFrame) -> tuple[pd.Da
     # less what is nearer to another source
     geometry = derive_geometry(model, find_module(model, meta["target_layer"]), STAMP)
     radius = DILATION * max(geometry.stride)
-    regions, _ = object_regions({"method": "threshold"}, ids, images, None)
+    regions, _ = object_regions({"method": "threshold", "nsigma": 2.0}, ids, images, None, None, 25_000_000)
     grown = np.stack([object_part(image, region, np.ones_like(region), radius)
                       for image, region in zip(images, regions)])  # fmt: skip
     planted = stars.set_index("id").loc[ids]

@@ -52,9 +52,11 @@ def test_the_cluster_s_region_is_the_same_padded_or_not(m13: np.ndarray) -> None
     cy, cx = int(cy * 10 + 5), int(cx * 10 + 5)  # the brightest part of the cluster
     crop = np.repeat(gray[cy - 24 : cy + 24, cx - 24 : cx + 24, None], 3, axis=2)
     padded = center_crop_pad(crop, 80)[None]
-    masks, problems = object_regions({"method": "threshold"}, ["m13"], padded, None, [(48, 48)])
+    masks, problems = object_regions(
+        {"method": "threshold", "nsigma": 2.0}, ["m13"], padded, None, [(48, 48)], 25_000_000
+    )
     assert problems == [] and masks.any()
     assert not (masks[0] & ~image_area(48, 48, 80)).any()
-    np.testing.assert_array_equal(masks[0, 16:64, 16:64], threshold_regions(crop[None])[0])
+    np.testing.assert_array_equal(masks[0, 16:64, 16:64], threshold_regions(crop[None], 2.0)[0])
     # counterfactual: padding taken for sky makes the region bigger than the image's own segmentation
-    assert threshold_regions(padded)[0].sum() > masks.sum()
+    assert threshold_regions(padded, 2.0)[0].sum() > masks.sum()

@@ -11,6 +11,10 @@ from saliency_audit.data.image_io import center_crop_pad, image_area
 from saliency_audit.data.regions import disk_mask, object_regions, threshold_regions
 
 SIZE = 48
+# saliency.object.nsigma and image.max_pixels as a run with the schema's defaults passes them
+NSIGMA = 2.0
+MAX_PIXELS = 25_000_000
+THRESHOLD = {"method": "threshold", "nsigma": NSIGMA}
 
 
 def galaxy_cutouts(n: int, seed: int = 0, neighbour: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -38,7 +42,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_threshold_finds_the_centred_object_and_not_the_neighbour() -> None:
     images, truths = galaxy_cutouts(12)
-    masks = threshold_regions(images)
+    masks = threshold_regions(images, NSIGMA)
     scores = [iou(m, t) for m, t in zip(masks, truths)]
     assert min(scores) > 0.75, scores
     assert not masks[:, 4, 43].any()  # the neighbour is a separate component
@@ -50,19 +54,19 @@ def test_threshold_keeps_the_component_nearest_the_centre() -> None:
     yy, xx = np.mgrid[0:SIZE, 0:SIZE]
     image += (150 * np.exp(-((yy - 30) ** 2 + (xx - 30) ** 2) / 8.0))[..., None]  # off-centre, nearest
     image += (150 * np.exp(-((yy - 40) ** 2 + (xx - 8) ** 2) / 8.0))[..., None]
-    mask = threshold_regions(np.clip(image, 0, 255).astype(np.uint8)[None])[0]
+    mask = threshold_regions(np.clip(image, 0, 255).astype(np.uint8)[None], NSIGMA)[0]
     assert mask[30, 30] and not mask[40, 8]
 
 
 def test_threshold_gives_an_empty_mask_for_pure_sky() -> None:
     sky = np.random.default_rng(2).normal(30, 5, (2, SIZE, SIZE, 3)).clip(0, 255).astype(np.uint8)
-    assert not threshold_regions(sky).any()
+    assert not threshold_regions(sky, NSIGMA).any()
 
 
 def test_threshold_fills_holes() -> None:
     images, _ = galaxy_cutouts(1, neighbour=False)
     images[0, 22:26, 22:26] = 20  # a dark lane through the middle
-    mask = threshold_regions(images)[0]
+    mask = threshold_regions(images, NSIGMA)[0]
     assert mask[22:26, 22:26].all()
 
 
@@ -72,7 +76,7 @@ def test_mask_files_are_read_cropped_and_missing_ones_reported(tmp_path: Path) -
     Image.fromarray(big).save(tmp_path / "a.png")
     spec = {"method": "masks", "masks": str(tmp_path / "{id}.png")}
     images = np.zeros((2, SIZE, SIZE, 3), dtype=np.uint8)
-    masks, problems = object_regions(spec, ["a", "b"], images, pd.DataFrame(), [(SIZE + 10, SIZE + 10)] * 2)
+    masks, problems = object_regions(spec, ["a", "b"], images, pd.DataFrame(), [(SIZE + 10, SIZE + 10)] * 2, MAX_PIXELS)
     expected = np.zeros((SIZE, SIZE), dtype=bool)
     expected[15:25, 20:30] = True
     np.testing.assert_array_equal(masks[0], expected)
@@ -84,7 +88,9 @@ def test_mask_files_are_read_cropped_and_missing_ones_reported(tmp_path: Path) -
 def test_circle_from_a_petrosian_radius() -> None:
     catalog = pd.DataFrame({"petroR90_r": [3.96, np.nan, -1.0]}, index=["a", "b", "c"])
     spec = {"method": "circle", "radius_column": "petroR90_r", "pixel_scale": 0.396}
-    masks, problems = object_regions(spec, ["a", "b", "c"], np.zeros((3, SIZE, SIZE, 3), np.uint8), catalog)
+    masks, problems = object_regions(
+        spec, ["a", "b", "c"], np.zeros((3, SIZE, SIZE, 3), np.uint8), catalog, None, MAX_PIXELS
+    )
     assert masks[0].sum() == pytest.approx(np.pi * 10.0**2, rel=0.05)  # 3.96" / 0.396"/px = 10 px
     assert masks[0][SIZE // 2, SIZE // 2]
     assert [(p, code) for p, code, _ in problems] == [(1, "missing_region_value"), (2, "invalid_region_value")]
@@ -94,7 +100,7 @@ def test_circle_from_a_petrosian_radius() -> None:
 def test_a_missing_region_column_is_a_problem_of_every_image() -> None:
     spec = {"method": "circle", "radius_column": "petroR50_r", "pixel_scale": 0.396}
     masks, problems = object_regions(spec, ["a", "b"], np.zeros((2, SIZE, SIZE, 3), np.uint8), pd.DataFrame(
-        {"petroR90_r": [1.0, 2.0]}, index=["a", "b"]))  # fmt: skip
+        {"petroR90_r": [1.0, 2.0]}, index=["a", "b"]), None, MAX_PIXELS)  # fmt: skip
     assert {code for _, code, _ in problems} == {"missing_region_column"}
     assert "petroR50_r" in problems[0][2] and "saliency.object.radius_column" in problems[0][2]
     assert not masks.any()
@@ -117,7 +123,9 @@ def test_ellipse_coordinates_refer_to_the_original_image(tmp_path: Path) -> None
         index=["a"],
     )
     spec = {"method": "ellipse", "columns": {"x": "x", "y": "y", "a": "a", "b": "b", "theta": "theta"}}
-    masks, problems = object_regions(spec, ["a"], np.zeros((1, SIZE, SIZE, 3), np.uint8), catalog, [(SIZE + 20,) * 2])
+    masks, problems = object_regions(
+        spec, ["a"], np.zeros((1, SIZE, SIZE, 3), np.uint8), catalog, [(SIZE + 20,) * 2], MAX_PIXELS
+    )
     assert problems == []
     rows, cols = np.nonzero(masks[0])
     assert (rows.mean(), cols.mean()) == pytest.approx((20.0, 30.0))  # the 68 px file loses 10 px a side
@@ -131,7 +139,7 @@ def test_a_mask_of_another_size_than_its_image_is_a_problem(tmp_path: Path) -> N
     spec = {"method": "masks", "masks": str(tmp_path / "{id}.png")}
     sizes = [(SIZE, SIZE), (SIZE, SIZE), (SIZE - 8, SIZE - 8)]  # c: a small image and its own small mask
     masks, problems = object_regions(spec, ["a", "b", "c"], np.zeros((3, SIZE, SIZE, 3), np.uint8), pd.DataFrame(),
-                                     sizes)  # fmt: skip
+                                     sizes, MAX_PIXELS)  # fmt: skip
     assert [(p, code) for p, code, _ in problems] == [(0, "mask_size_mismatch"), (1, "mask_size_mismatch")]
     assert f"the mask is {SIZE * 2}x{SIZE * 2}, its image {SIZE}x{SIZE}" in problems[0][2]
     assert not masks[:2].any() and masks[2].sum() == 64
@@ -143,17 +151,17 @@ def test_regions_never_include_the_padding_of_a_small_image() -> None:
     padded = np.stack([center_crop_pad(image, SIZE) for image in small])
     sizes = [(30, 30)] * 2
     area = image_area(30, 30, SIZE)
-    masks, problems = object_regions({"method": "threshold"}, ["a", "b"], padded, pd.DataFrame(), sizes)
+    masks, problems = object_regions(THRESHOLD, ["a", "b"], padded, pd.DataFrame(), sizes, MAX_PIXELS)
     assert problems == [] and masks.any(axis=(1, 2)).all() and not (masks & ~area).any()
-    np.testing.assert_array_equal(masks[:, 9:39, 9:39], threshold_regions(small))  # as if never padded
+    np.testing.assert_array_equal(masks[:, 9:39, 9:39], threshold_regions(small, NSIGMA))  # as if never padded
     # without the sizes the zero padding is taken for sky, and the region spreads over the image
-    assert threshold_regions(padded)[:, 9:39, 9:39].sum() > masks.sum() * 1.5
+    assert threshold_regions(padded, NSIGMA)[:, 9:39, 9:39].sum() > masks.sum() * 1.5
     catalog = pd.DataFrame({"r": [25.0, 25.0]}, index=["a", "b"])  # a circle larger than the image
     circles, _ = object_regions({"method": "circle", "radius_column": "r", "pixel_scale": 1.0}, ["a", "b"], padded,
-                                catalog, sizes)  # fmt: skip
+                                catalog, sizes, MAX_PIXELS)  # fmt: skip
     np.testing.assert_array_equal(circles, np.broadcast_to(area, circles.shape))
 
 
 def test_unknown_method_is_named() -> None:
     with pytest.raises(ValueError, match="saliency.object.method"):
-        object_regions({"method": "box"}, ["a"], np.zeros((1, 8, 8, 3), np.uint8), pd.DataFrame())
+        object_regions({"method": "box"}, ["a"], np.zeros((1, 8, 8, 3), np.uint8), pd.DataFrame(), None, MAX_PIXELS)

@@ -29,6 +29,7 @@ CLUSTER = REPO / "tests/slurm/cluster.sh"
 SLURM_OPTIONS = (
     "--slurm-status-command", "squeue",  # the test cluster has no accounting database (sacct)
     "--slurm-init-seconds-before-status-checks", "2",
+    "--seconds-between-status-checks", "2",  # the default 10 s, paid by each of ~40 short jobs in turn
     "--slurm-no-account",
 )  # fmt: skip
 LOCAL_RULES = {"all", "validate_catalog", "bin_classes", "saliency_summary", "provenance"}

@@ -9,6 +9,8 @@ from saliency_audit.saliency.strategies import knn_affinity, map_features, spect
 
 PATCHES_8 = MapGeometry((3.5, 3.5), (8.0, 8.0))  # 8 x 8 cells of 8 px blocks of a 64 px image
 
+CLUSTERS = {"k_neighbours": 10, "max_clusters": 8, "seed": 0}  # saliency.clusters as the demo runs it
+
 
 def blob(cy: float, cx: float, side: int = 8, width: float = 1.0) -> np.ndarray:
     yy, xx = np.mgrid[0:side, 0:side]
@@ -33,14 +35,14 @@ def planted_maps(n: int, families: int, seed: int = 0) -> tuple[np.ndarray, np.n
 @pytest.mark.parametrize("n", [60, 600])
 def test_two_planted_strategies_are_two_clusters(n: int) -> None:
     maps, truth = planted_maps(n, families=2)
-    result = spectral_clusters(map_features(maps, "radial", PATCHES_8, 64))
+    result = spectral_clusters(map_features(maps, "radial", PATCHES_8, 64), **CLUSTERS)
     assert result.n_clusters == 2
     assert adjusted_rand_score(truth, result.labels) == pytest.approx(1.0)
 
 
 def test_one_strategy_is_one_cluster() -> None:
     maps, _ = planted_maps(400, families=1)
-    result = spectral_clusters(map_features(maps, "radial", PATCHES_8, 64))
+    result = spectral_clusters(map_features(maps, "radial", PATCHES_8, 64), **CLUSTERS)
     assert result.n_clusters == 1
     assert (result.labels == 0).all()
 
@@ -50,7 +52,7 @@ def test_map_features_separate_fixed_positions() -> None:
     rng = np.random.default_rng(3)
     left = [blob(3.5, 1.0) + rng.uniform(0, 0.05, (8, 8)) for _ in range(100)]
     right = [blob(3.5, 6.0) + rng.uniform(0, 0.05, (8, 8)) for _ in range(100)]
-    result = spectral_clusters(map_features(np.array(left + right), "map", PATCHES_8, 64))
+    result = spectral_clusters(map_features(np.array(left + right), "map", PATCHES_8, 64), **CLUSTERS)
     assert adjusted_rand_score([0] * 100 + [1] * 100, result.labels) == pytest.approx(1.0)
 
 
@@ -75,10 +77,10 @@ def test_affinity_is_sparse_and_symmetric() -> None:
 def test_labels_are_numbered_by_size() -> None:
     maps, truth = planted_maps(300, families=2)
     keep = np.flatnonzero((truth == 0) | (np.arange(300) % 4 == 1))  # 150 of family 0, 75 of family 1
-    result = spectral_clusters(map_features(maps[keep], "radial", PATCHES_8, 64))
+    result = spectral_clusters(map_features(maps[keep], "radial", PATCHES_8, 64), **CLUSTERS)
     assert np.bincount(result.labels).tolist() == [150, 75]
 
 
 def test_tiny_groups_are_one_cluster() -> None:
-    result = spectral_clusters(np.ones((2, 4)))
+    result = spectral_clusters(np.ones((2, 4)), **CLUSTERS)
     assert result.n_clusters == 1 and result.labels.tolist() == [0, 0]

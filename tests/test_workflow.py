@@ -537,6 +537,6 @@ def test_threshold_regions_match_the_true_demo_masks(tiny_demo: Path) -> None:
     truth = np.stack(
         [center_crop_pad(load_rgb(tiny_demo / f"demo/masks/{i}.png", 10**6).any(axis=2), 48) for i in labels["id"]]
     )
-    found = threshold_regions(images)
+    found = threshold_regions(images, 2.0)  # the schema's saliency.object.nsigma
     iou = (found & truth).sum(axis=(1, 2)) / np.maximum((found | truth).sum(axis=(1, 2)), 1)
     assert iou.mean() > 0.5, iou

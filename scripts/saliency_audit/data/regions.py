@@ -32,7 +32,6 @@ from saliency_audit.data.image_io import ImageProblem, center_crop_pad, crop_sta
 
 METHODS = ("threshold", "masks", "circle", "ellipse")
 SMOOTH_SIGMA_PX = 1.0  # Gaussian smoothing before thresholding: suppresses single noisy pixels
-DEFAULT_NSIGMA = 2.0  # threshold above the sky, in units of the smoothed sky's clipped std (best IoU on the demo)
 SKY_BORDER_PX = 6  # width of the frame on which the sky level and noise are measured
 DETECT_NSIGMA = 5.0  # a component counts as an object only if some pixel rises this far above the sky
 MAX_CENTRE_DISTANCE = 0.25  # a component further than this fraction of the size from the centre is not the object
@@ -44,10 +43,9 @@ _PLANE_8[1] = True
 Problem = tuple[int, str, str]  # (position in the batch, problem code, detail)
 
 
-def threshold_regions(
-    images: np.ndarray, nsigma: float = DEFAULT_NSIGMA, sizes: Sequence[tuple[int, int]] | None = None
-) -> np.ndarray:
-    """Segment the centred object of each B x S x S x 3 uint8 cutout (vectorised over the batch).
+def threshold_regions(images: np.ndarray, nsigma: float, sizes: Sequence[tuple[int, int]] | None = None) -> np.ndarray:
+    """Segment the centred object of each B x S x S x 3 uint8 cutout (vectorised over the batch),
+    at ``nsigma`` (saliency.object.nsigma) above the sky in units of the smoothed sky's clipped std.
 
     ``sizes`` are the (width, height) of the original images: each is segmented within its
     own pixels (padding neither sets the sky level nor joins the region). Without them
@@ -146,8 +144,8 @@ def object_regions(
     ids: Sequence[str],
     images: np.ndarray,
     catalog: pd.DataFrame,
-    sizes: Sequence[tuple[int, int]] | None = None,
-    max_pixels: int = 25_000_000,
+    sizes: Sequence[tuple[int, int]] | None,
+    max_pixels: int,
 ) -> tuple[np.ndarray, list[Problem]]:
     """Boolean B x S x S object masks for a batch, and the problems of the images left without one.
 
@@ -162,7 +160,7 @@ def object_regions(
     areas = np.stack([image_area(h, w, size) for w, h in sizes]) if batch else np.zeros((0, size, size), bool)
     problems: list[Problem] = []
     if method == "threshold":
-        return threshold_regions(images, spec.get("nsigma", DEFAULT_NSIGMA), sizes), problems
+        return threshold_regions(images, spec["nsigma"], sizes), problems
     masks = np.zeros((batch, size, size), dtype=bool)
     if method == "masks":
         for position, image_id in enumerate(ids):

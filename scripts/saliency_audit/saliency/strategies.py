@@ -73,7 +73,7 @@ def knn_affinity(x: np.ndarray, k: int) -> sp.csr_matrix:
     return graph.maximum(graph.T).tocsr()
 
 
-def spectral_clusters(x: np.ndarray, k_neighbours: int = 10, max_clusters: int = 8, seed: int = 0) -> Clustering:
+def spectral_clusters(x: np.ndarray, k_neighbours: int, max_clusters: int, seed: int) -> Clustering:
     """Cluster the rows of ``x``; the number of clusters comes from the eigengap (1 when there is no gap)."""
     n = len(x)
     if n < 3:
