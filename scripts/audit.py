@@ -2,7 +2,8 @@
 
 from typing import Any
 
-from saliency_audit.audit.audit_pass import open_shard, resolve_layer, run_audit
+from saliency_audit.audit.audit_pass import resolve_layer, run_audit
+from saliency_audit.model.job import open_shard
 from saliency_audit.runtime.job import start_job
 from saliency_audit.runtime.reuse import content_digest, job_key, reusable
 

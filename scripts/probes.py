@@ -3,7 +3,7 @@
 import sys
 from typing import Any
 
-from saliency_audit.audit.audit_pass import open_shard
+from saliency_audit.model.job import open_shard
 from saliency_audit.runtime.atomic_io import write_parquet
 from saliency_audit.runtime.job import start_job
 from saliency_audit.runtime.reuse import job_key, reusable

@@ -11,7 +11,6 @@ stage merges.
 import os
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,50 +23,10 @@ from saliency_audit.audit.gradcam import GradCAM
 from saliency_audit.audit.map_geometry import derive_geometry
 from saliency_audit.audit.moments import Moments
 from saliency_audit.audit.tables import audit_schema, batch_table
-from saliency_audit.data.image_io import open_packed, read_rows
+from saliency_audit.data.image_io import read_rows
 from saliency_audit.model.batches import batch_rows, prefetch, to_tensor
-from saliency_audit.model.checkpoint import load_checkpoint, select_device
 from saliency_audit.model.factory import Classifier, find_module
 from saliency_audit.runtime.atomic_io import atomic_path
-from saliency_audit.runtime.shards import shard_labels
-
-
-def load_model(
-    path: str | os.PathLike, device_name: str, threads: int
-) -> tuple[Classifier, dict[str, Any], torch.device]:
-    """The checkpoint's model and metadata on the configured device, with torch using the job's ``threads``."""
-    torch.set_num_threads(threads)
-    device = select_device(device_name)
-    model, meta = load_checkpoint(path, device)
-    return model, meta, device
-
-
-@dataclass
-class ShardInputs:
-    """What a sharded job (audit, probes) works on: the model on its device and the shard's images and rows."""
-
-    model: Classifier
-    meta: dict[str, Any]
-    device: torch.device
-    images: np.ndarray
-    labels: pd.DataFrame  # the shard's rows of the labels: row ``i`` describes ``images[i]``
-
-
-def open_shard(
-    model_path: str | os.PathLike,
-    images_path: str | os.PathLike,
-    labels_path: str | os.PathLike,
-    shards: int,
-    shard: int,
-    device_name: str,
-    threads: int,
-) -> ShardInputs:
-    """Load the model and open shard ``shard`` of ``shards``: its packed images and the label rows they hold."""
-    model, meta, device = load_model(model_path, device_name, threads)
-    labels = pd.read_parquet(labels_path)
-    images = open_packed(images_path)
-    rows = shard_labels(labels, len(images), shards, shard, images_path, labels_path)
-    return ShardInputs(model, meta, device, images, rows)
 
 
 def resolve_layer(meta: dict[str, Any], layer: str) -> str:

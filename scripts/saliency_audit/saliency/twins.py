@@ -16,10 +16,10 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from saliency_audit.audit.audit_pass import load_model
 from saliency_audit.data.image_io import center_crop_pad, load_rgb, open_packed, read_rows
 from saliency_audit.data.packing import PackedIndex
 from saliency_audit.model.batches import batch_rows, to_tensor
+from saliency_audit.model.job import load_model
 from saliency_audit.saliency.interventions import background_reliance, margins
 
 
