@@ -117,8 +117,8 @@ def test_a_damaged_packed_part_fails_only_its_audit_and_probe_shards(runs: dict)
     states: dict[str, set[str]] = {}
     for name, state in failed.jobs:
         states.setdefault(name, set()).add(state)
-    assert states == {
-        "train": {"COMPLETED"}, "evaluate": {"COMPLETED"},
+    assert states == {  # evaluate scores every shard's predictions: it waits for the repair
+        "train": {"COMPLETED"},
         "audit_0": {"COMPLETED"}, "audit_2": {"COMPLETED"}, "audit_1": {"FAILED"},
         "probes_0": {"COMPLETED"}, "probes_2": {"COMPLETED"}, "probes_1": {"FAILED"},
         "score_twins": {"COMPLETED"},  # reads the gathered array, which was packed before the damage
@@ -130,7 +130,7 @@ def test_a_damaged_packed_part_fails_only_its_audit_and_probe_shards(runs: dict)
 def test_the_rerun_redoes_only_what_the_damaged_part_feeds(runs: dict) -> None:
     names = sorted(name for name, _ in runs["repaired"].jobs)
     assert names == [
-        "audit_1", "galleries", "gather_images", "pack_images_1", "pca", "probes_1", "saliency_stats",
+        "audit_1", "evaluate", "galleries", "gather_images", "pack_images_1", "pca", "probes_1", "saliency_stats",
         "score_twins", "strategy_clusters",
     ]  # fmt: skip
     audit = runs["results"] / "audit"

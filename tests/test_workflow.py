@@ -405,7 +405,11 @@ def test_three_audit_shards_equal_one(tiny_demo: Path, tmp_path: Path) -> None:
     # packing is split three ways and gathered again; the same pixels keep the same model
     assert log.count("rule pack_images:") == 3 and "rule gather_images:" in log
     assert log.count("rule probes:") == 3
-    assert "rule train:" not in log and "rule evaluate:" not in log
+    assert "rule train:" not in log and "rule evaluate:" in log  # evaluate scores the three parts' predictions
+    sharded_metrics = json.loads((results / "eval/metrics.json").read_text())
+    single_metrics = json.loads((tiny_demo / "eval/metrics.json").read_text())
+    assert sharded_metrics["confusion_matrix"] == single_metrics["confusion_matrix"]
+    assert sharded_metrics["roc_auc"] == pytest.approx(single_metrics["roc_auc"], abs=1e-6)
     assert [len(np.load(results / f"images/part-{i}.npy", mmap_mode="r")) for i in range(3)] == [
         len(rows) for rows in np.array_split(np.arange(len(np.load(results / "images/images.npy", mmap_mode="r"))), 3)
     ]
