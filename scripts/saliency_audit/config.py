@@ -32,14 +32,21 @@ class ConfigError(ValueError):
     """A config value is inconsistent with another; the message names the key."""
 
 
+def dereferenced(node: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """A schema node with its ``$ref`` (to ``$defs``) replaced by the definition, its own keys on top."""
+    if "$ref" not in node:
+        return node
+    own = {k: v for k, v in node.items() if k != "$ref"}
+    return {**schema["$defs"][node["$ref"].rsplit("/", 1)[-1]], **own}
+
+
 def coerce_cli_strings(value: Any, node: dict[str, Any], schema: dict[str, Any]) -> Any:
     """Turn strings into numbers/booleans where the schema asks for them.
 
     ``--config 'image={"size": 96}'`` reaches the workflow as the string "96";
     without this a nested override of a number could never pass the schema.
     """
-    if "$ref" in node:
-        node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    node = dereferenced(node, schema)
     if isinstance(value, dict):
         properties = node.get("properties", {})
         return {k: coerce_cli_strings(v, properties.get(k, {}), schema) for k, v in value.items()}
@@ -211,9 +218,7 @@ def with_defaults(config: dict[str, Any], schema: dict[str, Any], node: dict[str
     The one place defaults come from: the workflow calls it before validation (so a module host that
     skips validation still gets them), and the code never repeats a default of its own.
     """
-    node = schema if node is None else node
-    if "$ref" in node:
-        node = {**schema["$defs"][node["$ref"].rsplit("/", 1)[-1]], **{k: v for k, v in node.items() if k != "$ref"}}
+    node = dereferenced(schema if node is None else node, schema)
     for name, sub in node.get("properties", {}).items():
         if name not in config and "default" in sub:
             config[name] = copy.deepcopy(sub["default"])

@@ -15,14 +15,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from saliency_audit.data.packing import PackedIndex
 from saliency_audit.model.metrics import top_losses
 from saliency_audit.report.figures import CLASS_COLOURS, plt, safe_name
 from saliency_audit.saliency.vocabulary import STATE_OK
 
 if TYPE_CHECKING:
-    import pyarrow.dataset as ds
-
     from saliency_audit.saliency.clusters import Strategies
     from saliency_audit.saliency.galleries import GalleryInputs
 
@@ -158,23 +155,6 @@ def gallery_figure(
     return fig
 
 
-def gallery(
-    chosen: pd.DataFrame,
-    dataset: ds.Dataset,
-    images: np.ndarray,
-    index: PackedIndex,
-    catalog: pd.DataFrame,
-    region: dict[str, Any],
-    title: str,
-    max_pixels: int,
-) -> plt.Figure:
-    """Fetch the maps, pixels and regions of ``chosen`` and draw them."""
-    from saliency_audit.saliency.galleries import gallery_panels
-
-    pixels, up, masks, classes = gallery_panels(chosen, dataset, images, index, catalog, region, max_pixels)
-    return gallery_figure(chosen, pixels, up, masks, classes, title)
-
-
 def _drawn(
     chosen: pd.DataFrame, title: str, name: str, inputs: GalleryInputs, region: dict[str, Any], max_pixels: int
 ) -> Iterator[tuple[str, plt.Figure]]:
@@ -182,7 +162,10 @@ def _drawn(
     if chosen.empty:
         print(f"{name}: no image to show", file=sys.stderr)
         return
-    yield name, gallery(chosen, inputs.dataset, inputs.images, inputs.index, inputs.catalog, region, title, max_pixels)
+    from saliency_audit.saliency.galleries import gallery_panels  # torch-heavy: only when a gallery is drawn
+
+    pixels, up, masks, classes = gallery_panels(chosen, inputs, region, max_pixels)
+    yield name, gallery_figure(chosen, pixels, up, masks, classes, title)
 
 
 def galleries(

@@ -48,23 +48,18 @@ def random_sample(stats: pd.DataFrame, catalog: pd.DataFrame, n: int, where: str
 
 
 def gallery_panels(
-    chosen: pd.DataFrame,
-    dataset: ds.Dataset,
-    images: np.ndarray,
-    index: PackedIndex,
-    catalog: pd.DataFrame,
-    region: dict[str, Any],
-    max_pixels: int,
+    chosen: pd.DataFrame, inputs: "GalleryInputs", region: dict[str, Any], max_pixels: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """What a gallery of ``chosen`` shows: their pixels, every class's map placed on them
     (N x C x size x size), their object regions, and the classes."""
-    meta = AuditMeta.read(dataset)
+    meta = AuditMeta.read(inputs.dataset)
     classes = meta.classes
     ids = chosen["id"].astype(str).tolist()
-    table = dataset.to_table(filter=ds.field("id").isin(ids))
+    table = inputs.dataset.to_table(filter=ds.field("id").isin(ids))
     order = pd.Series(np.arange(table.num_rows), index=table.column("id").to_pylist()).loc[ids].to_numpy()
     cams = read_cams(table, classes, meta.map_shape)[order]
-    pixels = read_rows(images, index.rows(ids))
+    pixels = read_rows(inputs.images, inputs.index.rows(ids))
+    catalog = inputs.catalog
     masks, _ = object_regions(region, ids, pixels, catalog, image_sizes(catalog, ids), max_pixels)
     size = pixels.shape[1]
     up = place(cams.reshape(-1, *cams.shape[2:]), meta.geometry, (size, size)).numpy()
