@@ -5,7 +5,7 @@ from typing import Any
 from saliency_audit.audit.audit_pass import resolve_layer, run_audit
 from saliency_audit.model.job import open_shard
 from saliency_audit.runtime.job import start_job
-from saliency_audit.runtime.reuse import content_digest, job_key, reusable
+from saliency_audit.runtime.reuse import job_key, reusable
 
 
 def main(snakemake: Any) -> None:
@@ -22,7 +22,7 @@ def main(snakemake: Any) -> None:
             return
         moments = run_audit(
             job.model, job.meta, job.images, job.labels, layer, params.batch_size, job.device, snakemake.output.part,
-            {"model_sha256": content_digest(snakemake.input.model), "shard": params.shard, "shards": params.shards},
+            {"model_sha256": job.meta["file_sha256"], "shard": params.shard, "shards": params.shards},
             params.compile,
         )  # fmt: skip
         moments.save(snakemake.output.moments)

@@ -1,3 +1,5 @@
+import hashlib
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -21,6 +23,7 @@ from saliency_audit.model.training import (
     inverse_frequency,
     make_optimizer,
 )
+from saliency_audit.runtime.checksums import record_sha256
 
 CPU = torch.device("cpu")
 
@@ -175,7 +178,8 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path) -> None:
     raw = torch.load(tmp_path / "model.pt", weights_only=True)
     assert set(raw) == set(meta) | {"state_dict"}
     loaded, loaded_meta = load_checkpoint(tmp_path / "model.pt")
-    assert loaded_meta == meta and not loaded.training
+    digest = hashlib.sha256((tmp_path / "model.pt").read_bytes()).hexdigest()
+    assert loaded_meta == {**meta, "file_sha256": digest} and not loaded.training
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
@@ -209,6 +213,24 @@ def test_a_damaged_model_file_says_delete_to_retrain_and_never_suggests_unsafe_l
     message = str(error.value)
     assert "is not a checkpoint of this workflow" in message and "Delete it and run again to retrain" in message
     assert "weights_only" not in message and "False" not in message
+
+
+def test_a_model_whose_bytes_changed_with_its_time_kept_is_never_loaded(tmp_path) -> None:
+    model = build_model("simple_cnn", 2).eval()
+    meta = {"arch": "simple_cnn", "stride": 2, "classes": ["a", "b"], "mean": [0.1] * 3, "std": [0.2] * 3}
+    path = tmp_path / "model.pt"
+    save_checkpoint(model, meta, path)
+    record_sha256(path)  # as the train job records what it wrote
+    weights = bytearray(path.read_bytes())
+    stat = path.stat()
+    offset = weights.index(b"PK\x03\x04", len(weights) // 2) - 64  # inside a tensor's stored bytes
+    weights[offset] ^= 0x40  # one flipped bit: still a valid zip for torch.load, other weights
+    path.write_bytes(bytes(weights))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    torch.load(path, weights_only=True)  # what was loaded, unchecked, before
+    with pytest.raises(CheckpointError, match=r"model\.pt has changed since the workflow wrote it") as error:
+        load_checkpoint(path)
+    assert "delete" in str(error.value)
 
 
 def test_channel_stats_match_numpy() -> None:

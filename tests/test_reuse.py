@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 
 from saliency_audit.runtime import reuse
+from saliency_audit.runtime.checksums import ContentMismatch, recorded_sha256, verified_sha256
 from saliency_audit.runtime.manifest import image_manifest
-from saliency_audit.runtime.reuse import code_digest, content_digest, fingerprint, frame_digest, reusable
+from saliency_audit.runtime.reuse import code_digest, fingerprint, frame_digest, reusable
 
 
 def compute(outputs: list[Path], key: str, text: str, calls: list[str]) -> bool:
@@ -72,14 +73,42 @@ def test_keys_follow_content_not_file_times(tmp_path: Path) -> None:
     assert frame_digest(frame) == frame_digest(frame.copy()) != frame_digest(frame.rename(columns={"id": "objID"}))
 
 
-def test_content_digest_is_remembered_and_refreshed(tmp_path: Path) -> None:
+def flip_bytes_keeping_time(path: Path, offset: int) -> None:
+    """Bit rot, or a bad copy made with ``cp -p``: other bytes, the same size and modification time."""
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_outputs_are_checked_by_content_not_by_clock(tmp_path: Path) -> None:
+    output, calls = tmp_path / "model.pt", []
+    compute([output], "k", "weights" * 100, calls)
+    assert recorded_sha256(output) == verified_sha256(output)
+    key = fingerprint([output])
+    flip_bytes_keeping_time(output, 10)
+    with pytest.raises(ContentMismatch, match=r"model\.pt has changed since the workflow wrote it"):
+        fingerprint([output])  # the job reading it stops; it never gets a key, old or new
+    output.unlink()  # deleted as the message says: the damaged hard-linked copy is not restored
+    assert not compute([output], "k", "weights" * 100, calls) and fingerprint([output]) == key
+
+
+def test_a_job_computed_without_reuse_records_what_it_wrote(tmp_path: Path) -> None:
+    output = tmp_path / "metrics.json"
+    with reusable([output], "k"):
+        output.write_text("first")
+    with reusable([output], "k", enabled=False):  # reuse: false writes other content
+        output.write_text("second")
+    assert verified_sha256(output) == recorded_sha256(output)
+
+
+def test_files_without_a_record_are_hashed_every_time(tmp_path: Path) -> None:
     data = tmp_path / "images.npy"
     data.write_bytes(b"a" * 1000)
-    first = content_digest(data)
-    assert (tmp_path / ".images.npy.sha256").read_text().endswith(first)
-    data.write_bytes(b"b" * 1000)  # same size, new time: hashed again
-    os.utime(data, ns=(time.time_ns() + 10**9,) * 2)
-    assert content_digest(data) != first
+    first = fingerprint([data])
+    flip_bytes_keeping_time(data, 0)
+    assert fingerprint([data]) != first
 
 
 def test_the_image_manifest_follows_every_file_a_pattern_reaches(tmp_path: Path) -> None:

@@ -2,9 +2,13 @@
 
 A checkpoint holds only tensors and plain Python values, so it loads with
 ``torch.load(..., weights_only=True)``: no pickled code runs when a model file
-from someone else is opened.
+from someone else is opened. The bytes loaded are the bytes hashed: they must match
+the checksum recorded when the workflow wrote the file, and their checksum is what
+the audit and the provenance table report.
 """
 
+import hashlib
+import io
 import os
 import platform
 from typing import Any
@@ -13,6 +17,7 @@ import torch
 
 from saliency_audit.model.factory import Classifier, build_model
 from saliency_audit.runtime.atomic_io import atomic_path
+from saliency_audit.runtime.checksums import ContentMismatch, check_sha256
 
 
 def select_device(requested: str) -> torch.device:
@@ -47,17 +52,26 @@ class CheckpointError(ValueError):
 
 
 def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """The checkpoint's dictionary (weights and metadata), loaded without running any pickled code.
+    """The checkpoint's dictionary (weights and metadata, and ``file_sha256``: the checksum of the bytes
+    loaded), loaded without running any pickled code; a file that is not what the workflow wrote
+    (by its recorded checksum) is an error, never loaded.
 
     PyTorch's own message for a damaged or foreign file suggests ``weights_only=False``, which
     would run whatever code the file holds; it is never passed on.
     """
     try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
+        with open(path, "rb") as handle:
+            data = handle.read()
     except FileNotFoundError:
         raise
     except OSError as error:
         raise CheckpointError(f"{path} cannot be read ({error.strerror or error})") from None
+    try:
+        digest = check_sha256(path, hashlib.sha256(data).hexdigest())
+    except ContentMismatch as error:
+        raise CheckpointError(str(error)) from None
+    try:
+        checkpoint = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     except Exception as error:  # damaged zip, a foreign pickle, a truncated copy: all the same to the user
         reason = type(error).__name__
         raise CheckpointError(
@@ -69,7 +83,7 @@ def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
             f"{path} is not a checkpoint of this workflow (no weights and model metadata in it). "
             "Delete it and run again to retrain."
         )
-    return checkpoint
+    return {**checkpoint, "file_sha256": digest}
 
 
 def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[Classifier, dict[str, Any]]:

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from saliency_audit.model.checkpoint import read_checkpoint
-from saliency_audit.runtime.checksums import file_sha256
+from saliency_audit.runtime.checksums import verified_sha256
 
 PACKAGES = ("torch", "torchvision", "snakemake", "pandas", "pyarrow", "numpy", "galsim", "scikit-learn", "matplotlib")
 
@@ -77,8 +77,8 @@ def provenance_table(
         ("training device", str(checkpoint.get("device_name", checkpoint.get("device", "unknown")))),
         ("catalog", str(files["catalog"])),
         ("catalog SHA-256", source["catalog_sha256"]),
-        ("packed images SHA-256", file_sha256(files["images"])),
-        ("model SHA-256", file_sha256(files["model"])),
+        ("packed images SHA-256", verified_sha256(files["images"])),
+        ("model SHA-256", checkpoint["file_sha256"]),
         ("catalog rows", str(n_rows)),
         ("rows excluded by validation (integrity table)", str(n_rows - n_valid_rows)),
         ("rows outside the kept classes", str(n_valid_rows - n_used)),

@@ -11,7 +11,9 @@ outputs, restore those instead of computing them again.
 Each output keeps a hidden hard link to its last complete version next to it
 (``.<name>.previous``, no extra disk while the output exists) with the key and the
 content checksum (``.<name>.previous.json``). A restore checks that checksum first, so
-a file damaged on disk is computed again, never restored.
+a file damaged on disk is computed again, never restored. Every output written or restored
+here has its checksum recorded (``checksums.record_sha256``), and the keys of the jobs that
+read it check its content against that record.
 """
 
 import hashlib
@@ -26,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 from saliency_audit.runtime.atomic_io import atomic_path
-from saliency_audit.runtime.checksums import file_sha256
+from saliency_audit.runtime.checksums import file_sha256, forget_sha256, record_sha256, verified_sha256
 
 # scripts/: the library package and the rule scripts beside it
 CODE = Path(__file__).resolve().parents[2]
@@ -34,34 +36,6 @@ CODE = Path(__file__).resolve().parents[2]
 
 def _hidden(path: Path, suffix: str) -> Path:
     return path.with_name(f".{path.name}{suffix}")
-
-
-def _stamp(path: Path) -> str:
-    stat = path.stat()
-    return f"{stat.st_size} {stat.st_mtime_ns}"
-
-
-def _remember(path: Path, digest: str) -> None:
-    try:
-        with atomic_path(_hidden(path, ".sha256")) as tmp:
-            tmp.write_text(f"{_stamp(path)} {digest}")
-    except OSError:  # a read-only folder: the digest is simply not remembered
-        pass
-
-
-def content_digest(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's content, remembered next to it (keyed by size and modification time), so
-    that several jobs reading one large file hash it once."""
-    path = Path(path)
-    try:
-        stamp, digest = _hidden(path, ".sha256").read_text().rsplit(" ", 1)
-        if stamp == _stamp(path):
-            return digest
-    except (OSError, ValueError):
-        pass
-    digest = file_sha256(path)
-    _remember(path, digest)
-    return digest
 
 
 def code_digest() -> str:
@@ -84,9 +58,10 @@ def frame_digest(frame: pd.DataFrame) -> str:
 def fingerprint(
     files: Iterable[str | os.PathLike] = (), tables: Iterable[pd.DataFrame] = (), values: Any = None
 ) -> str:
-    """The reuse key of a job: the content of ``files`` and ``tables``, ``values`` (JSON) and the code."""
+    """The reuse key of a job: the content of ``files`` (checked against their records) and ``tables``,
+    ``values`` (JSON) and the code."""
     parts = {
-        "files": [content_digest(path) for path in files],
+        "files": [verified_sha256(path) for path in files],
         "tables": [frame_digest(table) for table in tables],
         "values": values,
         "code": code_digest(),
@@ -110,12 +85,12 @@ def _restore(outputs: list[Path], key: str) -> bool:
         with atomic_path(output) as tmp:
             os.link(previous, tmp)
         os.utime(output)  # newer than the inputs, as if just computed
-        _remember(output, digest)
+        record_sha256(output, digest)
     return True
 
 
-def _store(outputs: list[Path], key: str) -> None:
-    for output in outputs:
+def _store(outputs: list[Path], key: str, digests: list[str]) -> None:
+    for output, digest in zip(outputs, digests):
         previous, record = _hidden(output, ".previous"), _hidden(output, ".previous.json")
         try:
             with atomic_path(previous) as tmp:
@@ -125,7 +100,7 @@ def _store(outputs: list[Path], key: str) -> None:
             record.unlink(missing_ok=True)
             continue
         with atomic_path(record) as tmp:
-            tmp.write_text(json.dumps({"key": key, "sha256": content_digest(output)}))
+            tmp.write_text(json.dumps({"key": key, "sha256": digest}))
 
 
 def job_key(snakemake: Any, files: Iterable[str | os.PathLike], tables: Iterable[pd.DataFrame] = ()) -> str:
@@ -137,9 +112,10 @@ def job_key(snakemake: Any, files: Iterable[str | os.PathLike], tables: Iterable
 @contextmanager
 def reusable(outputs: Sequence[str | os.PathLike], key: str, enabled: bool = True) -> Iterator[bool]:
     """Yield True when the outputs of an earlier run with ``key`` were restored (the job's work is
-    done); otherwise yield False, and once the block has written the outputs, keep them for reuse.
+    done); otherwise yield False, and once the block has written the outputs, record their checksums
+    and keep them for reuse.
 
-    ``enabled=False`` (config ``reuse: false``) always computes, and keeps nothing.
+    ``enabled=False`` (config ``reuse: false``) always computes, and keeps nothing for reuse.
     """
     paths = [Path(output) for output in outputs]
     if enabled and _restore(paths, key):
@@ -147,6 +123,9 @@ def reusable(outputs: Sequence[str | os.PathLike], key: str, enabled: bool = Tru
               file=sys.stderr)  # fmt: skip
         yield True
         return
+    for path in paths:
+        forget_sha256(path)
     yield False
+    digests = [record_sha256(path) for path in paths]
     if enabled:
-        _store(paths, key)
+        _store(paths, key, digests)
