@@ -84,3 +84,41 @@ def test_replacing_the_workflow_config_and_the_readme_resources_plan_every_job(o
         assert "rule train:" in plan and "rule saliency_summary:" in plan
         assert "simulate_demo" not in plan and "score_twins" not in plan
         assert not results.exists() or not any(results.iterdir())
+
+
+def planned_jobs(dry_run: subprocess.CompletedProcess) -> set[str]:
+    """The rules a ``snakemake -n`` would run, from its job table."""
+    table = dry_run.stdout.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    return {line.split()[0] for line in table.splitlines()[3:] if line.split() and line.split()[0] != "total"}
+
+
+def test_a_fixed_mask_reruns_what_reads_masks_and_only_that(own_data: dict) -> None:
+    folder, ids = own_data["folder"], own_data["ids"]
+    masks = folder / "masks"
+    masks.mkdir()
+    yy, xx = np.mgrid[:40, :40] - 19.5
+    disk = np.where(xx**2 + yy**2 < 8**2, 255, 0).astype(np.uint8)
+    for obj_id in ids[2:]:
+        Image.fromarray(disk).save(masks / f"{obj_id}.png")
+    Image.fromarray(np.zeros_like(disk)).save(masks / f"{ids[1]}.png")  # all zero; ids[0] has none yet
+    results = folder / "run-masks"
+    region = {"method": "masks", "masks": str(masks / "{id}.png")}
+    configfile = folder / "masks.yaml"
+    train = {"epochs": 6, "lr": 0.02, "batch_size": 8}
+    settings = {"results": str(results), **own_data["config"], "train": train, "saliency": {"object": region}}
+    configfile.write_text(yaml.safe_dump(settings))
+    target = str(results / "saliency/localisation.parquet")
+    snakemake(target, "--configfile", str(configfile))
+    problems = pd.read_csv(results / "saliency/region_problems.csv")
+    assert problems.set_index("id")["problem"].to_dict() == {ids[0]: "missing_mask"}
+    states = pd.read_parquet(results / "saliency/localisation.parquet").set_index("id")["state"]
+    assert states[ids[1]] == "empty_object"
+
+    for obj_id in ids[:2]:  # the missing mask is added, the empty one replaced
+        Image.fromarray(disk).save(masks / f"{obj_id}.png")
+    jobs = planned_jobs(snakemake(target, "-n", "--configfile", str(configfile)))
+    assert jobs == {"probes", "saliency_stats"}, jobs  # not validation, packing, training or the audit
+    snakemake(target, "--configfile", str(configfile))
+    assert pd.read_csv(results / "saliency/region_problems.csv").empty
+    states = pd.read_parquet(results / "saliency/localisation.parquet").set_index("id")["state"]
+    assert states[ids[1]] != "empty_object" and ids[0] in states.index

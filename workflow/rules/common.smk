@@ -14,6 +14,7 @@ REPO_DIR = os.path.dirname(WORKFLOW_DIR)
 # The rule scripts' shared modules (config checks, loaders) live in scripts/.
 sys.path.insert(0, os.path.join(REPO_DIR, "scripts"))
 from saliency_audit.config import (  # noqa: E402
+    DEMO_MASKS,
     ConfigError,
     describe_schema_error,
     is_demo,
@@ -48,6 +49,18 @@ def image_files():
     if SIMULATED:
         return "written by simulate_demo"
     return image_manifest(config["images"])
+
+
+@functools.cache
+def mask_files():
+    """The param of the rules that read object masks which changes when any mask file appears, disappears or
+    changes (the demo's masks are written by simulate_demo; other methods read no mask)."""
+    region = config["saliency"]["object"]
+    if region["method"] != "masks":
+        return "no masks"
+    if SIMULATED and os.path.normpath(region["masks"]) == os.path.normpath(res(DEMO_MASKS)):
+        return "written by simulate_demo"
+    return image_manifest(region["masks"])
 
 
 PACKED_PARTS = [res(f"images/part-{i}.npy") for i in range(config["audit"]["shards"])]

@@ -32,6 +32,7 @@ rule probes:
             "layer": config["audit"]["layer"],
             "max_pixels": config["image"]["max_pixels"],
         },
+        mask_files=lambda wildcards: mask_files(),  # an added, removed or replaced mask reruns the probes
         reuse=config["reuse"],
     script:
         "../../scripts/probes.py"
@@ -57,6 +58,7 @@ rule saliency_stats:
         **rule_resources("saliency_stats"),
     params:
         region=config["saliency"]["object"],
+        mask_files=lambda wildcards: mask_files(),
         min_object_energy=config["saliency"]["min_object_energy"],
         min_reliance=config["saliency"]["probes"]["min_reliance"],
         max_pixels=config["image"]["max_pixels"],
@@ -199,6 +201,7 @@ rule galleries:
         **rule_resources("galleries"),
     params:
         region=config["saliency"]["object"],
+        mask_files=lambda wildcards: mask_files(),
         gallery=config["saliency"]["gallery"],
         max_pixels=config["image"]["max_pixels"],
     script:
