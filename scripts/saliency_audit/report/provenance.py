@@ -19,20 +19,9 @@ import pyarrow.parquet as pq
 
 from saliency_audit.model.checkpoint import read_checkpoint
 from saliency_audit.runtime.checksums import verified_sha256
+from saliency_audit.runtime.settings import flatten
 
 PACKAGES = ("torch", "torchvision", "snakemake", "pandas", "pyarrow", "numpy", "galsim", "scikit-learn", "matplotlib")
-
-
-def flatten(config: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
-    """Nested config -> (dotted key, JSON value) rows, in the config's order."""
-    rows = []
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            rows += flatten(value, f"{name}.")
-        else:
-            rows.append((name, value if isinstance(value, str) else json.dumps(value)))
-    return rows
 
 
 def package_versions() -> list[tuple[str, str]]:

@@ -6,8 +6,9 @@ never the size and modification time: bytes flipped on disk with the time kept (
 copy) change the content but not the clock, and ``torch.load`` does not check the zip's CRCs.
 A file whose content no longer matches its record is an error naming it, never used.
 
-Hashing runs at about 1.2 GB/s on one core: the demo's model (0.1 MB) and packed images
-(74 MB) take 0.06 s; 100k images of 64 x 64 pixels (1.2 GB) about 1 s per reading job.
+Hashing runs at about 1.2 GB/s on one core: the demo's model (0.4 MB) and packed images
+(74 MB) take 0.06 s, a resnet18 (45 MB) 0.04 s; 100k images of 64 x 64 pixels (1.2 GB) about 1 s per
+reading job.
 """
 
 import hashlib
