@@ -232,6 +232,49 @@ def test_paths_may_hold_only_their_own_placeholders(changes: dict, message: str)
     assert message in str(error.value)
 
 
+def pattern_keys() -> list[str]:
+    """Every key of the schema whose value is a path pattern (``$defs/path_pattern``)."""
+    return [key for key, sub in schema_keys(SCHEMA) if sub.get("$ref") == "#/$defs/path_pattern"]
+
+
+def nested(key: str, value: str) -> dict:
+    """``{"a": {"b": value}}`` for the key "a.b"; a mask pattern comes with its method."""
+    changes: dict = {key.rsplit(".", 1)[-1]: value}
+    if key == "saliency.object.masks":
+        changes["method"] = "masks"
+    for part in reversed(key.split(".")[:-1]):
+        changes = {part: changes}
+    return changes
+
+
+@pytest.mark.parametrize("key", pattern_keys())
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("data/{{id}}.jpg", "the pattern 'data/{{id}}.jpg' has no {id} placeholder (doubled braces are literal text)"),
+        ("data/{{{{id}}}}/x.jpg", "the pattern 'data/{{{{id}}}}/x.jpg' has no {id} placeholder"),
+        ("data/{id}/{id!r}.jpg", "the pattern 'data/{id}/{id!r}.jpg' writes {id!r}; write {id} itself"),
+        ("data/{id}/{id:>8}.jpg", "the pattern 'data/{id}/{id:>8}.jpg' writes {id:>8}; write {id} itself"),
+        ("data/{{x}}/{id}.jpg", "the pattern 'data/{{x}}/{id}.jpg' holds literal braces ({{ or }})"),
+    ],
+    ids=["doubled", "quadrupled", "conversion", "format_spec", "literal_braces"],
+)
+def test_a_pattern_needs_id_as_a_live_placeholder(key: str, pattern: str, message: str) -> None:
+    """The schema only asks for the text "{id}"; a pattern is filled with ``str.format``, in which "{{id}}" is
+    the literal text {id}: every row would read one file named {id}.jpg, or be a missing_image."""
+    with pytest.raises(ConfigError) as error:
+        check_paths(resolved(**nested(key, pattern)))
+    assert f"config key {key}: {message}" in str(error.value)
+    for live in ("data/{id}.jpg", "{results}/x/{id}/{id}.png"):  # live placeholders pass
+        check_paths(resolved(**nested(key, live)))
+
+
+def test_a_run_checks_the_placeholders_before_its_first_job() -> None:
+    assert pattern_keys() == ["images", "saliency.object.masks"]
+    with pytest.raises(ConfigError, match=re.escape("config key images: the pattern 'data/{{id}}.jpg' has no {id}")):
+        run_checks({"images": "data/{{id}}.jpg"})
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [

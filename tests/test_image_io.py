@@ -1,3 +1,6 @@
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from hypothesis import example, given, settings
@@ -8,11 +11,14 @@ from saliency_audit.data.image_io import (
     ImageProblem,
     center_crop_pad,
     crop_start,
+    image_size,
+    load_mask,
     load_rgb,
     nearly_constant,
     open_packed,
     packed_writer,
     read_rows,
+    stretch_to_uint8,
 )
 from saliency_audit.data.packing import PackedIndex, concatenate, pack
 from saliency_audit.runtime.atomic_io import write_parquet
@@ -275,3 +281,134 @@ def test_the_packed_index_maps_ids_to_rows_one_way_everywhere(tmp_path) -> None:
     write_parquet(shuffled, tmp_path / "bad.parquet")
     with pytest.raises(ValueError, match="rows are not 0..3 in order"):
         PackedIndex.read(tmp_path / "bad.parquet")
+
+
+ORIENTATION = 0x0112  # the EXIF tag
+# What a viewer shows for each EXIF orientation, from the stored rows x columns (the EXIF 2.3 definitions):
+AS_DISPLAYED = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],  # mirrored left-right
+    3: lambda a: a[::-1, ::-1],  # turned 180 degrees
+    4: lambda a: a[::-1],  # mirrored top-bottom
+    5: lambda a: a.swapaxes(0, 1),  # transposed about the main diagonal
+    6: lambda a: np.rot90(a, -1),  # turned 90 degrees clockwise
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),  # transposed about the other diagonal
+    8: lambda a: np.rot90(a, 1),  # turned 90 degrees counter-clockwise
+}
+
+
+def save_oriented(path, pixels: np.ndarray, orientation: int, **options) -> None:
+    exif = Image.Exif()
+    exif[ORIENTATION] = orientation
+    Image.fromarray(pixels).save(path, exif=exif, **options)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_an_exif_orientation_is_applied_as_the_image_is_displayed(tmp_path, orientation: int) -> None:
+    """The catalog's pixel positions and ellipse angles are those of the image as displayed."""
+    stored = ramp(12, 20)  # rows differ from columns, so every orientation gives another array
+    path = tmp_path / "x.png"
+    save_oriented(path, stored, orientation)
+    displayed = AS_DISPLAYED[orientation](stored)
+    np.testing.assert_array_equal(load_rgb(path, 10**6), displayed)
+    height, width = displayed.shape[:2]
+    assert image_size(path) == (width, height)
+    mask = np.zeros((12, 20), dtype=bool)
+    mask[:3, :5] = True  # drawn on the stored pixels' top-left corner
+    save_oriented(tmp_path / "m.png", mask.astype(np.uint8) * 255, orientation)
+    np.testing.assert_array_equal(load_mask(tmp_path / "m.png", 10**6), AS_DISPLAYED[orientation](mask))
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".tif", ".webp"])
+def test_an_orientation_6_photo_is_turned_in_every_format(tmp_path, suffix: str) -> None:
+    stored = np.kron(ramp(6, 10), np.ones((8, 8, 1), dtype=np.uint8))  # 48 x 80, blocks that survive JPEG
+    path = tmp_path / f"x{suffix}"
+    save_oriented(path, stored, 6, **({"quality": 100} if suffix != ".tif" else {}))
+    plain = tmp_path / f"plain{suffix}"
+    Image.fromarray(stored).save(plain, **({"quality": 100} if suffix != ".tif" else {}))
+    with Image.open(plain) as image:
+        decoded = np.asarray(image.convert("RGB"))  # the stored pixels as the codec gives them
+    out = load_rgb(path, 10**6)
+    assert out.shape == (80, 48, 3) and image_size(path) == (48, 80)
+    np.testing.assert_array_equal(out, np.rot90(decoded, -1))
+    assert load_mask(path, 10**6).shape == (80, 48)
+
+
+def test_an_oriented_8_bit_tiff_is_read_whole(tmp_path) -> None:
+    """Pillow's memory-mapped read of an uncompressed grayscale TIFF ignores its orientation (the rows come
+    back scrambled); images are read through an open file instead."""
+    stored = ramp(12, 20)[..., 0]
+    displayed = np.rot90(stored, -1)
+    for pixels, expected in ((stored, displayed), (stored.astype(np.uint16) * 200, stretch_to_uint8(displayed))):
+        save_oriented(tmp_path / "x.tif", pixels, 6)
+        out = load_rgb(tmp_path / "x.tif", 10**6)
+        assert out.shape == (20, 12, 3)
+        np.testing.assert_array_equal(out[..., 0], expected)
+        np.testing.assert_array_equal(load_mask(tmp_path / "x.tif", 10**6), displayed != 0)
+
+
+def frames(count: int) -> list[Image.Image]:
+    return [Image.fromarray(np.full((16, 24, 3), 60 * k, dtype=np.uint8)) for k in range(count)]
+
+
+@pytest.mark.parametrize(("name", "count"), [("x.tif", 3), ("x.gif", 2)])
+def test_a_multi_frame_image_is_refused_not_cut_to_its_first_frame(tmp_path, name: str, count: int) -> None:
+    path = tmp_path / name
+    first, *rest = frames(count)
+    first.save(path, save_all=True, append_images=rest, **({"duration": 100} if name.endswith(".gif") else {}))
+    with Image.open(path) as image:
+        assert image.n_frames == count
+    for load in (load_rgb, load_mask):
+        with pytest.raises(ImageProblem) as error:
+            load(path, 10**6)
+        assert error.value.problem == "multi_frame" and f"{count} frames" in error.value.detail
+    single = tmp_path / f"one{path.suffix}"
+    first.save(single)
+    np.testing.assert_array_equal(load_rgb(single, 10**6), np.asarray(first))
+    assert image_size(single) == (24, 16)
+
+
+def test_image_max_pixels_is_the_only_size_limit(tmp_path) -> None:
+    """A valid 10000 x 10000 PNG (100 Mpx, above Pillow's own 89 Mpx decompression-bomb limit) is too large
+    under the default image.max_pixels, and loads once image.max_pixels allows it."""
+    pillows = Image.MAX_IMAGE_PIXELS
+    path = tmp_path / "big.png"
+    Image.new("1", (10_000, 10_000)).save(path)  # 12 kB
+    for load in (load_rgb, load_mask):
+        with pytest.raises(ImageProblem) as error:
+            load(path, 25_000_000)
+        assert error.value.problem == "image_too_large"
+        assert error.value.detail == f"{path} is 100000000 pixels, above image.max_pixels=25000000"
+    assert image_size(path) == (10_000, 10_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not even a DecompressionBombWarning below image.max_pixels
+        assert load_mask(path, 120_000_000).shape == (10_000, 10_000)
+    assert Image.MAX_IMAGE_PIXELS == pillows  # Pillow's own limit is left as it was
+
+
+def test_pillow_s_own_limit_never_decides(tmp_path, monkeypatch) -> None:
+    """Whatever Image.MAX_IMAGE_PIXELS is (here far below the image), image.max_pixels alone decides, in
+    threads too, and the global is restored afterwards."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)
+    Image.fromarray(ramp(100, 120)).save(tmp_path / "x.png")  # 12000 pixels: above twice Pillow's limit
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with ThreadPoolExecutor(4) as pool:
+            loaded = list(pool.map(lambda _: load_rgb(tmp_path / "x.png", 12_000), range(16)))
+    assert all(out.shape == (100, 120, 3) for out in loaded)
+    with pytest.raises(ImageProblem) as error:
+        load_rgb(tmp_path / "x.png", 11_999)
+    assert error.value.problem == "image_too_large" and "120x100" in error.value.detail
+    assert Image.MAX_IMAGE_PIXELS == 1_000
+
+
+@pytest.mark.parametrize("suffix", [".png", ".webp", ".jpg"])
+def test_exif_that_cannot_be_parsed_leaves_the_image_as_stored(tmp_path, suffix: str) -> None:
+    stored = ramp(12, 20)
+    path = tmp_path / f"x{suffix}"
+    Image.fromarray(stored).save(
+        path, exif=b"Exif\x00\x00not a TIFF header", **({"lossless": True} if suffix == ".webp" else {})
+    )
+    assert load_rgb(path, 10**6).shape == (12, 20, 3) and image_size(path) == (20, 12)
+    if suffix != ".jpg":
+        np.testing.assert_array_equal(load_rgb(path, 10**6), stored)

@@ -335,3 +335,23 @@ def test_excel_sep_line_and_non_regular_image_files(tmp_path, image_dir) -> None
     clean, integrity = run(frame, image_dir)
     assert clean["id"].tolist() == ["1"] and integrity["problem"].tolist() == ["unreadable_image"] * 2
     assert integrity["detail"].str.endswith("is not a regular file").all()
+
+
+def test_images_are_validated_as_displayed_and_one_frame_each(tmp_path) -> None:
+    """An animated GIF and a multi-page TIFF are integrity rows (not packed as their first frame); a photo
+    with an EXIF orientation has its displayed size in the clean catalog; a single-frame GIF is an image."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    first, second = (Image.fromarray(textured(seed, 20)) for seed in (1, 2))
+    first.save(folder / "anim.gif", save_all=True, append_images=[second], duration=100)
+    first.save(folder / "pages.tif", save_all=True, append_images=[second, first])
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned 90 degrees clockwise when displayed
+    Image.fromarray(textured(3, 40)[:16]).save(folder / "turned.png", exif=exif)  # stored 40 wide, 16 high
+    Image.fromarray(textured(4, 20)).save(folder / "plain.gif")
+    frame = pd.DataFrame({"objID": ["anim.gif", "pages.tif", "turned.png", "plain.gif"], "Z": [8.5, 8.6, 8.7, 8.8]})
+    clean, integrity = run(frame, folder, images=str(folder / "{id}"))
+    assert list(zip(integrity["row"], integrity["problem"])) == [(1, "multi_frame"), (2, "multi_frame")]
+    assert "GIF of 2 frames" in integrity["detail"].iloc[0] and "TIFF of 3 frames" in integrity["detail"].iloc[1]
+    assert clean["id"].tolist() == ["turned.png", "plain.gif"]
+    assert clean["image_width"].tolist() == [16, 20] and clean["image_height"].tolist() == [40, 20]

@@ -85,7 +85,7 @@ def placeholders(text: str) -> list[str]:
 
 def check_paths(config: dict[str, Any]) -> None:
     """Before ``{results}`` is resolved: the results folder holds no braces, the catalog only
-    ``{results}``, and every pattern only ``{id}`` (and ``{results}``)."""
+    ``{results}``, and every pattern only ``{id}`` (and ``{results}``), with ``{id}`` live (``check_pattern``)."""
     if "{" in config["results"] or "}" in config["results"]:
         raise ConfigError(f"config key results: {config['results']!r} holds braces, which the results folder may not")
     patterns = {"catalog": (config["catalog"], set()), "images": (config["images"], {"id"})}
@@ -100,6 +100,38 @@ def check_paths(config: dict[str, Any]) -> None:
         if others:
             wanted = "only {id} (and {results})" if allowed else "no placeholder but {results}"
             raise ConfigError(f"config key {key}: {value!r} uses {{{others[0]}}}; it may hold {wanted}")
+        if "id" in allowed:
+            check_pattern(key, value)
+
+
+def check_pattern(key: str, pattern: str) -> None:
+    """A path pattern must hold ``{id}`` as a live, plain field and no other brace.
+
+    Every reader fills it with ``pattern.format(id=...)`` (validation, the mask regions), in
+    which "{{id}}" is the literal text {id}: every row would read one file of that name, or be
+    a missing_image. The image manifest, which notices changed files, matches the pattern's own
+    text split at "{id}": a conversion or format spec ("{id!r}", "{id:>8}") or a literal brace
+    elsewhere ("{{x}}" is the folder "{x}") would make it watch other files than those read.
+    """
+    parsed = list(string.Formatter().parse(pattern))
+    for _, name, spec, conversion in parsed:
+        if name == "id" and (spec or conversion):
+            written = "{id" + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise ConfigError(
+                f"config key {key}: the pattern {pattern!r} writes {written}; write {{id}} itself "
+                "(the file name holds the catalog's id as it is)"
+            )
+    if not any(name == "id" for _, name, _, _ in parsed):
+        hint = " (doubled braces are literal text)" if "{{" in pattern else ""
+        raise ConfigError(
+            f"config key {key}: the pattern {pattern!r} has no {{id}} placeholder{hint}, so every row would "
+            "read the same file; write {id} with single braces, e.g. data/cutouts/{id}.jpg"
+        )
+    if any("{" in literal or "}" in literal for literal, _, _, _ in parsed):
+        raise ConfigError(
+            f"config key {key}: the pattern {pattern!r} holds literal braces ({{{{ or }}}}); only {{id}} (and "
+            "{results}) may be in braces: move the files to a folder whose name has no braces"
+        )
 
 
 def under_results(path: str, results: str) -> str:

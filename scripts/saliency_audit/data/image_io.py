@@ -4,15 +4,18 @@ Every stage that needs pixels goes through here, so a catalog image is read the
 same way when it is validated, packed and shown in a figure.
 """
 
+import math
 import os
+import re
 import stat
-import warnings
+import struct
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import cast
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image
 
 
 class ImageProblem(Exception):
@@ -27,6 +30,23 @@ class ImageProblem(Exception):
 # Pillow modes with more than 8 bits per sample: 16- and 32-bit integers, 32-bit floats.
 DEEP_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 STRETCH_PERCENTILES = (0.5, 99.5)
+# Formats whose first frame is the image as displayed and whose other frames are not pictures of it:
+# a JPEG with a multi-picture extension (MPO: a phone's depth or gain map), a layered PSD (frame 0 is
+# the composite). Any other image of several frames (an animated GIF, PNG or WebP, a multi-page TIFF)
+# is a multi_frame problem: no one frame is "the" image.
+FIRST_FRAME_FORMATS = frozenset({"MPO", "PSD"})
+# What turns the stored pixels into the displayed image, per EXIF orientation (1: nothing); 5 to 8
+# exchange width and height.
+DISPLAYED = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
 
 def stretch_to_uint8(values: np.ndarray) -> np.ndarray:
@@ -90,11 +110,82 @@ def _file_problem(path: str | os.PathLike, error: OSError) -> ImageProblem:
     return ImageProblem("unreadable_image", f"{path}: {error.strerror or error}")
 
 
-def _decode(path: str | os.PathLike, max_pixels: int, convert: Callable[[Image.Image], np.ndarray]) -> np.ndarray:
-    """Check the file, then decode it fully and ``convert`` the image, or raise ImageProblem.
+_LIMIT_LOCK = threading.Lock()
+_ACTIVE_LIMITS: list[float] = []  # the max_pixels of every read in progress (inf: a header read)
+_SAVED_LIMIT: list[int | None] = []  # Image.MAX_IMAGE_PIXELS as it was before the first of them
 
-    ``max_pixels`` is checked on the header before decoding: a guard against
-    decompression bombs and against pointing the catalog at full survey frames.
+
+@contextmanager
+def _pillow_limit(max_pixels: float) -> Iterator[None]:
+    """Pillow's own decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, about 89 Mpx) set to
+    ``image.max_pixels`` while an image is read, and restored after the last concurrent read.
+
+    Without this an image below ``image.max_pixels`` but above Pillow's limit is refused by
+    Pillow (a warning between one and two times the limit, an error above), and raising
+    ``image.max_pixels`` has no effect. Reads in threads share the global, so it is the largest
+    limit of the reads in progress: each read checks its own ``max_pixels`` on the header, and
+    Pillow's checks on frame and tile extents during decoding stay in force at that level.
+    """
+    with _LIMIT_LOCK:
+        if not _ACTIVE_LIMITS:
+            _SAVED_LIMIT[:] = [Image.MAX_IMAGE_PIXELS]
+        _ACTIVE_LIMITS.append(max_pixels)
+        largest = max(_ACTIVE_LIMITS)
+        Image.MAX_IMAGE_PIXELS = None if math.isinf(largest) else int(largest)
+    try:
+        yield
+    finally:
+        with _LIMIT_LOCK:
+            _ACTIVE_LIMITS.remove(max_pixels)
+            if _ACTIVE_LIMITS:
+                largest = max(_ACTIVE_LIMITS)
+                Image.MAX_IMAGE_PIXELS = None if math.isinf(largest) else int(largest)
+            else:
+                Image.MAX_IMAGE_PIXELS = _SAVED_LIMIT.pop()
+
+
+@contextmanager
+def _open_image(path: str | os.PathLike, max_pixels: float) -> Iterator[Image.Image]:
+    """``Image.open`` on an open file, under ``_pillow_limit``.
+
+    Through a file rather than a path: Pillow memory-maps an uncompressed 8- or 16-bit
+    file opened by path, and for a TIFF with an EXIF orientation of 5 to 8 it then maps
+    the stored rows with the turned size (scrambled pixels); a file changed while mapped
+    would also end the process with SIGBUS rather than raise.
+    """
+    with _pillow_limit(max_pixels), open(path, "rb") as handle, Image.open(handle) as image:
+        yield image
+
+
+def _too_large(path: str | os.PathLike, max_pixels: int, detail: str) -> ImageProblem:
+    return ImageProblem("image_too_large", f"{path} is {detail}, above image.max_pixels={max_pixels}")
+
+
+def _orientation(image: Image.Image, decoded: bool) -> int:
+    """The image's EXIF orientation: 1 when it has none, or EXIF that cannot be parsed (a viewer
+    then shows the stored pixels too).
+
+    Pillow's TIFF reader already reports the turned size and turns the pixels itself, so a
+    TIFF counts as 1 here. Before decoding, a PNG's eXIf chunk is seen only when it precedes the
+    pixels (where Pillow and most writers place it): Pillow would decode the file to look further.
+    """
+    if image.format == "TIFF" or (not decoded and image.format == "PNG" and "exif" not in image.info):
+        return 1
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        return orientation if isinstance(orientation, int) and orientation in DISPLAYED else 1
+    except (SyntaxError, ValueError, TypeError, KeyError, IndexError, OSError, struct.error):
+        return 1
+
+
+def _decode(path: str | os.PathLike, max_pixels: int, convert: Callable[[Image.Image], np.ndarray]) -> np.ndarray:
+    """Check the file, then decode it fully as it is displayed and ``convert`` the image, or raise
+    ImageProblem.
+
+    ``max_pixels`` is checked on the header before anything else, and is the only size limit
+    (``_pillow_limit``): a guard against decompression bombs and against pointing the catalog
+    at full survey frames. An image of several frames is refused (``FIRST_FRAME_FORMATS``
+    aside). The EXIF orientation is applied, so pixel positions are those a viewer shows.
     """
     try:
         info = os.stat(path)
@@ -105,31 +196,37 @@ def _decode(path: str | os.PathLike, max_pixels: int, convert: Callable[[Image.I
     if info.st_size == 0:
         raise ImageProblem("unreadable_image", f"{path} is an empty file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise ImageProblem(
-                        "image_too_large",
-                        f"{path} is {width}x{height} pixels, above image.max_pixels={max_pixels}",
-                    )
-                if image.format == "FITS" and (planes := _fits_planes(path)) > 1:
-                    raise ImageProblem(
-                        "unsupported_image",
-                        f"{path} is a FITS cube of {planes} planes; only single-plane FITS images are read "
-                        "(one band per file, or an RGB rendering)",
-                    )
-                image.load()
-                return convert(image)
+        with _open_image(path, max_pixels) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise _too_large(path, max_pixels, f"{width}x{height} pixels")
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1 and image.format not in FIRST_FRAME_FORMATS:
+                raise ImageProblem(
+                    "multi_frame",
+                    f"{path} is a {image.format} of {frames} frames (an animation or several pages); "
+                    "save the one frame to use as an image of its own",
+                )
+            if image.format == "FITS" and (planes := _fits_planes(path)) > 1:
+                raise ImageProblem(
+                    "unsupported_image",
+                    f"{path} is a FITS cube of {planes} planes; only single-plane FITS images are read "
+                    "(one band per file, or an RGB rendering)",
+                )
+            image.load()
+            turn = DISPLAYED.get(_orientation(image, decoded=True))
+            return convert(image if turn is None else image.transpose(turn))  # as displayed
     except ImageProblem:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+    except Image.DecompressionBombError as error:  # Pillow's own check, at image.max_pixels (_pillow_limit)
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        raise _too_large(path, max_pixels, f"{found.group(1)} pixels" if found else str(error)) from None
+    except (OSError, SyntaxError, ValueError) as error:
         raise ImageProblem("unreadable_image", f"{path}: {error}") from None
 
 
 def load_rgb(path: str | os.PathLike, max_pixels: int) -> np.ndarray:
-    """Decode an image fully to an H x W x 3 uint8 array, or raise ImageProblem."""
+    """Decode an image fully, as displayed, to an H x W x 3 uint8 array, or raise ImageProblem."""
     return _decode(path, max_pixels, _to_rgb)
 
 
@@ -137,12 +234,15 @@ def _to_mask(image: Image.Image) -> np.ndarray:
     if image.mode in DEEP_MODES:
         values = np.asarray(image)
         return np.isfinite(values) & (values != 0)
+    if image.mode in ("1", "L"):  # one 8-bit channel: the common mask, without an RGB copy three times its size
+        return np.asarray(image) != 0
     return cast(np.ndarray, np.asarray(image.convert("RGB")).any(axis=2))  # an array: axis=2 of H x W x 3
 
 
 def load_mask(path: str | os.PathLike, max_pixels: int) -> np.ndarray:
     """A mask file as an H x W boolean array: non-zero is the object, in the file's own values.
 
+    Read as displayed (its EXIF orientation applied), like the image it was drawn on.
     Not through ``load_rgb``'s stretch, which would turn a 16-bit or float mask (a label map
     of 0 and 1, a segmentation map of object numbers) into a different one.
     """
@@ -150,10 +250,14 @@ def load_mask(path: str | os.PathLike, max_pixels: int) -> np.ndarray:
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(width, height) from the file header, without decoding the pixels."""
+    """(width, height) of the image as displayed, from the file header, without decoding the pixels
+    (an EXIF orientation of 5 to 8 exchanges them; see ``_orientation``)."""
     try:
-        with Image.open(path) as image:
-            return image.size
+        with _open_image(path, math.inf) as image:  # a header read decodes nothing: no limit
+            width, height = image.size
+            return (
+                (height, width) if _orientation(image, decoded=False) in TRANSPOSING_ORIENTATIONS else (width, height)
+            )
     except OSError as error:
         if isinstance(error, FileNotFoundError) or error.errno is not None:
             raise _file_problem(path, error) from None
