@@ -1,3 +1,4 @@
+import hashlib
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,6 +23,7 @@ from saliency_audit.data.image_io import (
 )
 from saliency_audit.data.packing import PackedIndex, concatenate, pack
 from saliency_audit.runtime.atomic_io import write_parquet
+from saliency_audit.runtime.checksums import recorded_sha256
 from saliency_audit.runtime.shards import shard_rows
 
 
@@ -176,7 +178,7 @@ def test_pack_round_trip_equals_pil_decode(tmp_path) -> None:
     for row, path in enumerate(paths):
         expected = center_crop_pad(np.asarray(Image.open(path).convert("RGB")), 48)
         np.testing.assert_array_equal(packed[row], expected)
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [".packed.npy.sha256"]  # no temporary file
 
 
 def test_failed_pack_leaves_no_file(tmp_path) -> None:
@@ -225,6 +227,8 @@ def test_gathered_parts_equal_one_pack(tmp_path) -> None:
         pack([paths[r] for r in rows], 16, parts[-1], max_pixels=10**6)
     concatenate(parts, tmp_path / "gathered.npy", rows=7, chunk=2)
     np.testing.assert_array_equal(open_packed(tmp_path / "gathered.npy"), open_packed(tmp_path / "one.npy"))
+    for packed in (tmp_path / "one.npy", tmp_path / "gathered.npy", *parts):  # what the reading jobs check
+        assert recorded_sha256(packed) == hashlib.sha256(packed.read_bytes()).hexdigest()
     with pytest.raises(ValueError, match="hold 7 images, not 8"):
         concatenate(parts, tmp_path / "wrong.npy", rows=8)
     assert not (tmp_path / "wrong.npy").exists()

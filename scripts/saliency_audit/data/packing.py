@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from saliency_audit.data.image_io import center_crop_pad, load_rgb, open_packed, packed_writer, read_rows
 from saliency_audit.runtime.atomic_io import atomic_path
+from saliency_audit.runtime.checksums import forget_sha256, record_sha256
 from saliency_audit.runtime.shards import shard_rows
 
 
@@ -43,6 +44,7 @@ def pack(
     def decode(path: str) -> np.ndarray:
         return center_crop_pad(load_rgb(path, max_pixels), size)
 
+    forget_sha256(out)
     with (
         atomic_path(out) as tmp,
         packed_writer(tmp, len(paths), size) as write,
@@ -53,6 +55,7 @@ def pack(
             batch = paths[start : start + chunk]
             write(np.stack(list(pool.map(decode, batch))))
             progress.update(len(batch))
+    record_sha256(out)  # the jobs that read the pixels check them against this
 
 
 def concatenate(parts: Sequence[str | os.PathLike], out: str | os.PathLike, rows: int, chunk: int = 4096) -> None:
@@ -65,6 +68,7 @@ def concatenate(parts: Sequence[str | os.PathLike], out: str | os.PathLike, rows
     total = sum(len(array) for array in arrays)
     if total != rows:
         raise ValueError(f"the packed parts hold {total} images, not {rows}: delete them so that they are packed again")
+    forget_sha256(out)
     with (
         atomic_path(out) as tmp,
         packed_writer(tmp, total, shapes.pop()[0]) as write,
@@ -75,6 +79,7 @@ def concatenate(parts: Sequence[str | os.PathLike], out: str | os.PathLike, rows
                 block = read_rows(array, np.arange(first, min(first + chunk, len(array))))
                 write(block)
                 progress.update(len(block))
+    record_sha256(out)
 
 
 def read_ids(labels: str | os.PathLike) -> pd.Series:
