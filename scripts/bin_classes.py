@@ -5,7 +5,7 @@ from typing import Any
 
 from saliency_audit.data.classes import check_kept_images, make_labels, read_clean
 from saliency_audit.report.data_figures import histogram_figure
-from saliency_audit.report.figures import save_figure
+from saliency_audit.report.figures import drawing, save_figure
 from saliency_audit.runtime.atomic_io import write_csv, write_parquet
 from saliency_audit.runtime.job import start_job
 
@@ -18,7 +18,9 @@ def main(snakemake: Any) -> None:
     check_kept_images(len(labels), snakemake.params.shards, snakemake.params.components)
     write_parquet(labels, snakemake.output.labels)
     write_csv(counts, snakemake.output.counts)
-    save_figure(histogram_figure(clean[target["column"]], target, counts), snakemake.output.histogram)
+    column, path = target["column"], snakemake.output.histogram
+    with drawing(f"the histogram of the target column {column!r} (config key target.column)", path):
+        save_figure(histogram_figure(clean[column], target, counts), path)
     print(counts.to_string(index=False), file=sys.stderr)
 
 

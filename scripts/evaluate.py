@@ -8,7 +8,7 @@ from saliency_audit.data.image_io import open_packed
 from saliency_audit.model.evaluation import confusion_matrix, evaluation
 from saliency_audit.model.metrics import top_losses
 from saliency_audit.model.training import read_labels
-from saliency_audit.report.figures import save_figure
+from saliency_audit.report.figures import drawing, save_figure
 from saliency_audit.report.model_figures import confusion_figure, roc_figure, top_losses_figure
 from saliency_audit.runtime.atomic_io import write_json, write_parquet
 from saliency_audit.runtime.job import start_job
@@ -27,10 +27,14 @@ def main(snakemake: Any) -> None:
         scores = evaluation(predictions, classes)
         write_parquet(predictions, out.predictions)
         write_json(scores, out.metrics)
-        save_figure(confusion_figure(confusion_matrix(scores), classes, params.target_column), out.confusion)
-        save_figure(roc_figure(predictions, classes, scores["roc_auc"]), out.roc)
+        column = params.target_column
+        with drawing(f"the confusion matrix of the classes of the target column {column!r}", out.confusion):
+            save_figure(confusion_figure(confusion_matrix(scores), classes, column), out.confusion)
+        with drawing(f"the ROC curves of the classes of the target column {column!r}", out.roc):
+            save_figure(roc_figure(predictions, classes, scores["roc_auc"]), out.roc)
         images = open_packed(snakemake.input.images)
-        save_figure(top_losses_figure(top_losses(predictions, classes, 12), images), out.top_losses)
+        with drawing(f"the top losses of the classes of the target column {column!r}", out.top_losses):
+            save_figure(top_losses_figure(top_losses(predictions, classes, 12), images), out.top_losses)
         print({k: v for k, v in scores.items() if k != "confusion_matrix"}, file=sys.stderr)
 
 

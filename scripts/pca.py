@@ -6,7 +6,7 @@ from typing import Any
 from saliency_audit.audit.pca import describe_fit, figure_points, fit_pca, merge_moments, project_dataset, read_labels
 from saliency_audit.audit.tables import audit_dataset
 from saliency_audit.data.image_io import open_packed
-from saliency_audit.report.figures import save_figure
+from saliency_audit.report.figures import drawing, save_figure
 from saliency_audit.report.pca_figures import ColourScale, scatter_figure, thumbnail_figure, variance_figure
 from saliency_audit.runtime.atomic_io import write_json, write_parquet
 from saliency_audit.runtime.job import start_job
@@ -24,8 +24,12 @@ def main(snakemake: Any) -> None:
     labels, classes = read_labels(snakemake.input.labels)
     scale = ColourScale.from_target(params.target, classes)
     points = figure_points(pcs, dataset, labels)
-    save_figure(scatter_figure(points, scale, params.target["column"]), snakemake.output.scatter)
-    save_figure(thumbnail_figure(points, open_packed(snakemake.input.images), classes), snakemake.output.thumbnails)
+    column = params.target["column"]
+    with drawing(f"the PCA scatter coloured by the target column {column!r}", snakemake.output.scatter):
+        save_figure(scatter_figure(points, scale, column), snakemake.output.scatter)
+    path = snakemake.output.thumbnails
+    with drawing(f"the PCA thumbnails framed by the classes of the target column {column!r}", path):
+        save_figure(thumbnail_figure(points, open_packed(snakemake.input.images), classes), path)
     save_figure(variance_figure(fit), snakemake.output.variance)
     print(describe_fit(fit), file=sys.stderr)
 

@@ -1,10 +1,18 @@
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from saliency_audit.data.classes import ClassError, assign_classes, check_kept_images, make_labels, stratified_split
+from saliency_audit.report.data_figures import histogram_figure
+from saliency_audit.report.figures import FigureError
 
 NUMERIC = {"column": "Z", "bins": [8.1, 8.7, 9.1, 9.3], "labels": ["low", "medium", "high"], "keep": ["low", "high"]}
 SPLIT = {"valid_fraction": 0.2, "seed": 256}
@@ -117,3 +125,65 @@ def test_more_shards_or_components_than_kept_images_is_an_error_before_packing()
         check_kept_images(5, 6, 3)
     with pytest.raises(ClassError, match="config key pca.components: 8 components, but only 5 images are kept"):
         check_kept_images(5, 1, 8)
+
+
+LONG = "x" * 1_000_000  # a class label no figure can print
+
+
+def run_bin_classes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, frame: pd.DataFrame, target: dict) -> Any:
+    """The rule's script on ``frame`` (its log left on stderr), returning its outputs."""
+    import bin_classes
+
+    monkeypatch.setattr(bin_classes, "start_job", lambda log: None)
+    frame.to_parquet(tmp_path / "clean.parquet")
+    outputs = {name: tmp_path / f"{name}.{ext}" for name, ext in
+               [("labels", "parquet"), ("counts", "csv"), ("histogram", "png")]}  # fmt: skip
+    bin_classes.main(
+        SimpleNamespace(
+            input=SimpleNamespace(clean=tmp_path / "clean.parquet"),
+            params=SimpleNamespace(target=target, split=SPLIT, shards=1, components=2),
+            output=SimpleNamespace(**outputs),
+            log=[tmp_path / "bin_classes.log"],
+        )
+    )
+    return SimpleNamespace(**outputs)
+
+
+def test_a_million_character_class_label_is_drawn_shortened_and_kept_in_full(tmp_path, monkeypatch) -> None:
+    frame = pd.DataFrame({"id": [f"g{i}" for i in range(6)], "kind": [LONG, "whale"] * 3})
+    started = time.perf_counter()
+    out = run_bin_classes(tmp_path, monkeypatch, frame, {"column": "kind"})
+    assert time.perf_counter() - started < 20
+    assert Image.open(out.histogram).size[0] < 3000  # no 12000030 pixels wide figure
+    # the data keep the label in full: only the drawing shortens it
+    labels = pd.read_parquet(out.labels)
+    assert list(labels["class"].cat.categories) == ["whale", LONG]
+    assert (labels["class"].astype(str) == frame["kind"]).all()
+    assert pd.read_csv(out.counts)["class"].iloc[1] == LONG
+    counts = make_labels(frame, {"column": "kind"}, SPLIT)[1]
+    figure = histogram_figure(frame["kind"], {"column": "kind"}, counts)
+    ticks = [tick.get_text() for tick in figure.axes[0].get_xticklabels()]
+    assert ticks == ["whale", "x" * 39 + "…"]
+
+
+def test_a_long_bin_label_is_shortened_in_the_histogram() -> None:
+    target = {"column": "Z", "bins": [0.0, 1.0, 2.0], "labels": [LONG, "high"]}
+    values = pd.Series([0.5, 0.7, 1.5, 1.8])
+    counts = make_labels(catalog(list(values)), target, SPLIT)[1]
+    figure = histogram_figure(values, target, counts)
+    shown = [text.get_text().split("\n")[0] for text in figure.axes[0].texts]
+    assert shown == ["x" * 39 + "…", "high"]
+
+
+def test_a_figure_that_cannot_be_drawn_names_the_target_column_and_the_file(tmp_path, monkeypatch) -> None:
+    import bin_classes
+
+    def too_large(*args: Any) -> None:
+        raise ValueError("Image size of 12000030x464 pixels is too large. It must be less than 2^16 in each direction.")
+
+    monkeypatch.setattr(bin_classes, "histogram_figure", too_large)
+    frame = pd.DataFrame({"id": [f"g{i}" for i in range(4)], "kind": ["whale", "dolphin"] * 2})
+    with pytest.raises(FigureError) as error:
+        run_bin_classes(tmp_path, monkeypatch, frame, {"column": "kind"})
+    message = str(error.value)
+    assert "target column 'kind'" in message and "histogram.png" in message and "12000030x464" in message

@@ -1,5 +1,6 @@
 import hashlib
 import os
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -19,6 +20,7 @@ from saliency_audit.model.training import (
     RESUME_NAME,
     TrainingError,
     chance_auc,
+    check_learned,
     fit,
     inverse_frequency,
     make_optimizer,
@@ -168,6 +170,39 @@ def test_a_model_at_chance_level_on_its_training_images_is_not_kept() -> None:
     chance = r"chance level on the training split \(ROC AUC 0.500 after 2 epochs; a random ranking of these images"
     with pytest.raises(TrainingError, match=chance):
         fit(images, labels, "simple_cnn", 2, resolved_settings(epochs=2, lr=0.01, batch_size=8), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("others", [1, 30])
+def test_a_class_of_two_images_skips_the_chance_check_with_a_warning_about_its_size(capsys, others) -> None:
+    # 'b' has the documented minimum of two images: one trains, one validates. A random ranking of one
+    # image against any number reaches ROC AUC 1 within two standard deviations (1.5 against one, 1.096
+    # against 30): no model can beat that bound, so the check cannot decide and must not blame train.lr
+    images, labels = toy_data(2 + others + 1)
+    codes = np.r_[[1, 1], np.zeros(others + 1, int)]
+    labels["class"] = pd.Categorical.from_codes(codes, ["a", "b"])
+    labels["split"] = ["train", "valid"] + ["train"] * others + ["valid"]
+    images[:] = images[0]  # even a model that learns nothing is kept: the check cannot tell
+    assert chance_auc(codes[labels["split"] == "train"], 2) > 1
+    fit(images, labels, "simple_cnn", 2, resolved_settings(epochs=2, lr=0.01, batch_size=8), CPU)
+    log = capsys.readouterr().err
+    warning = next(line for line in log.splitlines() if line.startswith("warning: the chance-level check"))
+    smallest = "class 'a' has 1 training image, 'b' 1" if others == 1 else "class 'b' has 1 training image, 'a' 30"
+    assert smallest in warning
+    assert "too small" in warning and "train.lr" not in warning
+    assert not re.search(r"\b(1\.\d*[1-9]|[2-9]\.\d+)", warning), "no bound above 1 is quoted"
+
+
+def test_the_chance_check_applies_once_a_perfect_ranking_beats_chance() -> None:
+    # binary: undecidable exactly where 3 n1 n0 <= 4 (n1 + n0 + 1), the bound 0.5 + 2 sd reaching 1
+    for n1, n0, decides in [(1, 1000, False), (2, 6, False), (2, 7, True), (3, 3, False), (3, 4, True)]:
+        codes = np.repeat([0, 1], [n0, n1])
+        assert (chance_auc(codes, 2) < 1) is decides, (n1, n0)
+        if decides:
+            with pytest.raises(TrainingError, match=r"Lower train.lr"):
+                check_learned(0.5, codes, ["a", "b"], 2, 0.01)
+            check_learned(1.0, codes, ["a", "b"], 2, 0.01)  # a perfect ranking passes
+        else:
+            check_learned(0.5, codes, ["a", "b"], 2, 0.01)  # skipped with a warning, never an error
 
 
 def test_checkpoint_round_trip_with_weights_only(tmp_path) -> None:

@@ -225,7 +225,11 @@ def check_loss(loss: float, epoch: int, step: int, scheduler: torch.optim.lr_sch
 def chance_auc(codes: np.ndarray, n_classes: int) -> float:
     """The ROC AUC (one-vs-rest macro for more classes) below which a model's ranking of these
     labels is no better than a random one: 0.5 plus two standard deviations of the Mann-Whitney
-    statistic under no relation, sqrt((n1 + n0 + 1) / (12 n1 n0)), averaged over the classes."""
+    statistic under no relation, sqrt((n1 + n0 + 1) / (12 n1 n0)), averaged over the classes.
+
+    On a tiny split this bound is 1 or more (two classes: whenever 3 n1 n0 <= 4 (n1 + n0 + 1), so a
+    class of one image against any number, two against at most six, three against three): no ranking,
+    not even a perfect one, beats it, and ``check_learned`` skips the check."""
     positives = np.bincount(codes, minlength=n_classes).astype(float)
     negatives = len(codes) - positives
     ok = (positives > 0) & (negatives > 0)
@@ -233,8 +237,31 @@ def chance_auc(codes: np.ndarray, n_classes: int) -> float:
     return float(0.5 + 2 * spread.mean()) if ok.any() else 1.0
 
 
-def check_learned(auc: float, threshold: float, epochs: int, lr: float) -> None:
-    """A model that ranks its own training images no better than chance has nothing to audit."""
+def class_sizes(codes: np.ndarray, classes: list[str], shown: int = 3) -> str:
+    """The smallest classes and their numbers of images, fewest first: "class 'b' has 1 training image, 'a' 30"."""
+    counts = np.bincount(codes, minlength=len(classes))
+    order = np.argsort(counts, kind="stable")
+    first = int(order[0])
+    text = f"class {classes[first]!r} has {counts[first]} training image{'s' if counts[first] != 1 else ''}"
+    text += "".join(f", {classes[k]!r} {counts[k]}" for k in order[1:shown])
+    return text + (f" (and {len(classes) - shown} more classes)" if len(classes) > shown else "")
+
+
+def check_learned(auc: float, codes: np.ndarray, classes: list[str], epochs: int, lr: float) -> None:
+    """A model that ranks its own training images (class ``codes``) no better than chance has nothing to audit.
+
+    When the training split is too small for the check to decide (``chance_auc`` reaches 1, the best
+    ROC AUC there is), the check is skipped with a warning naming the smallest classes and their sizes."""
+    threshold = chance_auc(codes, len(classes))
+    if threshold >= 1:
+        print(
+            f"warning: the chance-level check is skipped: the training split is too small to tell a model from a "
+            f"random ranking ({class_sizes(codes, classes)}); even a perfect ranking (ROC AUC 1) lies within two "
+            f"standard deviations of chance. The model is kept (ROC AUC {auc:.3f} on the training split), but "
+            "metrics on so few images say little: add images to the smallest classes for the check to apply",
+            file=sys.stderr,
+        )
+        return
     if not auc > threshold:
         raise TrainingError(
             f"the model ends at chance level on the training split (ROC AUC {auc:.3f} after {epochs} epochs; a random "
@@ -348,7 +375,7 @@ def fit(
     # the final model on its own training images, without augmentation: has it learned anything?
     train_logits = predict_logits(network, images, train_rows, *norm, 2 * settings.batch_size, device)
     train_scores = classification_metrics(codes[train_rows], torch.softmax(torch.from_numpy(train_logits), 1).numpy())
-    check_learned(train_scores["roc_auc"], chance_auc(codes[train_rows], len(classes)), settings.epochs, settings.lr)
+    check_learned(train_scores["roc_auc"], codes[train_rows], classes, settings.epochs, settings.lr)
     print(f"training split: ROC AUC {train_scores['roc_auc']:.4f}, accuracy {train_scores['accuracy']:.4f}",
           file=sys.stderr)  # fmt: skip
     metadata = {

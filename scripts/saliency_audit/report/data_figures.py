@@ -7,7 +7,7 @@ import pandas as pd
 from PIL import Image
 
 from saliency_audit.data.classes import OUTSIDE
-from saliency_audit.report.figures import BAR_COLOUR, CLASS_COLOURS, plt
+from saliency_audit.report.figures import BAR_COLOUR, CLASS_COLOURS, plt, short_label
 
 
 def histogram_figure(values: pd.Series, target: dict[str, Any], counts: pd.DataFrame) -> plt.Figure:
@@ -25,11 +25,15 @@ def histogram_figure(values: pd.Series, target: dict[str, Any], counts: pd.DataF
             edges[:-1], edges[1:], per_class["class"], per_class["catalog"], per_class["kept"]
         ):
             note = "" if kept else " (dropped)"
-            ax.text((lo + hi) / 2, top * 0.97, f"{name}\n{n}{note}", ha="center", va="top", fontsize=8)
+            ax.text((lo + hi) / 2, top * 0.97, f"{short_label(name)}\n{n}{note}", ha="center", va="top", fontsize=8)
         ax.set_xlabel(target["column"])
     else:
         colours = [CLASS_COLOURS[i % len(CLASS_COLOURS)] for i in range(len(per_class))]
-        ax.bar(per_class["class"].astype(str), per_class["catalog"], color=colours)
+        names = [short_label(name) for name in per_class["class"]]
+        positions = range(len(names))  # by position: two labels may look the same once shortened
+        ax.bar(positions, per_class["catalog"], color=colours)
+        long = sum(map(len, names)) > 60
+        ax.set_xticks(positions, names, rotation=30 if long else 0, ha="right" if long else "center")
         ax.set_xlabel(target["column"])
     ax.set_ylabel("Number of images")
     fig.tight_layout()
@@ -58,7 +62,7 @@ def preview_figure(catalog: pd.DataFrame, image_dir: Path, target: dict[str, Any
             ax.set_yticks([])
             for spine in ax.spines.values():
                 spine.set_visible(False)
-        row_axes[0].set_ylabel(label, fontsize=11)
+        row_axes[0].set_ylabel(short_label(label), fontsize=11)
     fig.suptitle("Demo galaxies by metallicity class (circled: planted shortcut star)", fontsize=11)
     fig.tight_layout()
     return fig

@@ -6,7 +6,7 @@ import pandas as pd
 
 from saliency_audit.data.image_io import read_rows
 from saliency_audit.model.metrics import roc_curve
-from saliency_audit.report.figures import CLASS_COLOURS, plt
+from saliency_audit.report.figures import CLASS_COLOURS, plt, short_label
 
 
 def training_curve(history: pd.DataFrame) -> plt.Figure:
@@ -36,8 +36,10 @@ def confusion_figure(matrix: np.ndarray, classes: list[str], target: str) -> plt
     for (i, j), count in np.ndenumerate(matrix):
         colour = "white" if count > matrix.max() / 2 else "black"
         ax.text(j, i, str(count), ha="center", va="center", color=colour, fontsize=11)
-    ax.set_xticks(range(len(classes)), classes)
-    ax.set_yticks(range(len(classes)), classes)
+    names = [short_label(name) for name in classes]
+    long = sum(map(len, names)) > 40
+    ax.set_xticks(range(len(classes)), names, rotation=30 if long else 0, ha="right" if long else "center")
+    ax.set_yticks(range(len(classes)), names)
     ax.set_xlabel(f"Predicted {target}")
     ax.set_ylabel(f"True {target}")
     ax.spines[:].set_visible(False)
@@ -52,7 +54,7 @@ def roc_figure(predictions: pd.DataFrame, classes: list[str], auc: float) -> plt
     fig, ax = plt.subplots(figsize=(4.2, 4))
     for k, name in enumerate(shown):
         fpr, tpr = roc_curve((valid["label"] == name).to_numpy(), valid[f"prob_{name}"].to_numpy())
-        ax.plot(fpr, tpr, color=CLASS_COLOURS[k % len(CLASS_COLOURS)], label=f"{name} vs rest")
+        ax.plot(fpr, tpr, color=CLASS_COLOURS[k % len(CLASS_COLOURS)], label=f"{short_label(name)} vs rest")
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
     ax.set_xlabel("False positive rate")
     ax.set_ylabel("True positive rate")
@@ -72,7 +74,8 @@ def top_losses_figure(losses: pd.DataFrame, images: np.ndarray, columns: int = 4
     for ax, (_, row), image in zip(axes.flat, losses.iterrows(), read_rows(images, losses["row"].to_numpy())):
         ax.imshow(image)
         prob = row[f"prob_{row['predicted']}"]
-        ax.set_title(f"{row['predicted']} / {row['label']}\nloss {row['loss']:.2f} · p {prob:.2f}", fontsize=8)
+        pair = f"{short_label(row['predicted'])} / {short_label(row['label'])}"
+        ax.set_title(f"{pair}\nloss {row['loss']:.2f} · p {prob:.2f}", fontsize=8)
     fig.suptitle("Top losses (predicted / true)", fontsize=10)
     fig.tight_layout()
     return fig

@@ -10,7 +10,7 @@ from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
 from saliency_audit.audit.pca import PCAFit, robust_limits, spread_sample
 from saliency_audit.data.image_io import read_rows
-from saliency_audit.report.figures import BAR_COLOUR, CLASS_COLOURS, plt
+from saliency_audit.report.figures import BAR_COLOUR, CLASS_COLOURS, plt, short_label
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def scatter_figure(points: pd.DataFrame, scale: ColourScale, target: str) -> plt
     bar = fig.colorbar(mappable, ax=axes[0].tolist())
     bar.set_label(target if scale.limits else "class")
     if scale.limits is None:
-        bar.set_ticks(range(len(scale.classes)), labels=scale.classes)
+        bar.set_ticks(range(len(scale.classes)), labels=[short_label(name) for name in scale.classes])
     return fig
 
 
@@ -84,7 +84,8 @@ def thumbnail_figure(points: pd.DataFrame, images: np.ndarray, classes: list[str
         )  # fmt: skip
         ax.add_artist(box)
     handles = [plt.Line2D([], [], color=CLASS_COLOURS[k % len(CLASS_COLOURS)], lw=3) for k in range(len(classes))]
-    ax.legend(handles, classes, title="true class", frameon=False, loc="upper right", bbox_to_anchor=(1.18, 1))
+    names = [short_label(name) for name in classes]
+    ax.legend(handles, names, title="true class", frameon=False, loc="upper right", bbox_to_anchor=(1.18, 1))
     ax.set_xlim(*robust_limits(points["pc1"], margin=0.08))
     ax.set_ylim(*robust_limits(points["pc2"], margin=0.08))
     ax.set_xlabel("PCA 1")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from saliency_audit.model.metrics import top_losses
-from saliency_audit.report.figures import CLASS_COLOURS, plt, safe_name
+from saliency_audit.report.figures import CLASS_COLOURS, plt, safe_name, short_label
 from saliency_audit.saliency.vocabulary import STATE_OK
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def cluster_figure(
             axes[r, column].imshow(image)
             size = image.shape[0]
             axes[r, column].imshow(cam, alpha=0.6, cmap="inferno", interpolation="bicubic", extent=(0, size, size, 0))
-    fig.suptitle(f"Strategies of predicted '{name}': mean Grad-CAM per cluster and examples", fontsize=9)
+    fig.suptitle(f"Strategies of predicted '{short_label(name)}': mean Grad-CAM per cluster and examples", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -82,7 +82,7 @@ def backgrounds_figure(table: pd.DataFrame) -> plt.Figure:
     if len(rows):
         ax.axhline(rows["chance"].iloc[0], color="grey", ls=":", lw=1)
         ax.text(len(rows) - 0.5, rows["chance"].iloc[0], " chance", color="grey", fontsize=8, va="bottom", ha="right")
-    ax.set_xticks(np.arange(len(rows)), [f"{c}\n(n = {n})" for c, n in zip(rows["class"], rows["n"])])
+    ax.set_xticks(np.arange(len(rows)), [f"{short_label(c)}\n(n = {n})" for c, n in zip(rows["class"], rows["n"])])
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
     ax.set_xlabel("true class")
@@ -99,15 +99,15 @@ def energy_figure(stats: pd.DataFrame, threshold: float, planted: np.ndarray | N
     for ax, metric in zip(axes, ("energy_in_object", "relative_energy")):
         for k, name in enumerate(stats["predicted"].cat.categories):
             member = ok & (stats["predicted"] == name).to_numpy()
-            colour = CLASS_COLOURS[k % len(CLASS_COLOURS)]
+            colour, shown = CLASS_COLOURS[k % len(CLASS_COLOURS)], short_label(name)
             if planted is not None and (member & planted).any():
                 ax.hist(stats.loc[member & ~planted, metric], bins, histtype="step", color=colour, lw=1.5,
-                        label=f"predicted {name}, clean")  # fmt: skip
+                        label=f"predicted {shown}, clean")  # fmt: skip
                 ax.hist(stats.loc[member & planted, metric], bins, histtype="step", color=colour, lw=1.5, ls="--",
-                        label=f"predicted {name}, shortcut")  # fmt: skip
+                        label=f"predicted {shown}, shortcut")  # fmt: skip
             else:
                 ax.hist(
-                    stats.loc[member, metric], bins, histtype="step", color=colour, lw=1.5, label=f"predicted {name}"
+                    stats.loc[member, metric], bins, histtype="step", color=colour, lw=1.5, label=f"predicted {shown}"
                 )
         ax.set_xlabel(metric.replace("_", " "))
         ax.set_xlim(0, 1)
@@ -133,8 +133,9 @@ def gallery_figure(
     for r, (_, row) in enumerate(chosen.iterrows()):
         axes[r, 0].imshow(images[r])
         axes[r, 0].text(0.5, 0.9, str(row["id"]), transform=axes[r, 0].transAxes, **TEXT)
-        verdict = "correct" if row["correct"] else f"true {row['label']}"
-        axes[r, 0].text(0.5, 0.06, f"pred {row['predicted']} ({verdict})", transform=axes[r, 0].transAxes, **TEXT)
+        verdict = "correct" if row["correct"] else f"true {short_label(row['label'])}"
+        predicted = f"pred {short_label(row['predicted'])} ({verdict})"
+        axes[r, 0].text(0.5, 0.06, predicted, transform=axes[r, 0].transAxes, **TEXT)
         for k, name in enumerate(classes, start=1):
             ax = axes[r, k]
             ax.imshow(images[r])
@@ -142,7 +143,7 @@ def gallery_figure(
                       cmap="inferno")  # fmt: skip
             state = row.get(f"state_{name}", STATE_OK)
             where = f"on object {row[f'energy_in_object_{name}']:.2f}" if state == STATE_OK else state.replace("_", " ")
-            ax.text(0.5, 0.9, str(name), transform=ax.transAxes, **TEXT)
+            ax.text(0.5, 0.9, short_label(name), transform=ax.transAxes, **TEXT)
             ax.text(0.5, 0.06, f"p = {row[f'prob_{name}']:.3f} · {where}", transform=ax.transAxes, **TEXT)
         for ax in axes[r]:
             if masks[r].any():
@@ -179,8 +180,8 @@ def galleries(
     n = settings["n"]
     for k, name in enumerate(inputs.classes):
         chosen = most_background_focused(inputs.stats, name, n)
-        yield from _drawn(chosen, f"Most background-focused '{name}' predictions", "background-" + safe_name(k, name),
-                          inputs, region, max_pixels)  # fmt: skip
+        title = f"Most background-focused '{short_label(name)}' predictions"
+        yield from _drawn(chosen, title, "background-" + safe_name(k, name), inputs, region, max_pixels)
     where = settings.get("where")
     label = f" with {where}" if where else ""
     chosen = random_sample(inputs.stats, inputs.catalog, n, where, settings["seed"])
