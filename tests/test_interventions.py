@@ -6,11 +6,13 @@ from scipy import ndimage
 
 from saliency_audit.saliency.interventions import (
     background_reliance,
+    control_effect,
     fill_region,
     margins,
     object_part,
     probe_images,
     sky_mask,
+    uncertain,
 )
 from saliency_audit.saliency.vocabulary import STATE_EMPTY_OBJECT, STATE_NO_BACKGROUND, STATE_OK
 
@@ -107,7 +109,7 @@ def test_probes_partition_the_image_and_keep_padding() -> None:
     areas = np.ones((2, SIZE, SIZE), bool)
     areas[1, :, :8] = False  # padding on the left of the second image
     images[1, :, :8] = 0
-    object_only, background_only, state = probe_images(
+    object_only, background_only, _, state = probe_images(
         images, np.stack([disk, disk]), areas, ["a", "b"], "sky", 4.0, seed=0
     )
     grown = dilate(disk[None], 4)[0]
@@ -116,13 +118,13 @@ def test_probes_partition_the_image_and_keep_padding() -> None:
     assert (background_only[:, ~grown & areas[0]] == images[:, ~grown & areas[0]]).all()
     assert not (background_only[0][disk] == image[disk]).all(axis=1).any()
     assert (object_only[1, :, :8] == 0).all() and (background_only[1, :, :8] == 0).all()
-    again, _, _ = probe_images(images[::-1], np.stack([disk, disk]), areas[::-1], ["b", "a"], "sky", 4.0, seed=0)
+    again, _, _, _ = probe_images(images[::-1], np.stack([disk, disk]), areas[::-1], ["b", "a"], "sky", 4.0, seed=0)
     assert (again[1] == object_only[0]).all()  # seeded by the id, not the position
 
 
 def test_an_object_that_fills_the_image_has_no_background() -> None:
     image, _ = sky_image()
-    _, _, state = probe_images(image[None], np.ones((1, SIZE, SIZE), bool), np.ones((1, SIZE, SIZE), bool),
+    _, _, _, state = probe_images(image[None], np.ones((1, SIZE, SIZE), bool), np.ones((1, SIZE, SIZE), bool),
                                ["a"], "sky", 1.0, seed=0)  # fmt: skip
     assert state.tolist() == [STATE_NO_BACKGROUND]
 
@@ -130,7 +132,7 @@ def test_an_object_that_fills_the_image_has_no_background() -> None:
 def test_an_empty_region_gets_no_verdict() -> None:
     """No object to keep: the object-only view would blank the whole image and read as reliance."""
     image, _ = sky_image()
-    object_only, background_only, state = probe_images(
+    object_only, background_only, _, state = probe_images(
         image[None], np.zeros((1, SIZE, SIZE), bool), np.ones((1, SIZE, SIZE), bool), ["a"], "sky", 8.0, seed=0
     )
     assert state.tolist() == [STATE_EMPTY_OBJECT]
@@ -143,6 +145,34 @@ def test_margins_and_reliance() -> None:
     reliance = background_reliance(np.array([2.0, 2.0, 2.0, 0.0]), np.array([1.0, -3.0, 2.5, 1.0]))
     np.testing.assert_allclose(reliance[:3], [0.5, 1.0, 0.0])
     assert np.isnan(reliance[3])
+    # net of the control: a loss of 1 of a margin of 2, of which the fill alone explains 0.6
+    np.testing.assert_allclose(background_reliance(np.array([2.0]), np.array([1.0]), np.array([0.6])), [0.2])
+
+
+def test_the_control_effect_and_the_uncertain_verdicts() -> None:
+    margin, object_only, control = np.array([2.0, 0.2, 1.0]), np.array([0.5, -0.4, 0.9]), np.array([1.9, -0.1, 1.0])
+    refill = control_effect(margin, object_only, control, "refill")  # the image against its refilled self
+    np.testing.assert_allclose(refill, [0.1, 0.3, 0.0])
+    np.testing.assert_allclose(control_effect(margin, object_only, control, "redraw"), [1.4, 0.3, 0.1])
+    # the second image's margin (0.2) is within what the fill alone does (0.3): the fill could decide it
+    assert uncertain(margin, refill).tolist() == [False, True, False]
+
+
+def test_the_refill_control_removes_no_source_and_redraw_is_a_second_draw() -> None:
+    image, disk = sky_image()
+    image[8:11, 50:53] = 250  # a star in the background, away from the galaxy
+    areas = np.ones((1, SIZE, SIZE), bool)
+    object_only, _, refilled, state = probe_images(image[None], disk[None], areas, ["a"], "sky", 4.0, 0, "refill")
+    assert state.tolist() == [STATE_OK]
+    sky = sky_mask(image, ~dilate(disk[None], 4)[0])
+    assert (refilled[0][~sky] == image[~sky]).all()  # the galaxy and the star stay where they are
+    assert (refilled[0][8:11, 50:53] == 250).all() and not (object_only[0][8:11, 50:53] == 250).all()
+    assert (refilled[0][sky] != image[sky]).any(axis=1).mean() > 0.5  # the sky's noise is drawn anew
+    first, _, second, _ = probe_images(image[None], disk[None], areas, ["a"], "sky", 4.0, 0, "redraw")
+    grown = dilate(disk[None], 4)[0]
+    assert (second[0][grown] == first[0][grown]).all() and (second[0] != first[0]).any()
+    with pytest.raises(ValueError, match="saliency.probes.control"):
+        probe_images(image[None], disk[None], areas, ["a"], "sky", 4.0, 0, "twice")
 
 
 def test_the_objects_part_keeps_its_own_halo_but_not_a_neighbouring_star() -> None:

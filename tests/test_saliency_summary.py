@@ -49,7 +49,7 @@ def stats_table() -> pd.DataFrame:
     frame["state_low"] = "ok"
     # the probes: g0 and g1 (the shortcut images) need their background, g7 a little
     frame["background_reliance"] = [0.9, 0.6, 0.1, 0.0, 0.0, 0.2, np.nan, 0.3]
-    frame["probe_state"] = ["ok"] * 6 + ["no_margin", "ok"]
+    frame["probe_state"] = ["ok"] * 5 + ["uncertain", "no_margin", "ok"]
     frame["background_reliant"] = (frame["probe_state"] == "ok") & (frame["background_reliance"] >= 0.5)
     sign = np.where(frame["predicted"] == "high", 1.0, -1.0)
     for view, kept in (("", [1] * 8), ("_object_only", [0, 0, 1, 1, 1, 1, 1, 1]), ("_background_only", [1] + [0] * 7)):
@@ -86,6 +86,7 @@ def test_summary_rows_per_group() -> None:
     assert row.loc[("all", "all"), "n"] == 8
     assert row.loc[("all", "all"), "flagged"] == 3
     assert row.loc[("all", "all"), "reliant"] == 2
+    assert row.loc[("all", "all"), "uncertain"] == 1 and row.loc[("all", "all"), "uncertain_rate"] == 1 / 8
     assert row.loc[("predicted class", "high"), "flag_rate"] == pytest.approx(2 / 4)
     assert row.loc[("predicted class", "low"), "empty_map_rate"] == pytest.approx(1 / 4)
     # the mean is over the "ok" rows only
@@ -102,7 +103,8 @@ def test_headlines_name_class_and_rate() -> None:
     lines = headlines(summary, None, 0.5, 0.5)
     assert lines[1].startswith(
         "50% of 'high' predictions lose at least 50% of their margin when the background "
-        "is replaced (2 of 4). Their maps say 50% rest mainly on the background (2 of 4"
+        "is replaced, beyond what the fill alone does (2 of 4; 0 are uncertain, their margin within the fill's "
+        "own effect). Their maps say 50% rest mainly on the background (2 of 4"
     )
     assert lines[1].endswith("the two verdicts agree on 100% of them.")
 

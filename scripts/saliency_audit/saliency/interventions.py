@@ -37,8 +37,22 @@ whose shape tells the model where the object was (Rong et al. 2022, ROAD):
 - ``blur``: the image smoothed by a Gaussian of one cell, so only the coarse
   structure of what was there remains.
 
-``background_reliance`` is the share of the predicted class's margin (its logit
-minus the best other logit) that is lost when the background is replaced.
+Removing pixels moves a model's output even where nothing it used was removed:
+the fill is new noise, out of the training distribution, and a boundary
+prediction can cross over on that alone (ROAD, Rong et al. 2022). Each image
+therefore gets a *control* view, one of ``CONTROLS``:
+
+- ``refill`` (default): the same fill applied to the background's source-free
+  pixels only (its sky), so every source stays where it is and nothing the
+  model could use is removed;
+- ``redraw``: a second, independent draw of the object-only view.
+
+The control's *effect* is how far it moves the predicted class's margin (the
+margin against the refilled image, or between the two object-only draws).
+``background_reliance`` is the share of the margin (its logit minus the best
+other logit) lost when the background is replaced, beyond that effect; where the
+margin itself is no larger than the effect, the image is ``uncertain``: what the
+fill alone does could decide it, and it is never flagged.
 """
 
 import zlib
@@ -50,6 +64,7 @@ from scipy import ndimage
 from saliency_audit.saliency.vocabulary import STATE_EMPTY_OBJECT, STATE_NO_BACKGROUND, STATE_OK
 
 FILLS = ("sky", "mean", "blur")
+CONTROLS = ("refill", "redraw")
 SOURCE_SIGMA = 3.0  # background pixels further than this from the median (robust sigma) are not sky
 DETECT_SIGMA = 5.0  # pixels this far from the sky, outside the region, may belong to another source
 SOURCE_CLEARANCE_PX = 2.0  # ... when their component peaks further than this from the region
@@ -155,15 +170,18 @@ def probe_images(
     fill: str,
     radius: float,
     seed: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Object-only and background-only versions of B x H x W x 3 images, and a state per image.
+    control: str = "refill",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Object-only, background-only and control versions of B x H x W x 3 images, and a state per image.
 
     ``masks`` are the object regions, ``areas`` the pixels that are the image's own
     (not padding, which stays as it is). An image with an empty region gets
     ``empty_object``, one whose object part leaves no background ``no_background``;
-    both are returned unchanged.
+    both are returned unchanged. ``control`` is one of ``CONTROLS``.
     """
-    object_only, background_only = images.copy(), images.copy()
+    if control not in CONTROLS:
+        raise ValueError(f"saliency.probes.control must be one of {CONTROLS}, got {control!r}")
+    object_only, background_only, controls = images.copy(), images.copy(), images.copy()
     state = np.full(len(images), STATE_OK, dtype=object)
     for k, image_id in enumerate(ids):
         if not (masks[k] & areas[k]).any():
@@ -177,7 +195,9 @@ def probe_images(
         rng, sky = image_seed(seed, image_id), sky_mask(images[k], background)
         object_only[k] = fill_region(images[k], background, sky, fill, rng, radius)
         background_only[k] = fill_region(images[k], part, sky, fill, rng, radius)
-    return object_only, background_only, state
+        replaced = background & sky if control == "refill" else background
+        controls[k] = fill_region(images[k], replaced, sky, fill, rng, radius)  # the generator's next draw
+    return object_only, background_only, controls, state
 
 
 def margins(logits: np.ndarray) -> np.ndarray:
@@ -188,9 +208,24 @@ def margins(logits: np.ndarray) -> np.ndarray:
     return logits - np.where(logits >= best, second, best)
 
 
-def background_reliance(margin: np.ndarray, margin_object_only: np.ndarray) -> np.ndarray:
-    """Share of a positive margin lost when the background is replaced, clipped to [0, 1]; NaN
-    where there is no margin to lose."""
+def control_effect(margin: np.ndarray, margin_object_only: np.ndarray, margin_control: np.ndarray,
+                   control: str) -> np.ndarray:  # fmt: skip
+    """How far the control moves the predicted class's margin: against the image (``refill``), or
+    between the two draws of the object-only view (``redraw``)."""
+    reference = margin if control == "refill" else margin_object_only
+    return np.abs(np.asarray(reference, dtype=np.float64) - np.asarray(margin_control, dtype=np.float64))
+
+
+def background_reliance(
+    margin: np.ndarray, margin_object_only: np.ndarray, effect: np.ndarray | float = 0.0
+) -> np.ndarray:
+    """Share of a positive margin lost when the background is replaced, beyond the control's ``effect``,
+    clipped to [0, 1]; NaN where there is no margin to lose."""
     margin = np.asarray(margin, dtype=np.float64)
-    lost = (margin - np.asarray(margin_object_only, dtype=np.float64)) / np.where(margin > 0, margin, 1.0)
+    lost = (margin - np.asarray(margin_object_only, dtype=np.float64) - effect) / np.where(margin > 0, margin, 1.0)
     return np.where(margin > 0, np.clip(lost, 0.0, 1.0), np.nan)
+
+
+def uncertain(margin: np.ndarray, effect: np.ndarray) -> np.ndarray:
+    """The verdicts the fill alone could decide: the margin is no larger than the control's effect."""
+    return np.asarray(margin, dtype=np.float64) <= np.asarray(effect, dtype=np.float64)

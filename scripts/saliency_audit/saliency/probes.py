@@ -1,11 +1,14 @@
-"""probes: every image with an object region shown to the model as it is, object only and background only.
+"""probes: every image with an object region shown to the model as it is, object only, background only
+and under the control (``interventions``).
 
 Scattered like the audit: shard ``i`` reads ``images/part-<i>.npy`` once, a batch
 at a time, and writes ``probes/part-<i>.parquet`` with, per image, the margins of
 every class under the three views, the predicted class's probability under the
-two probes, and ``background_reliance``. One forward of 3 x batch images per
-batch, on the audit's device. Images without a usable region are left out here,
-as in the saliency statistics (which list them).
+two probes, its margin under the control and the control's effect, and
+``background_reliance`` net of that effect (``uncertain`` where the margin is
+within it). One forward of 4 x batch images per batch, on the audit's device.
+Images without a usable region are left out here, as in the saliency statistics
+(which list them).
 """
 
 import os
@@ -21,8 +24,14 @@ from saliency_audit.data.image_io import image_area, read_rows
 from saliency_audit.data.regions import image_sizes, object_regions
 from saliency_audit.model.batches import batch_rows, to_tensor
 from saliency_audit.model.factory import Classifier, find_module
-from saliency_audit.saliency.interventions import background_reliance, margins, probe_images
-from saliency_audit.saliency.vocabulary import STATE_NO_MARGIN, STATE_OK, VIEWS
+from saliency_audit.saliency.interventions import (
+    background_reliance,
+    control_effect,
+    margins,
+    probe_images,
+    uncertain,
+)
+from saliency_audit.saliency.vocabulary import STATE_NO_MARGIN, STATE_OK, STATE_UNCERTAIN, VIEWS
 
 
 def probe_table(
@@ -56,10 +65,11 @@ def probe_table(
         keep = np.flatnonzero(usable)
         ids = [ids[k] for k in keep]
         areas = np.stack([image_area(h, w, size) for w, h in (sizes[k] for k in keep)])
-        object_only, background_only, state = probe_images(
-            pixels[keep], masks[keep], areas, ids, settings["fill"], radius, settings["seed"]
+        control = settings["control"]
+        object_only, background_only, controls, state = probe_images(
+            pixels[keep], masks[keep], areas, ids, settings["fill"], radius, settings["seed"], control
         )
-        views = np.concatenate([pixels[keep], object_only, background_only])
+        views = np.concatenate([pixels[keep], object_only, background_only, controls])
         with torch.inference_mode():
             logits = model(to_tensor(views, meta["mean"], meta["std"], device)).float().cpu().numpy()
         n = len(ids)
@@ -67,21 +77,29 @@ def probe_table(
         predicted = logits[:n].argmax(axis=1)
         pick = np.arange(n), predicted
         probed = state == STATE_OK  # the others were not changed: their probes say nothing
-        view_margins = [margins(part) for part in np.split(logits, 3)]
-        for view, part, margin in zip(VIEWS, np.split(logits, 3), view_margins):
+        parts = np.split(logits, 4)
+        view_margins = [margins(part) for part in parts]
+        for view, part, margin in zip(VIEWS, parts, view_margins):
             for k, name in enumerate(classes):
                 frame[f"margin{view}_{name}"] = np.where(probed | (view == ""), margin[:, k], np.nan).astype(np.float32)
             if view:
                 probs = torch.softmax(torch.from_numpy(part), dim=1).numpy()[pick]
                 frame[f"prob{view}"] = np.where(probed, probs, np.nan).astype(np.float32)
-        reliance = background_reliance(view_margins[0][pick], view_margins[1][pick])
+        margin, margin_object_only, margin_control = (view_margins[v][pick] for v in (0, 1, 3))
+        effect = control_effect(margin, margin_object_only, margin_control, control)
+        reliance = background_reliance(margin, margin_object_only, effect)
         state = np.where(probed & np.isnan(reliance), STATE_NO_MARGIN, state)
-        frame["background_reliance"] = np.where(state == STATE_OK, reliance, np.nan).astype(np.float32)
+        state = np.where((state == STATE_OK) & uncertain(margin, effect), STATE_UNCERTAIN, state)
+        scored = np.isin(state, (STATE_OK, STATE_UNCERTAIN))
+        frame["margin_control"] = np.where(probed, margin_control, np.nan).astype(np.float32)
+        frame["control_effect"] = np.where(probed, effect, np.nan).astype(np.float32)
+        frame["background_reliance"] = np.where(scored, reliance, np.nan).astype(np.float32)
         frame["probe_state"] = state
         frames.append(pd.DataFrame(frame))
     progress.close()
     columns = ["id", *(f"margin{v}_{c}" for v in VIEWS for c in classes), "prob_object_only",
-               "prob_background_only", "background_reliance", "probe_state"]  # fmt: skip
+               "prob_background_only", "margin_control", "control_effect", "background_reliance",
+               "probe_state"]  # fmt: skip
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 

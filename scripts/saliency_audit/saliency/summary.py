@@ -21,7 +21,14 @@ import numpy as np
 import pandas as pd
 
 from saliency_audit.model.metrics import binary_auc, tpr_at_fpr
-from saliency_audit.saliency.vocabulary import STATE_EMPTY_MAP, STATE_EMPTY_OBJECT, STATE_OK, VIEWS
+from saliency_audit.saliency.vocabulary import (
+    PROBED_STATES,
+    STATE_EMPTY_MAP,
+    STATE_EMPTY_OBJECT,
+    STATE_OK,
+    STATE_UNCERTAIN,
+    VIEWS,
+)
 
 MEANS = ("energy_in_object", "relative_energy", "pointing_hit", "rank_accuracy", "peak_offset", "entropy")
 
@@ -39,6 +46,8 @@ def group_rows(stats: pd.DataFrame, by: str, column: str | None) -> pd.DataFrame
                 "n": len(group),
                 "reliant": int(group["background_reliant"].sum()),
                 "reliant_rate": float(group["background_reliant"].mean()),
+                "uncertain": int((group["probe_state"] == STATE_UNCERTAIN).sum()),
+                "uncertain_rate": float((group["probe_state"] == STATE_UNCERTAIN).mean()),
                 "mean_background_reliance": float(group["background_reliance"].mean()),
                 "flagged": int(group["background_focused"].sum()),
                 "flag_rate": float(group["background_focused"].mean()),
@@ -110,7 +119,7 @@ def summary_table(stats: pd.DataFrame, benchmark: dict[str, Any] | None) -> pd.D
     if benchmark is not None:
         parts.append(benchmark_rows(benchmark))
     table = pd.concat([p for p in parts if not p.empty], ignore_index=True)
-    return table.astype({"n": "Int64", "reliant": "Int64", "flagged": "Int64"})
+    return table.astype({"n": "Int64", "reliant": "Int64", "uncertain": "Int64", "flagged": "Int64"})
 
 
 ACCURACY_COLUMNS = {view: f"accuracy{view}" for view in VIEWS}
@@ -122,7 +131,7 @@ def backgrounds_table(stats: pd.DataFrame) -> pd.DataFrame:
     when the background is replaced; ``background_only`` far above ``chance`` means the background
     alone tells the class."""
     classes = list(stats["label"].cat.categories)
-    probed = stats[(stats["probe_state"] == STATE_OK).to_numpy()]
+    probed = stats[stats["probe_state"].isin(PROBED_STATES).to_numpy()]
     label = probed["label"].astype(str).to_numpy()
     correct = {
         column: np.asarray(classes)[probed[[f"margin{view}_{c}" for c in classes]].to_numpy().argmax(axis=1)] == label
@@ -158,7 +167,13 @@ def reliance_benchmark(stats: pd.DataFrame, twins: pd.DataFrame) -> dict[str, An
         if not member.any():
             continue
         positive = truth & member
-        scores: dict[str, Any] = {"n": int(member.sum()), "n_reliant": int(positive.sum())}
+        undecided = (stats["probe_state"] == STATE_UNCERTAIN).to_numpy()
+        scores: dict[str, Any] = {
+            "n": int(member.sum()),
+            "n_reliant": int(positive.sum()),
+            "uncertain_rate": float(undecided[member].mean()),
+            "uncertain_rate_reliant": float(undecided[positive].mean()) if positive.any() else np.nan,
+        }
         for flag in ("background_reliant", "background_focused"):
             flagged = stats[flag].to_numpy() & member
             suffix = flag.removeprefix("background_")
@@ -186,7 +201,8 @@ def headlines(
     for _, row in summary[summary["group_by"] == "predicted class"].iterrows():
         lines.append(
             f"{row['reliant_rate']:.0%} of '{row['group']}' predictions lose at least {min_reliance:.0%} of their "
-            f"margin when the background is replaced ({row['reliant']} of {row['n']}). Their maps say "
+            f"margin when the background is replaced, beyond what the fill alone does ({row['reliant']} of "
+            f"{row['n']}; {row['uncertain']} are uncertain, their margin within the fill's own effect). Their maps say "
             f"{row['flag_rate']:.0%} rest mainly on the background ({row['flagged']} of {row['n']}; less than "
             f"{threshold:.0%} of the object's attainable map energy); the two verdicts agree on "
             f"{row['agreement']:.0%} of them."
