@@ -2,7 +2,8 @@
 
 M13 (astropy's test data: a globular cluster, 300 x 300 integers from 109 to 3618, a
 12-bit range in a 16-bit file) and Grace Hopper's portrait (matplotlib's sample data).
-Each check has its counterfactual: the same pixels under the old rules, or unpadded.
+Each check has its counterfactual: the same pixels under the old rules, unpadded, or
+with the threshold segmentation instead of the deblended segments.
 """
 
 from pathlib import Path
@@ -12,18 +13,58 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from PIL import Image
+from scipy import ndimage
 
 from saliency_audit.data.image_io import center_crop_pad, image_area, load_rgb, nearly_constant
-from saliency_audit.data.regions import object_regions, threshold_regions
+from saliency_audit.data.regions import object_regions, segment_regions, threshold_regions
 
 ASTROPY = Path(fits.__file__).parent
 M13 = ASTROPY / "hdu/compressed/tests/data/m13.fits"
 HOPPER = Path(matplotlib.get_data_path()) / "sample_data/grace_hopper.jpg"
+STAMP = 32  # px, as benchmarks/real_probes.py cuts them
 
 
 @pytest.fixture(scope="module")
 def m13() -> np.ndarray:
     return fits.getdata(M13).astype(np.int64)
+
+
+def clipped_stats(values: np.ndarray, rounds: int = 10) -> tuple[float, float]:
+    """Median and robust sigma (1.4826 MAD) after iterative 3-sigma clipping."""
+    x = np.asarray(values, dtype=np.float64).ravel()
+    for _ in range(rounds):
+        median = np.median(x)
+        sigma = 1.4826 * np.median(np.abs(x - median))
+        x = x[np.abs(x - median) <= 3 * sigma]
+    return float(median), float(sigma)
+
+
+@pytest.fixture(scope="module")
+def m13_stamps(m13: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The crowded stamps of benchmarks/real_probes.py: a 32 px stamp centred on every star (a local maximum
+    of the smoothed image 5 robust sigma above the sky, 6 px from a brighter one, half a stamp from the
+    border), from one asinh stretch of the whole image; with the rows and columns of the stars."""
+    data = m13.astype(np.float64)
+    smooth = ndimage.gaussian_filter(data, 1.0)
+    sky, sigma = clipped_stats(smooth)
+    peaks = (smooth == ndimage.maximum_filter(smooth, size=7)) & (smooth > sky + 5 * sigma)
+    half = STAMP // 2
+    peaks[:half], peaks[-half:], peaks[:, :half], peaks[:, -half:] = False, False, False, False
+    ys, xs = np.nonzero(peaks)
+    kept: list[int] = []
+    for i in np.argsort(-smooth[ys, xs], kind="stable"):  # brightest first
+        if all((ys[i] - ys[j]) ** 2 + (xs[i] - xs[j]) ** 2 >= 6**2 for j in kept):
+            kept.append(i)
+    kept.sort(key=lambda i: (ys[i], xs[i]))
+    y, x = ys[kept], xs[kept]
+    sky, sigma = clipped_stats(data)
+    values = np.arcsinh((data - sky) / sigma)
+    lo, hi = np.percentile(values, (0.5, 99.9))
+    gray = np.clip(np.round((values - lo) / (hi - lo) * 255), 0, 255).astype(np.uint8)
+    stamps = np.stack(
+        [np.repeat(gray[r - half : r + half, c - half : c + half, None], 3, axis=2) for r, c in zip(y, x)]
+    )
+    return stamps, y, x
 
 
 def test_a_12_bit_telescope_image_packs_with_its_structure(tmp_path: Path, m13: np.ndarray) -> None:
@@ -60,3 +101,26 @@ def test_the_cluster_s_region_is_the_same_padded_or_not(m13: np.ndarray) -> None
     np.testing.assert_array_equal(masks[0, 16:64, 16:64], threshold_regions(crop[None], 2.0)[0])
     # counterfactual: padding taken for sky makes the region bigger than the image's own segmentation
     assert threshold_regions(padded, 2.0)[0].sum() > masks.sum()
+
+
+def test_deblended_segments_find_the_star_of_most_crowded_stamps(m13_stamps: tuple[np.ndarray, ...]) -> None:
+    stamps, y, x = m13_stamps
+    assert len(stamps) == 300
+    objects, neighbours = segment_regions(stamps, 2.0, 5, 0.001)  # the schema's nsigma, npixels, contrast
+    merged = threshold_regions(stamps, 2.0)
+    found, found_before = objects.any(axis=(1, 2)), merged.any(axis=(1, 2))
+    # counterfactual: the threshold region exists on 94 stamps (issue 35: 93 of 300 in the workflow); the
+    # segments on 203. Not the 90% the issue asks for: in the crowded core the border's clipped noise is the
+    # other stars' light, and the centred star does not rise 2 of it above the border's level.
+    assert found_before.mean() < 0.35 and found.mean() > 0.65 and found.sum() > 2 * found_before.sum()
+    assert not (objects & neighbours).any() and neighbours[found].any(axis=(1, 2)).mean() > 0.95
+    # the object is the stamp's star: its peak is the stamp's pixel (16, 16)
+    assert objects[found, STAMP // 2, STAMP // 2].mean() > 0.95
+    # and keeps the other stars of the stamp out, which the threshold region takes in
+    inside = {"segments": 0, "threshold": 0}
+    for k in range(len(stamps)):
+        rows, columns = y - y[k] + STAMP // 2, x - x[k] + STAMP // 2
+        other = (rows >= 0) & (rows < STAMP) & (columns >= 0) & (columns < STAMP) & (np.arange(len(stamps)) != k)
+        inside["segments"] += int(objects[k, rows[other], columns[other]].sum())
+        inside["threshold"] += int(merged[k, rows[other], columns[other]].sum())
+    assert inside["segments"] / found.sum() < 0.05 < 0.5 < inside["threshold"] / found_before.sum(), inside

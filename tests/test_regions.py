@@ -1,4 +1,5 @@
-"""Object regions: automatic segmentation on synthetic cutouts, mask files, catalog circles and ellipses."""
+"""Object regions: automatic segmentation (threshold, deblended segments) on synthetic cutouts, mask files,
+catalog circles and ellipses."""
 
 from pathlib import Path
 
@@ -8,13 +9,21 @@ import pytest
 from PIL import Image
 
 from saliency_audit.data.image_io import center_crop_pad, image_area
-from saliency_audit.data.regions import disk_mask, object_regions, threshold_regions
+from saliency_audit.data.regions import (
+    disk_mask,
+    neighbour_segments,
+    object_regions,
+    segment_regions,
+    threshold_regions,
+)
 
 SIZE = 48
 # saliency.object.nsigma and image.max_pixels as a run with the schema's defaults passes them
 NSIGMA = 2.0
 MAX_PIXELS = 25_000_000
 THRESHOLD = {"method": "threshold", "nsigma": NSIGMA}
+# saliency.object.npixels and .contrast: the schema's defaults
+SEGMENTS = {"method": "segments", "nsigma": NSIGMA, "npixels": 5, "contrast": 0.001}
 
 
 def galaxy_cutouts(n: int, seed: int = 0, neighbour: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -34,6 +43,25 @@ def galaxy_cutouts(n: int, seed: int = 0, neighbour: bool = True) -> tuple[np.nd
         # times 1 / (2 sqrt(pi)) for a Gaussian of 1 px
         truths.append(180 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2)) > 2 * 6 / np.sqrt(3) / 3.545)
     return np.stack(images), np.stack(truths)
+
+
+def galaxy_and_touching_star(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Noisy cutouts of a centred Gaussian galaxy with a bright star 9 px from its centre, well inside
+    its faint isophote; the galaxy's own pixels (its isophote, where it outshines the star) and the star's."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    images, truths, stars = [], [], []
+    for _ in range(n):
+        sigma, angle = rng.uniform(3.5, 4.5), rng.uniform(0, 2 * np.pi)
+        cy, cx = (SIZE - 1) / 2 + rng.uniform(-1, 1, 2)
+        sy, sx = round(cy + 9 * np.sin(angle)), round(cx + 9 * np.cos(angle))
+        galaxy = 180 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
+        star = 200 * np.exp(-((yy - sy) ** 2 + (xx - sx) ** 2) / (2 * 1.2**2))
+        noise = rng.normal(0, 6, (SIZE, SIZE, 3))
+        images.append(np.clip(20 + (galaxy + star)[..., None] + noise, 0, 255).astype(np.uint8))
+        truths.append((galaxy > 2 * 6 / np.sqrt(3) / 3.545) & (galaxy > star))  # the isophote of galaxy_cutouts
+        stars.append((sy, sx))
+    return np.stack(images), np.stack(truths), np.array(stars)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -68,6 +96,64 @@ def test_threshold_fills_holes() -> None:
     images[0, 22:26, 22:26] = 20  # a dark lane through the middle
     mask = threshold_regions(images, NSIGMA)[0]
     assert mask[22:26, 22:26].all()
+
+
+def test_segments_keep_a_touching_star_out_of_the_galaxy_which_threshold_merges() -> None:
+    images, truths, stars = galaxy_and_touching_star(12)
+    star = np.arange(len(images)), stars[:, 0], stars[:, 1]
+    assert threshold_regions(images, NSIGMA)[star].all()  # counterfactual: one region, galaxy and star
+    masks, problems = object_regions(SEGMENTS, list("abcdefghijkl"), images, pd.DataFrame(), None, MAX_PIXELS)
+    objects, neighbours = segment_regions(images, NSIGMA, 5, 0.001)
+    np.testing.assert_array_equal(masks, objects)
+    assert problems == [] and not masks[star].any() and neighbours[star].all()
+    assert not (objects & neighbours).any() and objects[:, 23:25, 23:25].all()
+    scores = [iou(m, t) for m, t in zip(objects, truths)]
+    assert min(scores) > 0.7, scores
+    # the deblending does it: a contrast of 1 splits nothing, and the star stays in the galaxy's segment
+    undeblended, _ = object_regions({**SEGMENTS, "contrast": 1.0}, list("abcdefghijkl"), images, pd.DataFrame(),
+                                    None, MAX_PIXELS)  # fmt: skip
+    assert undeblended[star].all()
+
+
+def test_segments_take_the_segment_nearest_the_centre_when_none_covers_it() -> None:
+    rng = np.random.default_rng(1)
+    image = np.clip(20 + rng.normal(0, 4, (SIZE, SIZE, 3)), 0, 255)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    image += (150 * np.exp(-((yy - 30) ** 2 + (xx - 30) ** 2) / 8.0))[..., None]  # off-centre, nearest
+    image += (150 * np.exp(-((yy - 40) ** 2 + (xx - 8) ** 2) / 8.0))[..., None]
+    objects, neighbours = segment_regions(np.clip(image, 0, 255).astype(np.uint8)[None], NSIGMA, 5, 0.001)
+    assert objects[0, 30, 30] and not objects[0, 40, 8] and neighbours[0, 40, 8]
+
+
+def test_segments_find_no_object_in_pure_sky() -> None:
+    sky = np.random.default_rng(2).normal(30, 5, (2, SIZE, SIZE, 3)).clip(0, 255).astype(np.uint8)
+    objects, _ = segment_regions(sky, NSIGMA, 5, 0.001)
+    assert not objects.any()
+    assert not segment_regions(np.zeros((1, SIZE, SIZE, 3), np.uint8), NSIGMA, 5, 0.001)[1].any()
+
+
+def test_neighbour_segments_are_every_segment_but_the_object() -> None:
+    images, _, stars = galaxy_and_touching_star(3, seed=4)
+    objects, problems = object_regions(SEGMENTS, ["a", "b", "c"], images, pd.DataFrame(), None, MAX_PIXELS)
+    neighbours = neighbour_segments(SEGMENTS, images, None)
+    assert neighbours.shape == objects.shape and neighbours.dtype == bool
+    assert not (objects & neighbours).any() and neighbours[np.arange(3), stars[:, 0], stars[:, 1]].all()
+    # whatever the method, the same segmentation: the caller keeps what lies outside its own region
+    np.testing.assert_array_equal(neighbour_segments({**SEGMENTS, "method": "threshold"}, images, None), neighbours)
+
+
+def test_segments_never_include_the_padding_of_a_small_image() -> None:
+    images, _, _ = galaxy_and_touching_star(2, seed=5)
+    small = images[:, 7:41, 7:41]  # 34 x 34 cutouts of the same galaxies and stars
+    padded = np.stack([center_crop_pad(image, SIZE) for image in small])
+    sizes = [(34, 34)] * 2
+    objects, problems = object_regions(SEGMENTS, ["a", "b"], padded, pd.DataFrame(), sizes, MAX_PIXELS)
+    neighbours = neighbour_segments(SEGMENTS, padded, sizes)
+    area = image_area(34, 34, SIZE)
+    assert problems == [] and objects.any(axis=(1, 2)).all() and not ((objects | neighbours) & ~area).any()
+    alone, others = segment_regions(small, NSIGMA, 5, 0.001)  # as if never padded
+    np.testing.assert_array_equal(objects[:, 7:41, 7:41], alone)
+    np.testing.assert_array_equal(neighbours[:, 7:41, 7:41], others)
 
 
 def test_mask_files_are_read_cropped_and_missing_ones_reported(tmp_path: Path) -> None:

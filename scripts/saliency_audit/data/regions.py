@@ -5,6 +5,12 @@
 - ``threshold``: segment the cutout itself (smoothed brightness above the
   sigma-clipped sky of the border, the connected component at or nearest the
   centre that holds a significant detection, holes filled). Works on any centred cutout without extra catalog columns.
+- ``segments``: the same smoothed, sky-subtracted image and the same threshold,
+  split into sources by photutils (``detect_sources`` then ``deblend_sources``:
+  multi-thresholding and watershed), so that a star touching the galaxy or the
+  crowded stars of a cluster become segments of their own. The object is the
+  segment at the centre, or the significant one nearest to it; every other
+  segment is a neighbour (``neighbour_segments``).
 - ``masks``: one mask image per id (non-zero = object) of the original image's size,
   cropped/padded like the image; a mask of another size is a ``mask_size_mismatch``.
 - ``circle``: a centred circle of radius ``radius_column`` (arcsec) / ``pixel_scale``.
@@ -20,7 +26,9 @@ or invalid catalog value) is returned as a problem row and an empty mask, so the
 caller reports and skips it.
 """
 
+import warnings
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -30,11 +38,12 @@ from scipy import ndimage
 
 from saliency_audit.data.image_io import ImageProblem, center_crop_pad, crop_start, crop_window, image_area, load_mask
 
-METHODS = ("threshold", "masks", "circle", "ellipse")
+METHODS = ("threshold", "segments", "masks", "circle", "ellipse")
 SMOOTH_SIGMA_PX = 1.0  # Gaussian smoothing before thresholding: suppresses single noisy pixels
 SKY_BORDER_PX = 6  # width of the frame on which the sky level and noise are measured
 DETECT_NSIGMA = 5.0  # a component counts as an object only if some pixel rises this far above the sky
 MAX_CENTRE_DISTANCE = 0.25  # a component further than this fraction of the size from the centre is not the object
+DEBLEND_LEVELS = 32  # photutils' default n_levels: thresholds per source between its faintest and brightest pixel
 
 # One image slice at a time: no connectivity across the batch axis.
 _PLANE_8 = np.zeros((3, 3, 3), dtype=bool)
@@ -51,35 +60,171 @@ def threshold_regions(images: np.ndarray, nsigma: float, sizes: Sequence[tuple[i
     own pixels (padding neither sets the sky level nor joins the region). Without them
     the whole cutout is the image.
     """
-    size = images.shape[1]
-    if sizes is None:
-        return _threshold(images, nsigma)
     masks = np.zeros(images.shape[:3], dtype=bool)
-    windows: dict[tuple[int, int, int, int], list[int]] = {}
-    for position, (width, height) in enumerate(sizes):
-        rows, columns = crop_window(int(height), int(width), size)[1]
-        windows.setdefault((rows.start, rows.stop, columns.start, columns.stop), []).append(position)
-    for (y0, y1, x0, x1), members in windows.items():  # usually one window: every image as large as the cutout
-        index = np.asarray(members)
+    for (y0, y1, x0, x1), index in _windows(images.shape, sizes).items():
         masks[index, y0:y1, x0:x1] = _threshold(images[index, y0:y1, x0:x1], nsigma)
     return masks
 
 
-def _threshold(images: np.ndarray, nsigma: float) -> np.ndarray:
-    height, width = images.shape[1:3]
-    gray = ndimage.gaussian_filter(
-        np.asarray(images, dtype=np.float32).mean(axis=3), sigma=(0, SMOOTH_SIGMA_PX, SMOOTH_SIGMA_PX)
-    )
-    # the sky is measured on the cutout's border, which a centred object rarely fills
+def _windows(shape: tuple[int, ...], sizes: Sequence[tuple[int, int]] | None) -> dict[tuple[int, ...], np.ndarray]:
+    """The images of a B x S x S batch grouped by the window (y0, y1, x0, x1) of their own pixels
+    (usually one window: every image as large as the cutout)."""
+    batch, size = shape[0], shape[1]
+    if sizes is None:
+        return {(0, size, 0, size): np.arange(batch)}
+    windows: dict[tuple[int, ...], list[int]] = {}
+    for position, (width, height) in enumerate(sizes):
+        rows, columns = crop_window(int(height), int(width), size)[1]
+        windows.setdefault((rows.start, rows.stop, columns.start, columns.stop), []).append(position)
+    return {window: np.asarray(members) for window, members in windows.items()}
+
+
+def smoothed_gray(images: np.ndarray) -> np.ndarray:
+    """The channel mean of B x H x W x 3 images, smoothed by a Gaussian of SMOOTH_SIGMA_PX (float32)."""
+    gray = np.asarray(images, dtype=np.float32).mean(axis=3)
+    return ndimage.gaussian_filter(gray, sigma=(0, SMOOTH_SIGMA_PX, SMOOTH_SIGMA_PX))
+
+
+def sky_and_noise(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sky level and noise of each smoothed B x H x W image (``smoothed_gray``): the 3-sigma-clipped
+    median and std of its SKY_BORDER_PX border, which a centred object rarely fills. Both methods
+    that segment the cutout itself (threshold, segments) measure the sky here.
+
+    The noise is that of the smoothed image (a floor of 1e-3 for a constant border). In a crowded
+    field the border holds other sources, and the noise is their confusion rather than the pixels'.
+    """
+    height, width = gray.shape[1:3]
     border = np.ones((height, width), dtype=bool)
     border[SKY_BORDER_PX:-SKY_BORDER_PX, SKY_BORDER_PX:-SKY_BORDER_PX] = False
     _, sky, noise = sigma_clipped_stats(gray[:, border], sigma=3.0, maxiters=5, axis=1)
-    noise = np.maximum(noise, 1e-3)[:, None, None]
-    above = gray > sky[:, None, None] + nsigma * noise
+    return np.asarray(sky), np.maximum(np.asarray(noise), 1e-3)
+
+
+def _threshold(images: np.ndarray, nsigma: float) -> np.ndarray:
+    gray = smoothed_gray(images)
+    sky, noise = (value[:, None, None] for value in sky_and_noise(gray))
+    above = gray > sky + nsigma * noise
     # grown down to the faint isophote, but only from a significant detection (no noise islands)
-    detected = gray > sky[:, None, None] + max(nsigma, DETECT_NSIGMA) * noise
+    detected = gray > sky + max(nsigma, DETECT_NSIGMA) * noise
     masks, _ = _central_component(above, detected)
     return ndimage.binary_fill_holes(masks, structure=_PLANE_8)
+
+
+def segment_regions(
+    images: np.ndarray,
+    nsigma: float,
+    npixels: int,
+    contrast: float,
+    sizes: Sequence[tuple[int, int]] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The object segment and the other segments of each B x S x S x 3 uint8 cutout: two B x S x S
+    boolean masks ``(objects, neighbours)``, disjoint, both within each image's own pixels.
+
+    Each image (within its own pixels, as ``threshold_regions``) is smoothed, its sky
+    (``sky_and_noise``) subtracted, and photutils' ``detect_sources`` finds the sources:
+    connected groups of at least ``npixels`` pixels above ``nsigma`` times the noise
+    (saliency.object.npixels, .nsigma). ``deblend_sources`` splits a source wherever
+    it holds several peaks, each with at least ``contrast`` of its flux
+    (saliency.object.contrast; DEBLEND_LEVELS exponentially spaced thresholds, then
+    a watershed). The object is the segment that covers the image's centre (the
+    brightest of the 1 or 4 central pixels that lies in a segment); when none does,
+    the segment nearest the centre, within MAX_CENTRE_DISTANCE of the size, among
+    those that peak DETECT_NSIGMA times the noise above the sky (so that a patch of
+    noise is no object); when none is, the image has no object (an empty mask). The
+    object's holes are filled, except where another segment lies. Only the sources
+    that may hold the object are deblended: a source away from it is one neighbour
+    however many stars it holds, which leaves the neighbours' union the same.
+    """
+    objects = np.zeros(images.shape[:3], dtype=bool)
+    neighbours = np.zeros(images.shape[:3], dtype=bool)
+    for (y0, y1, x0, x1), index in _windows(images.shape, sizes).items():
+        gray = smoothed_gray(images[index, y0:y1, x0:x1])
+        sky, noise = sky_and_noise(gray)
+        for k, position in enumerate(index):
+            found, others = _segments(gray[k] - sky[k], float(noise[k]), nsigma, npixels, contrast)
+            objects[position, y0:y1, x0:x1] = found
+            neighbours[position, y0:y1, x0:x1] = others
+    return objects, neighbours
+
+
+def neighbour_segments(
+    spec: dict[str, Any], images: np.ndarray, sizes: Sequence[tuple[int, int]] | None = None
+) -> np.ndarray:
+    """The segments other than the object's: a B x S x S boolean mask for a B x S x S x 3 uint8 batch.
+
+    The ``segments`` segmentation (``segment_regions``) with the settings of ``spec``
+    (saliency.object: ``nsigma``, ``npixels``, ``contrast``), whatever its ``method``,
+    and with the ``sizes`` (width, height) that ``object_regions`` takes. Contract:
+
+    - every pixel of a detected source (at least ``npixels`` connected pixels of the
+      smoothed image above ``nsigma`` times the sky noise) that is not in the object
+      segment; the sources around the object are deblended, so a star touching the
+      galaxy, or inside its outer isophote, is a neighbour, as is a patch of noise that
+      passes the threshold;
+    - for ``method: segments`` it never overlaps ``object_regions(spec, ...)`` of the
+      same images (the same object segment), and the two together hold every pixel of
+      every segment (the object also its filled holes); for other methods the object
+      segment is still the one at the centre, and the mask may overlap the method's own
+      region (a caller keeps ``neighbours & ~region``);
+    - never a pixel of the padding around an image smaller than the cutout; all False
+      where nothing is detected, and every segment where no segment is the object.
+
+    It segments the batch again: a caller that needs both masks of ``segments`` calls
+    ``segment_regions`` once.
+    """
+    return segment_regions(images, spec["nsigma"], spec["npixels"], spec["contrast"], sizes)[1]
+
+
+@cache
+def _centre_distance(height: int, width: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:height, 0:width]
+    distance = np.hypot(yy - (height - 1) / 2, xx - (width - 1) / 2)
+    distance.flags.writeable = False
+    return distance
+
+
+def _segments(
+    data: np.ndarray, noise: float, nsigma: float, npixels: int, contrast: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Object and neighbour masks of one sky-subtracted, smoothed H x W image (``segment_regions``)."""
+    # imported here: photutils.segmentation takes seconds to import, and only this method needs it
+    from photutils.segmentation import deblend_sources, detect_sources
+    from photutils.utils.exceptions import NoDetectionsWarning
+
+    empty = np.zeros(data.shape, dtype=bool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoDetectionsWarning)  # pure sky: no source, no object
+        sources = detect_sources(data, nsigma * noise, n_pixels=npixels)
+    if sources is None:
+        return empty, empty
+    height, width = data.shape
+    distance = _centre_distance(height, width)
+    centre = distance <= distance.min() + 1e-9  # the 1 (odd size) or 4 (even size) central pixels
+    significant = max(nsigma, DETECT_NSIGMA) * noise
+    labels = sources.data
+    index = np.arange(1, int(labels.max()) + 1)
+    near = np.asarray(ndimage.minimum(distance, labels, index)) <= MAX_CENTRE_DISTANCE * min(height, width)
+    peaks = np.asarray(ndimage.maximum(data, labels, index))
+    covering = np.unique(labels[centre & (labels > 0)])
+    candidates = covering if covering.size else index[near & (peaks > significant)]
+    if candidates.size == 0:
+        return empty, labels > 0
+    segments = deblend_sources(data, sources, npixels, labels=candidates, n_levels=DEBLEND_LEVELS,
+                               contrast=contrast, progress_bar=False).data  # fmt: skip
+    in_centre = centre & (segments > 0)
+    if in_centre.any():
+        chosen = int(segments[in_centre][np.argmax(data[in_centre])])
+    else:
+        index = np.arange(1, int(segments.max()) + 1)
+        nearest = np.asarray(ndimage.minimum(distance, segments, index))
+        peaks = np.asarray(ndimage.maximum(data, segments, index))
+        nearest[~(peaks > significant) | (nearest > MAX_CENTRE_DISTANCE * min(height, width))] = np.inf
+        if not np.isfinite(nearest.min()):
+            return empty, segments > 0
+        chosen = int(index[np.argmin(nearest)])
+    others = (segments > 0) & (segments != chosen)
+    found = ndimage.binary_fill_holes(segments == chosen) & ~others
+    return found, others
 
 
 def _central_component(binary: np.ndarray, detected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -161,6 +306,8 @@ def object_regions(
     problems: list[Problem] = []
     if method == "threshold":
         return threshold_regions(images, spec["nsigma"], sizes), problems
+    if method == "segments":
+        return segment_regions(images, spec["nsigma"], spec["npixels"], spec["contrast"], sizes)[0], problems
     masks = np.zeros((batch, size, size), dtype=bool)
     if method == "masks":
         for position, image_id in enumerate(ids):
