@@ -192,3 +192,20 @@ def test_the_objects_part_keeps_its_own_halo_but_not_a_neighbouring_star() -> No
     assert not part[31, 47]  # 4 px from the edge, but 5 px from the star: nearer to the star
     # the counterfactual: plain dilation keeps the star's near side
     assert dilate(mask[None], 8.0)[0][31, 49]
+
+
+def test_a_neighbour_segment_never_joins_the_objects_part_even_touching_the_region() -> None:
+    """A star whose light runs into the galaxy's region (its peak 2 px off the edge): the detection
+    here takes it for the galaxy's own outskirts and keeps it; given as a neighbour segment (what
+    ``saliency.object.method: segments`` finds), it is removed with the background."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    r_galaxy = np.hypot(yy - 31.5, xx - 31.5)
+    star = np.hypot(yy - 31.5, xx - 44) < 2.5  # 12.5 px from the centre, its peak 2 px off the region
+    light = 150 * np.exp(-r_galaxy / 4.0) + 200 * np.exp(-(np.hypot(yy - 31.5, xx - 44) ** 2) / 4.0)
+    image = np.repeat(np.clip(50 + light[..., None] + rng.normal(0, 3, (SIZE, SIZE, 1)), 0, 255), 3, axis=2)
+    mask = r_galaxy < 11.5
+    kept = object_part(image.astype(np.uint8), mask, np.ones_like(mask), 8.0)
+    assert kept[star & ~mask].all()  # the counterfactual: without the segments the star stays
+    part = object_part(image.astype(np.uint8), mask, np.ones_like(mask), 8.0, neighbours=star)
+    assert not part[star & ~mask].any() and part[mask].all() and part[31, 31 - 16]

@@ -113,24 +113,27 @@ def resample_sky(image: np.ndarray, replace: np.ndarray, sky: np.ndarray, rng: n
     return out
 
 
-def object_part(image: np.ndarray, mask: np.ndarray, area: np.ndarray, radius: float) -> np.ndarray:
+def object_part(
+    image: np.ndarray, mask: np.ndarray, area: np.ndarray, radius: float, neighbours: np.ndarray | None = None
+) -> np.ndarray:
     """The pixels that go with the object: its region, and the ring ``radius`` px around it that is
-    nearer to it than to any other source of the image (see the module's docstring)."""
+    nearer to it than to any other source of the image (see the module's docstring). ``neighbours``
+    (the other segments of ``saliency.object.method: segments``) are other sources too, also where
+    their light is too faint or too close to the region for the detection here."""
     distance = ndimage.distance_transform_edt(~mask) if mask.any() else np.full(mask.shape, np.inf)
     grown = area & (distance <= radius)
     background = area & ~grown
+    given = np.zeros(mask.shape, dtype=bool) if neighbours is None else neighbours & area & ~mask
     if radius <= 0 or not background.any():
-        return grown | (mask & area)
+        return (grown & ~given) | (mask & area)
     median, sigma = sky_level(image[background].astype(np.float32))
     excess = (np.abs(image.astype(np.float32) - median) / sigma).max(axis=2)
     labels, n = ndimage.label(area & ~mask & (excess > DETECT_SIGMA))
-    if n == 0:
-        return grown | (mask & area)
     # a component peaking away from the region is a source of its own; one that peaks at the
     # region's edge is the object's own outskirts, which fade outward
-    peaks = ndimage.maximum_position(excess, labels, index=np.arange(1, n + 1))
-    own_peak = np.array([distance[peak] > SOURCE_CLEARANCE_PX for peak in peaks])
-    others = np.isin(labels, np.flatnonzero(own_peak) + 1)
+    peaks = ndimage.maximum_position(excess, labels, index=np.arange(1, n + 1)) if n else []
+    own_peak = np.array([distance[peak] > SOURCE_CLEARANCE_PX for peak in peaks], dtype=bool)
+    others = np.isin(labels, np.flatnonzero(own_peak) + 1) | given
     if not others.any():
         return grown | (mask & area)
     nearer = distance < ndimage.distance_transform_edt(~others)
@@ -171,13 +174,15 @@ def probe_images(
     radius: float,
     seed: int,
     control: str = "refill",
+    neighbours: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Object-only, background-only and control versions of B x H x W x 3 images, and a state per image.
 
     ``masks`` are the object regions, ``areas`` the pixels that are the image's own
     (not padding, which stays as it is). An image with an empty region gets
     ``empty_object``, one whose object part leaves no background ``no_background``;
-    both are returned unchanged. ``control`` is one of ``CONTROLS``.
+    both are returned unchanged. ``control`` is one of ``CONTROLS``; ``neighbours`` (B x H x W, optional)
+    the other segments of each image, which never join its object's part.
     """
     if control not in CONTROLS:
         raise ValueError(f"saliency.probes.control must be one of {CONTROLS}, got {control!r}")
@@ -187,7 +192,7 @@ def probe_images(
         if not (masks[k] & areas[k]).any():
             state[k] = STATE_EMPTY_OBJECT
             continue
-        part = object_part(images[k], masks[k], areas[k], radius)
+        part = object_part(images[k], masks[k], areas[k], radius, None if neighbours is None else neighbours[k])
         background = areas[k] & ~part
         if not background.any():
             state[k] = STATE_NO_BACKGROUND

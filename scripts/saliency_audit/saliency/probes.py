@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from saliency_audit.audit.map_geometry import derive_geometry
 from saliency_audit.data.image_io import image_area, read_rows
-from saliency_audit.data.regions import image_sizes, object_regions
+from saliency_audit.data.regions import image_sizes, object_regions, segment_regions
 from saliency_audit.model.batches import batch_rows, to_tensor
 from saliency_audit.model.factory import Classifier, find_module
 from saliency_audit.saliency.interventions import (
@@ -56,7 +56,13 @@ def probe_table(
         ids = labels["id"].iloc[batch].astype(str).tolist()
         pixels = read_rows(images, batch)
         sizes = image_sizes(catalog, ids)
-        masks, bad = object_regions(settings["region"], ids, pixels, catalog, sizes, settings["max_pixels"])
+        region = settings["region"]
+        if region["method"] == "segments":  # one segmentation gives the object and its neighbours
+            masks, neighbours = segment_regions(pixels, region["nsigma"], region["npixels"], region["contrast"], sizes)
+            bad: list = []
+        else:
+            masks, bad = object_regions(region, ids, pixels, catalog, sizes, settings["max_pixels"])
+            neighbours = None
         usable = np.ones(len(ids), dtype=bool)
         usable[[position for position, _, _ in bad]] = False
         progress.update(len(batch))
@@ -67,8 +73,9 @@ def probe_table(
         areas = np.stack([image_area(h, w, size) for w, h in (sizes[k] for k in keep)])
         control = settings["control"]
         object_only, background_only, controls, state = probe_images(
-            pixels[keep], masks[keep], areas, ids, settings["fill"], radius, settings["seed"], control
-        )
+            pixels[keep], masks[keep], areas, ids, settings["fill"], radius, settings["seed"], control,
+            None if neighbours is None else neighbours[keep],
+        )  # fmt: skip
         views = np.concatenate([pixels[keep], object_only, background_only, controls])
         with torch.inference_mode():
             logits = model(to_tensor(views, meta["mean"], meta["std"], device)).float().cpu().numpy()
