@@ -1,10 +1,10 @@
-"""Rule `saliency_summary`: the two verdicts per group, the backgrounds table, the benchmarks and the headline."""
+"""Rule `saliency_summary`: the two verdicts per group, the benchmarks and the headline."""
 
 import sys
 from typing import Any
 
 from saliency_audit.report.figures import save_figure
-from saliency_audit.report.saliency_figures import backgrounds_figure, energy_figure
+from saliency_audit.report.saliency_figures import energy_figure
 from saliency_audit.runtime.atomic_io import write_csv, write_json, write_parquet
 from saliency_audit.runtime.job import start_job
 from saliency_audit.saliency.summary import run_saliency_summary
@@ -25,8 +25,6 @@ def main(snakemake: Any) -> None:
     write_parquet(result.stats, snakemake.output.stats)
     write_json(result.benchmark, snakemake.output.benchmark)
     write_csv(result.summary, snakemake.output.summary)
-    write_csv(result.backgrounds, snakemake.output.backgrounds)
-    save_figure(backgrounds_figure(result.backgrounds), snakemake.output.backgrounds_figure)
     write_json({"headlines": result.headlines}, snakemake.output.headline)
     save_figure(energy_figure(result.stats, params.min_object_energy, result.planted), snakemake.output.figure)
     print("\n".join(result.headlines), file=sys.stderr)

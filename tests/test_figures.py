@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from saliency_audit.report.background_figures import backgrounds_figure
 from saliency_audit.report.figures import LABEL_LIMIT, plt, short_label
 from saliency_audit.report.model_figures import confusion_figure, roc_figure, top_losses_figure
 from saliency_audit.report.pca_figures import ColourScale, scatter_figure, thumbnail_figure
-from saliency_audit.report.saliency_figures import backgrounds_figure, cluster_figure, energy_figure, gallery_figure
+from saliency_audit.report.saliency_figures import cluster_figure, energy_figure, gallery_figure
 
 LONG = "x" * 1_000_000
 CLASSES = ["b", LONG]
@@ -42,8 +43,9 @@ def drawn() -> dict[str, plt.Figure]:
     images = np.random.default_rng(1).integers(0, 255, (N, 16, 16, 3), dtype=np.uint8)
     losses = points.assign(loss=np.linspace(2, 1, N), correct=points["label"] == points["predicted"])
     stats = points.assign(state="ok", energy_in_object=np.linspace(0.1, 0.9, N), relative_energy=0.5)
-    table = pd.DataFrame({"split": "all", "class": CLASSES, "n": [4, 4], "accuracy": 0.5, "chance": 0.5,
-                          "accuracy_object_only": 0.5, "accuracy_background_only": 0.5})  # fmt: skip
+    views = ("acc_original", "acc_object_only", "acc_background_only", "acc_mixed_same", "acc_mixed_rand")
+    table = pd.DataFrame({"split": "all", "class": CLASSES, "n": [4, 4], "chance": 0.5, "bg_gap": 0.25,
+                          "bg_gap_se": 0.1, **{column: 0.5 for column in views}})  # fmt: skip
     summary = pd.DataFrame({"predicted": [LONG], "cluster": [0], "n": [4], "share": [1.0], "energy_in_object": [0.5],
                             "relative_energy": [1.0], "candidate_shortcut": [True]})  # fmt: skip
     chosen = losses.head(2).assign(**{f"energy_in_object_{name}": 0.5 for name in CLASSES})

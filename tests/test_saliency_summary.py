@@ -10,7 +10,6 @@ from saliency_audit.saliency.clusters import cluster_summary
 from saliency_audit.saliency.galleries import GalleryError, most_background_focused, random_sample
 from saliency_audit.saliency.stats import image_stats
 from saliency_audit.saliency.summary import (
-    backgrounds_table,
     headlines,
     reliance_benchmark,
     shortcut_benchmark,
@@ -116,18 +115,6 @@ def test_summary_rows_carry_both_verdicts() -> None:
     assert row.loc[("all", "all"), "mean_background_reliance"] == pytest.approx(
         np.mean([0.9, 0.6, 0.1, 0, 0, 0.2, 0.3])
     )
-
-
-def test_backgrounds_table_counts_each_view() -> None:
-    table = backgrounds_table(stats_table()).set_index(["class", "split"])
-    high = table.loc[("high", "all")]
-    # high: g0-g2 correct; object only flips g0, g1 (and keeps g3 wrong); background only keeps g0
-    # and flips g3 (predicted low) to high
-    assert (high["n"], high["accuracy"], high["accuracy_object_only"]) == (4, 0.75, 0.25)
-    assert high["accuracy_background_only"] == 0.5 and high["background_gap"] == 0.5
-    assert table.loc[("low", "train"), "n"] == 1  # g4; g6 has no probe verdict
-    assert table.loc[("low", "valid"), "n"] == 2
-    assert table.loc[("low", "all"), "chance"] == 0.5
 
 
 def test_reliance_benchmark_against_twins() -> None:

@@ -70,27 +70,6 @@ def cluster_figures(strategies: Strategies) -> Iterator[tuple[str, plt.Figure]]:
         yield safe_name(k, name), figure
 
 
-def backgrounds_figure(table: pd.DataFrame) -> plt.Figure:
-    """Accuracy per true class on the images, object only and background only (all splits)."""
-    rows = table[table["split"] == "all"]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(rows), 3.2))
-    width = 0.26
-    labels = {"accuracy": "image", "accuracy_object_only": "object only", "accuracy_background_only": "background only"}
-    for k, (column, text) in enumerate(labels.items()):
-        x = np.arange(len(rows)) + (k - 1) * width
-        ax.bar(x, rows[column], width, color=CLASS_COLOURS[k], label=text)
-    if len(rows):
-        ax.axhline(rows["chance"].iloc[0], color="grey", ls=":", lw=1)
-        ax.text(len(rows) - 0.5, rows["chance"].iloc[0], " chance", color="grey", fontsize=8, va="bottom", ha="right")
-    ax.set_xticks(np.arange(len(rows)), [f"{short_label(c)}\n(n = {n})" for c, n in zip(rows["class"], rows["n"])])
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy")
-    ax.set_xlabel("true class")
-    ax.legend(frameon=False, fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, 1.18))
-    fig.tight_layout()
-    return fig
-
-
 def energy_figure(stats: pd.DataFrame, threshold: float, planted: np.ndarray | None) -> plt.Figure:
     """Distributions of energy_in_object and relative_energy per predicted class (shortcut images dashed)."""
     fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.2), sharey=False)

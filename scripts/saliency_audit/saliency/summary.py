@@ -1,5 +1,5 @@
-"""The two verdicts per group, the backgrounds table, the benchmarks, the headline, and the final stats
-table (rule ``saliency_summary``).
+"""The two verdicts per group, the benchmarks, the headline, and the final stats table (rule
+``saliency_summary``).
 
 ``stats.parquet`` is the per-image table of the output contract (localisation
 statistics, probes + strategy cluster). ``summary.csv`` holds one row per group:
@@ -8,8 +8,7 @@ incorrect, and (when the catalog has a truth column) shortcut vs clean images
 of each class that has both, with the AUROC that scores the audit. Each row has
 both verdicts: ``background_reliant`` (the probes: the prediction needs its
 background) and ``background_focused`` (the maps: the evidence lies there), and
-how often they agree. ``backgrounds.csv`` is the Backgrounds Challenge table:
-accuracy on the images, on their object only and on their background only.
+how often they agree (the Backgrounds Challenge table is the ``backgrounds`` rule's).
 On the demo the benchmark also scores both verdicts against each image's twin.
 """
 
@@ -22,12 +21,10 @@ import pandas as pd
 
 from saliency_audit.model.metrics import binary_auc, tpr_at_fpr
 from saliency_audit.saliency.vocabulary import (
-    PROBED_STATES,
     STATE_EMPTY_MAP,
     STATE_EMPTY_OBJECT,
     STATE_OK,
     STATE_UNCERTAIN,
-    VIEWS,
 )
 
 MEANS = ("energy_in_object", "relative_energy", "pointing_hit", "rank_accuracy", "peak_offset", "entropy")
@@ -122,36 +119,6 @@ def summary_table(stats: pd.DataFrame, benchmark: dict[str, Any] | None) -> pd.D
     return table.astype({"n": "Int64", "reliant": "Int64", "uncertain": "Int64", "flagged": "Int64"})
 
 
-ACCURACY_COLUMNS = {view: f"accuracy{view}" for view in VIEWS}
-
-
-def backgrounds_table(stats: pd.DataFrame) -> pd.DataFrame:
-    """Per true class and split (and all splits): accuracy on the images, on their object only and on
-    their background only, after the Backgrounds Challenge. ``background_gap`` is the accuracy lost
-    when the background is replaced; ``background_only`` far above ``chance`` means the background
-    alone tells the class."""
-    classes = list(stats["label"].cat.categories)
-    probed = stats[stats["probe_state"].isin(PROBED_STATES).to_numpy()]
-    label = probed["label"].astype(str).to_numpy()
-    correct = {
-        column: np.asarray(classes)[probed[[f"margin{view}_{c}" for c in classes]].to_numpy().argmax(axis=1)] == label
-        for view, column in ACCURACY_COLUMNS.items()
-    }
-    frame = pd.DataFrame({"class": label, "split": probed["split"].astype(str).to_numpy(), **correct})
-    rows = []
-    for split, part in [("all", frame), *frame.groupby("split", sort=True)]:
-        for name in classes:
-            members = part[part["class"] == name]
-            if members.empty:
-                continue
-            row = {"class": name, "split": split, "n": len(members)}
-            row.update({column: float(members[column].mean()) for column in ACCURACY_COLUMNS.values()})
-            row["background_gap"] = row["accuracy"] - row["accuracy_object_only"]
-            row["chance"] = 1 / len(classes)
-            rows.append(row)
-    return pd.DataFrame(rows, columns=["class", "split", "n", *ACCURACY_COLUMNS.values(), "background_gap", "chance"])
-
-
 def reliance_benchmark(stats: pd.DataFrame, twins: pd.DataFrame) -> dict[str, Any]:
     """Both verdicts scored per predicted class against the twins' truth: the off-object sources
     carry more than half of the predicted class's margin."""
@@ -239,7 +206,6 @@ class SaliencySummary:
     stats: pd.DataFrame
     benchmark: dict[str, Any]
     summary: pd.DataFrame
-    backgrounds: pd.DataFrame
     headlines: list[str]
     planted: np.ndarray | None
 
@@ -267,6 +233,5 @@ def run_saliency_summary(
     if twins_path:
         benchmark["reliance"] = reliance_benchmark(stats, pd.read_parquet(twins_path))
     summary = summary_table(stats, benchmark if truth_column is not None else None)
-    backgrounds = backgrounds_table(stats)
     lines = headlines(summary, benchmark, min_object_energy, min_reliance)
-    return SaliencySummary(stats, benchmark, summary, backgrounds, lines, planted)
+    return SaliencySummary(stats, benchmark, summary, lines, planted)
