@@ -11,8 +11,8 @@ stamps, grey as RGB, PNG). Its class is its brightness: the log of its peak
 above the sky, binned at the median into ``faint`` and ``bright``. Neighbouring
 stamps overlap and hold other stars: the real condition of a crowded field.
 
-Two runs of the real workflow (threshold object regions, 32 px, simple_cnn,
-fixed training settings):
+Two runs of the real workflow (object regions of ``--method``, threshold by
+default; the probes' ``--control``; 32 px, simple_cnn, fixed training settings):
 
 - *planted*: half of the ``bright`` stamps (seeded) get an artefact off the
   object, a saturated disk of radius 2 px at least 10 px from the star and off
@@ -169,7 +169,7 @@ def write_data(folder: Path) -> pd.DataFrame:
     return stars
 
 
-def run_workflow(folder: Path, name: str, stars: pd.DataFrame) -> tuple[Path, float]:
+def run_workflow(folder: Path, name: str, stars: pd.DataFrame, settings: dict[str, str]) -> tuple[Path, float]:
     """One `snakemake --cores 2` run on the ``name`` images; its results folder and wall seconds."""
     lo, hi, median = float(stars["target"].min()), float(stars["target"].max()), float(stars["target"].median())
     results = folder / f"results-{name}"
@@ -182,8 +182,8 @@ def run_workflow(folder: Path, name: str, stars: pd.DataFrame) -> tuple[Path, fl
         "image": {"size": STAMP},
         "model": {"arch": "simple_cnn"},
         "train": TRAIN,
-        "saliency": {"object": {"method": "threshold"}, "truth_column": "planted" if name == "planted" else None,
-                     "gallery": {"n": 4}},
+        "saliency": {"object": {"method": settings["method"]}, "probes": {"control": settings["control"]},
+                     "truth_column": "planted" if name == "planted" else None, "gallery": {"n": 4}},
     }  # fmt: skip
     configfile = folder / f"config-{name}.yaml"
     configfile.write_text(yaml.safe_dump(config))
@@ -293,7 +293,7 @@ def counts(values: pd.Series) -> dict[str, int]:
     return {str(k): int(v) for k, v in values.value_counts().items()}
 
 
-def benchmark(folder: Path) -> dict[str, Any]:
+def benchmark(folder: Path, settings: dict[str, str]) -> dict[str, Any]:
     started = time.perf_counter()
     stars = write_data(folder)
     labels = stars["label"].value_counts()
@@ -305,6 +305,7 @@ def benchmark(folder: Path) -> dict[str, Any]:
         "n_planted": int(is_planted.sum()),
         "n_artefact_off_bright_stars": int(stars.loc[is_planted, "artefact_avoids_stars"].sum()),
         "train": TRAIN,
+        "settings": settings,
         "runs": {},
     }
     print(
@@ -314,7 +315,7 @@ def benchmark(folder: Path) -> dict[str, Any]:
     )
     stats = {}
     for name in ("planted", "clean"):
-        results, wall = run_workflow(folder, name, stars)
+        results, wall = run_workflow(folder, name, stars, settings)
         print(f"{name} run: {wall:.0f} s", flush=True)
         table = pd.read_parquet(results / "saliency/stats.parquet")
         table["predicted"] = table["predicted"].astype(str)
@@ -428,14 +429,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=Path, help="keep the stamps and both run folders here")
     parser.add_argument("--out", type=Path, help="write the numbers as JSON here")
+    parser.add_argument("--method", default="threshold", help="saliency.object.method (threshold, segments)")
+    parser.add_argument("--control", default="redraw", help="saliency.probes.control (refill, redraw)")
     args = parser.parse_args()
+    settings = {"method": args.method, "control": args.control}
     torch.set_num_threads(2)
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-        out = benchmark(args.keep.resolve())
+        out = benchmark(args.keep.resolve(), settings)
     else:
         with tempfile.TemporaryDirectory(prefix="real-probes-") as tmp:
-            out = benchmark(Path(tmp))
+            out = benchmark(Path(tmp), settings)
     print(report(out))
     if args.out:
         args.out.write_text(json.dumps(out, indent=2, default=float) + "\n")
