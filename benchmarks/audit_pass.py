@@ -72,7 +72,7 @@ def throughput(
 
     def probes(x):
         """What the probes rule does per batch: both fills, then one forward of the three views."""
-        object_only, background_only, _ = probe_images(pixels, masks, areas, ids, "sky", 8.0, 0)
+        object_only, background_only, _, _ = probe_images(pixels, masks, areas, ids, "sky", 8.0, 0)
         views = to_tensor(np.concatenate([pixels, object_only, background_only]), *stats, device)
         with torch.inference_mode():
             return model(views)
