@@ -34,7 +34,7 @@ SLURM_OPTIONS = (
 )  # fmt: skip
 LOCAL_RULES = {"all", "validate_catalog", "bin_classes", "saliency_summary", "provenance"}
 JOB_RULES = {"simulate_demo", "pack_images", "gather_images", "train", "evaluate", "audit", "probes", "pca",
-             "saliency_stats", "strategy_clusters", "score_twins", "galleries"}  # fmt: skip
+             "saliency_stats", "strategy_clusters", "score_twins", "galleries", "backgrounds"}  # fmt: skip
 
 
 @dataclass
@@ -122,6 +122,7 @@ def test_a_damaged_packed_part_fails_only_its_audit_and_probe_shards(runs: dict)
         "audit_0": {"COMPLETED"}, "audit_2": {"COMPLETED"}, "audit_1": {"FAILED"},
         "probes_0": {"COMPLETED"}, "probes_2": {"COMPLETED"}, "probes_1": {"FAILED"},
         "score_twins": {"COMPLETED"},  # reads the gathered array, which was packed before the damage
+        "backgrounds": {"COMPLETED"},  # so does the backgrounds table
     }, failed.jobs  # fmt: skip
     assert "images/part-1.npy is not a packed image array (no .npy header)" in runs["failed_shard_log"]
     assert sorted(runs["kept"]) == ["part-0.parquet", "part-2.parquet"]
@@ -130,8 +131,8 @@ def test_a_damaged_packed_part_fails_only_its_audit_and_probe_shards(runs: dict)
 def test_the_rerun_redoes_only_what_the_damaged_part_feeds(runs: dict) -> None:
     names = sorted(name for name, _ in runs["repaired"].jobs)
     assert names == [
-        "audit_1", "evaluate", "galleries", "gather_images", "pack_images_1", "pca", "probes_1", "saliency_stats",
-        "score_twins", "strategy_clusters",
+        "audit_1", "backgrounds", "evaluate", "galleries", "gather_images", "pack_images_1", "pca", "probes_1",
+        "saliency_stats", "score_twins", "strategy_clusters",
     ]  # fmt: skip
     audit = runs["results"] / "audit"
     assert {name: (audit / name).stat().st_mtime_ns for name in runs["kept"]} == runs["kept"]
