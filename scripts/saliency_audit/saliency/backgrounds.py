@@ -57,8 +57,8 @@ from saliency_audit.data.packing import PackedIndex
 from saliency_audit.data.regions import Problem, image_sizes, object_regions, segment_regions
 from saliency_audit.model.batches import batch_rows, to_tensor
 from saliency_audit.model.factory import find_module
-from saliency_audit.saliency.interventions import fill_region, image_seed, object_part, sky_mask
-from saliency_audit.saliency.vocabulary import STATE_EMPTY_OBJECT, STATE_NO_BACKGROUND, STATE_OK
+from saliency_audit.saliency.interventions import object_parts, probe_images
+from saliency_audit.saliency.vocabulary import STATE_OK
 
 PARTNER_STREAM = 0xB6  # mixed into the seed: the partners' draws are independent of the fills'
 VIEWS = ("original", "object_only", "background_only", "mixed_same", "mixed_rand")
@@ -90,22 +90,14 @@ def split_views(
     """The probes' two views of each image (``interventions.probe_images``, draw for draw) and the object
     part they were cut along, which the mixed views paste; images not ok come back unchanged.
     ``neighbours`` (B x H x W, optional): the other segments of ``segments``, never part of the object."""
+    # the probes' own views (their control, drawn last, is not used), then the parts they were cut along
+    object_only, background_only, _, state = probe_images(images, masks, areas, ids, fill, radius, seed,
+                                                          neighbours=neighbours)  # fmt: skip
     parts = np.zeros(images.shape[:3], dtype=bool)
-    object_only, background_only = images.copy(), images.copy()
-    state = np.full(len(images), STATE_OK, dtype=object)
-    for k, image_id in enumerate(ids):
-        if not (masks[k] & areas[k]).any():
-            state[k] = STATE_EMPTY_OBJECT
-            continue
-        part = object_part(images[k], masks[k], areas[k], radius, None if neighbours is None else neighbours[k])
-        background = areas[k] & ~part
-        if not background.any():
-            state[k] = STATE_NO_BACKGROUND
-            continue
-        rng, sky = image_seed(seed, image_id), sky_mask(images[k], background)
-        object_only[k] = fill_region(images[k], background, sky, fill, rng, radius)
-        background_only[k] = fill_region(images[k], part, sky, fill, rng, radius)
-        parts[k] = part
+    ok = state == STATE_OK
+    others = None if neighbours is None else neighbours[ok]
+    if ok.any():
+        parts[ok] = object_parts(images[ok], masks[ok], areas[ok], radius, others)
     return SplitViews(parts, object_only, background_only, state)
 
 
