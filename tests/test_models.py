@@ -12,7 +12,7 @@ from torch._dynamo.utils import counters
 from helpers import resolved_settings
 from saliency_audit.model import training
 from saliency_audit.model.architectures import FEATURE_WIDTHS
-from saliency_audit.model.batches import channel_stats, dihedral
+from saliency_audit.model.batches import channel_stats, dihedral, to_tensor
 from saliency_audit.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from saliency_audit.model.factory import Classifier, build_model, find_module
 from saliency_audit.model.metrics import binary_auc
@@ -366,3 +366,21 @@ def test_the_chance_threshold_is_what_random_rankings_exceed_two_percent_of_the_
     assert 0.012 < np.mean(np.asarray(aucs) > threshold) < 0.035  # one-sided 2 sigma: 2.3%
     three = np.repeat([0, 1, 2], [30, 20, 10])
     assert 0.5 < chance_auc(three, 3) < chance_auc(three[::2], 3)  # fewer images, wider chance band
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_to_tensor_scales_each_channel_exactly(channels_last: bool) -> None:
+    """(pixel / 255 - mean) / std per channel, bit for bit, in the memory layout asked for."""
+    batch = np.random.default_rng(3).integers(0, 256, (5, 7, 9, 3), dtype=np.uint8)
+    mean, std = [0.1, 0.25, 0.5], [0.3, 0.2, 0.125]
+    x = to_tensor(batch, mean, std, torch.device("cpu"), channels_last)
+    expected = np.stack(
+        [
+            (batch[..., c].astype(np.float32) / np.float32(255.0) - np.float32(mean[c])) / np.float32(std[c])
+            for c in range(3)
+        ],
+        axis=1,
+    )
+    np.testing.assert_array_equal(x.numpy(), expected)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert x.dtype == torch.float32 and x.is_contiguous(memory_format=layout)
