@@ -120,7 +120,7 @@ def parquet_write_rate(n_features: int, map_side: int, n_classes: int, workdir: 
     rng = np.random.default_rng(0)
     rows = pd.DataFrame({"id": [f"g{i}" for i in range(256)], "split": "train",
                          "class": pd.Categorical(rng.choice(classes, 256), classes)})  # fmt: skip
-    probs = rng.dirichlet(np.ones(n_classes), 256).astype(np.float32)
+    logits = rng.normal(0, 3, (256, n_classes)).astype(np.float32)
     activations = rng.random((256, n_features), dtype=np.float32)
     cams = rng.random((256, n_classes, map_side, map_side), dtype=np.float32)
     schema = audit_schema(classes, {"classes": classes})
@@ -128,7 +128,7 @@ def parquet_write_rate(n_features: int, map_side: int, n_classes: int, workdir: 
     batches, started = 200, time.perf_counter()
     with pq.ParquetWriter(out, schema) as writer:
         for _ in range(batches):
-            writer.write_table(batch_table(rows, probs, activations, cams, classes, schema), row_group_size=256)
+            writer.write_table(batch_table(rows, logits, activations, cams, classes, schema), row_group_size=256)
     seconds = time.perf_counter() - started
     return 256 * batches / seconds, out.stat().st_size / 1e6 / seconds
 

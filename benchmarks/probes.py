@@ -13,12 +13,13 @@ is one pass over all N images in batches of 256, timed in interleaved rounds, be
 
 - forward: read the batch, normalise it, one forward pass;
 - audit: ``run_audit``, the audit rule's own code (Grad-CAM of every class, Parquet rows, moments);
-- probes: ``probe_table``, the probes rule's own code per batch: regions from the true masks
-  (mask files), ``probe_images`` (default fill ``sky`` and control ``refill``), one forward of
-  the 4 views, margins; *before* with the frozen image-by-image ``probe_images`` (the reference
-  in tests/test_interventions.py), *after* with the batched one;
-- its parts: the regions alone, ``probe_images`` alone (before and after), the forward of the 4 views
-  alone, as the rule runs it (one batch of 4 x 256) and in 4 batches of 256.
+- probes: ``probe_table``, the probes rule's own code per batch: the audit's logits of the images
+  (read from the audit step's table), regions from the true masks (mask files), ``probe_images``
+  (default fill ``sky``, control ``redraw``), one forward of each of the 3 changed views, margins;
+  *before* with the frozen image-by-image ``probe_images`` (the reference in
+  tests/test_interventions.py), *after* with the batched one;
+- its parts: the regions alone, ``probe_images`` alone (before and after), the forward of the 3 views
+  alone, as the rule runs it (3 batches of 256) and as one batch of 3 x 256.
 
 Prints images/s and the ratios of probes to audit and to forward (time per image).
 The issue's target: probes <= 2 x the audit rule's time.
@@ -48,6 +49,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import saliency_audit.saliency.probes as probes_rule  # noqa: E402
 from saliency_audit.audit.audit_pass import run_audit  # noqa: E402
+from saliency_audit.audit.tables import read_logits  # noqa: E402
 from saliency_audit.data.image_io import open_packed, packed_writer, read_rows  # noqa: E402
 from saliency_audit.data.regions import object_regions  # noqa: E402
 from saliency_audit.model.batches import to_tensor  # noqa: E402
@@ -153,14 +155,14 @@ def main() -> None:
         catalog = pd.DataFrame({"image_width": SIZE, "image_height": SIZE}, index=pd.Index(ids, name="id"))
         batches = [np.arange(start, min(start + BATCH, n)) for start in range(0, n, BATCH)]
         region = {"method": "masks", "masks": pattern}
-        settings = {"fill": "sky", "dilation": 1.0, "control": "refill", "seed": 0, "layer": "auto",
+        settings = {"fill": "sky", "dilation": 1.0, "control": "redraw", "seed": 0, "layer": "auto",
                     "region": region, "max_pixels": 25_000_000}  # fmt: skip
         parts = []
         for rows in batches:
             batch_ids = [ids[i] for i in rows]
             masks, _ = object_regions(region, batch_ids, read_rows(packed, rows), catalog, None, 25_000_000)
             parts.append((read_rows(packed, rows), masks, np.ones_like(masks), batch_ids))
-        views = [np.concatenate([pixels] * 4) for pixels, _, _, _ in parts]
+        views = [np.concatenate([pixels] * 3) for pixels, _, _, _ in parts]
 
         def forward() -> None:
             for rows in batches:
@@ -175,7 +177,8 @@ def main() -> None:
             def run() -> None:
                 original, probes_rule.probe_images = probes_rule.probe_images, implementation
                 try:
-                    probes_rule.probe_table(model, meta, packed, labels, catalog, settings, device, BATCH)
+                    logits = read_logits(folder / "audit.parquet", ids, meta["classes"])
+                    probes_rule.probe_table(model, meta, packed, labels, logits, catalog, settings, device, BATCH)
                 finally:
                     probes_rule.probe_images = original
 
@@ -186,9 +189,9 @@ def main() -> None:
                 object_regions(region, [ids[i] for i in rows], read_rows(packed, rows), catalog, None, 25_000_000)
 
         def fills(implementation: Callable) -> Callable[[], None]:
-            return lambda: [implementation(*part, "sky", RADIUS, 0, "refill") for part in parts]
+            return lambda: [implementation(*part, "sky", RADIUS, 0, "redraw") for part in parts]
 
-        def four_views(split: int) -> Callable[[], None]:
+        def three_views(split: int) -> Callable[[], None]:
             def run() -> None:
                 for shown in views:
                     for chunk in np.array_split(shown, split):
@@ -205,8 +208,8 @@ def main() -> None:
             "  regions from the true masks": regions,
             "  probe_images before": fills(reference_probe_images),
             "  probe_images after": fills(probe_images),
-            "  4 views, one forward": four_views(1),
-            "  4 views, 4 forwards": four_views(4),
+            "  3 views, 3 forwards (the rule)": three_views(3),
+            "  3 views, one forward": three_views(1),
         }
         source = f"the first {n} images of {args.demo}" if args.demo else f"{n} synthetic {SIZE} px cutouts"
         print(f"{source}, batches of {BATCH}, simple_cnn, CPU {torch.get_num_threads()} threads, "

@@ -1,8 +1,9 @@
-"""Rule `probes`: every image with an object region shown to the model as it is, object only and background only."""
+"""Rule `probes`: every image with an object region shown as it is, object only, background only, control."""
 
 import sys
 from typing import Any
 
+from saliency_audit.audit.tables import read_logits
 from saliency_audit.model.job import open_shard
 from saliency_audit.runtime.atomic_io import write_parquet
 from saliency_audit.runtime.job import start_job
@@ -18,13 +19,16 @@ def main(snakemake: Any) -> None:
         params.device, snakemake.threads,
     )  # fmt: skip
     catalog = read_catalog(snakemake.input.clean)
-    key = job_key(snakemake, [snakemake.input.model, snakemake.input.images, snakemake.input.clean], [job.labels])
+    inputs = [snakemake.input.model, snakemake.input.images, snakemake.input.audit, snakemake.input.clean]
+    key = job_key(snakemake, inputs, [job.labels])
     with reusable(snakemake.output, key, params.reuse) as reused:
         if reused:
             return
+        logits = read_logits(snakemake.input.audit, job.labels["id"].astype(str).tolist(), job.meta["classes"])
         table = probe_table(
-            job.model, job.meta, job.images, job.labels, catalog, params.settings, job.device, params.batch_size
-        )
+            job.model, job.meta, job.images, job.labels, logits, catalog, params.settings, job.device,
+            params.batch_size,
+        )  # fmt: skip
         write_parquet(table, snakemake.output.part)
         print(describe_probes(table, job.labels, params.shard), file=sys.stderr)
 

@@ -9,7 +9,7 @@ import torch
 from saliency_audit.audit.audit_pass import run_audit
 from saliency_audit.audit.gradcam import GradCAM
 from saliency_audit.audit.moments import Moments
-from saliency_audit.audit.tables import read_audit_metadata, read_list_column
+from saliency_audit.audit.tables import read_audit_metadata, read_list_column, read_logits
 from saliency_audit.model.batches import to_tensor
 from saliency_audit.model.factory import build_model
 from saliency_audit.runtime.shards import shard_labels, shard_rows
@@ -50,7 +50,8 @@ def test_audit_table_contract_and_values(toy) -> None:
     assert file.metadata.num_row_groups == 4  # one per batch of 5
     table = file.read()
     assert table.column_names == [
-        "id", "split", "label", "predicted", "prob_a", "prob_b", "prob_c", "activation", "cam_a", "cam_b", "cam_c",
+        "id", "split", "label", "predicted", "prob_a", "prob_b", "prob_c", "logit_a", "logit_b", "logit_c",
+        "activation", "cam_a", "cam_b", "cam_c",
     ]  # fmt: skip
     assert table.schema.field("activation").type == pa.list_(pa.float32())
     metadata = read_audit_metadata(table.schema)
@@ -70,6 +71,15 @@ def test_audit_table_contract_and_values(toy) -> None:
     probs = frame[["prob_a", "prob_b", "prob_c"]].to_numpy()
     np.testing.assert_allclose(probs, torch.softmax(expected.logits, 1).numpy(), rtol=1e-5)
     assert frame["predicted"].tolist() == [("a", "b", "c")[i] for i in probs.argmax(1)]
+    logits = frame[["logit_a", "logit_b", "logit_c"]].to_numpy()
+    np.testing.assert_allclose(logits, expected.logits.numpy(), rtol=1e-5, atol=1e-6)
+    # read back by id, in any order asked, for the probes
+    ids = frame["id"].tolist()[::-1]
+    np.testing.assert_array_equal(read_logits(out, ids, ["a", "b", "c"]), logits[::-1])
+    with pytest.raises(ValueError, match="lacks 1 of the shard's images, e.g. 'g0'"):
+        read_logits(out, ["g0", *ids], ["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"holds the classes \['a', 'b', 'c'\], the model \['a', 'c', 'b'\]"):
+        read_logits(out, ids, ["a", "c", "b"])
 
     whole = Moments.of(read_list_column(table, "activation"))
     assert moments.count == len(rows)

@@ -21,6 +21,7 @@ from saliency_audit.model.checkpoint import load_checkpoint
 from saliency_audit.model.evaluation import evaluation, predictions_table
 from saliency_audit.model.training import RESUME_NAME, predict_logits
 from saliency_audit.runtime.job import read_peak_memory
+from saliency_audit.saliency.interventions import margins
 
 pytestmark = pytest.mark.workflow  # every test here runs Snakemake
 
@@ -300,6 +301,14 @@ def test_evaluate_scores_the_audit_pass_exactly_as_its_own_forward_pass_did(tiny
             assert actual[key] == value, key
     stored = pd.read_parquet(tiny_demo / "eval/predictions.parquet")
     np.testing.assert_allclose(stored[[f"prob_{c}" for c in meta["classes"]]].to_numpy(), probs, atol=1e-6)
+    # the audit keeps the logits, and the probes take the unchanged view's margins from them
+    audit = pq.read_table(tiny_demo / "audit/part-0.parquet").to_pandas().set_index("id")
+    order = labels["id"].astype(str)
+    logit_columns = [f"logit_{c}" for c in meta["classes"]]
+    np.testing.assert_allclose(audit.loc[order, logit_columns].to_numpy(), logits, rtol=1e-5, atol=1e-5)
+    stats = pd.read_parquet(tiny_demo / "saliency/stats.parquet").set_index("id")
+    expected_margins = margins(pd.DataFrame(logits, index=order).loc[stats.index].to_numpy())
+    np.testing.assert_allclose(stats[[f"margin_{c}" for c in meta["classes"]]], expected_margins, atol=1e-4)
 
 
 def test_training_and_evaluation_outputs(tiny_demo: Path) -> None:

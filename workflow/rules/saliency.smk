@@ -6,6 +6,7 @@ rule probes:
     input:
         model=res("model/model.pt"),
         images=res("images/part-{shard}.npy"),
+        audit=res("audit/part-{shard}.parquet"),
         labels=res("classes/labels.parquet"),
         clean=res("catalog/clean.parquet"),
     output:

@@ -76,10 +76,10 @@ def run_audit(
                     writer = pq.ParquetWriter(tmp, audit_schema(classes, metadata))
                     moments = Moments.empty(int(result.activations.shape[1]))
                 # the batch's only copy to the host
-                probs = torch.softmax(result.logits.float(), dim=1).cpu().numpy()
+                logits = result.logits.float().cpu().numpy()
                 activations = result.activations.float().cpu().numpy()
                 cams = result.cams.float().cpu().numpy()
-                table = batch_table(labels.iloc[batch], probs, activations, cams, classes, writer.schema)
+                table = batch_table(labels.iloc[batch], logits, activations, cams, classes, writer.schema)
                 writer.write_table(table, row_group_size=len(batch))
                 assert moments is not None  # set with writer, on the first batch
                 moments = moments.merge(Moments.of(activations))

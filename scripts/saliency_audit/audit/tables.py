@@ -1,5 +1,6 @@
 """The audit tables' format: one Parquet row group per batch with id, split, label, predicted,
-prob_<class>, activation and cam_<class> list columns, and the run's facts in the schema metadata.
+prob_<class>, logit_<class>, activation and cam_<class> list columns, and the run's facts in the schema
+metadata.
 
 Kept apart from the audit pass (no torch), so that the stages that only read the
 tables start quickly.
@@ -48,6 +49,7 @@ def audit_schema(classes: list[str], metadata: dict[str, Any]) -> pa.Schema:
         pa.field("label", pa.string()),
         pa.field("predicted", pa.string()),
         *(pa.field(f"prob_{c}", pa.float32()) for c in classes),
+        *(pa.field(f"logit_{c}", pa.float32()) for c in classes),
         pa.field("activation", pa.list_(pa.float32())),
         *(pa.field(f"cam_{c}", pa.list_(pa.float32())) for c in classes),
     ]
@@ -91,9 +93,15 @@ def _list_column(values: np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.ascontiguousarray(values, np.float32).reshape(-1)))
 
 
-def batch_table(rows: pd.DataFrame, probs: np.ndarray, activations: np.ndarray, cams: np.ndarray,
+def batch_table(rows: pd.DataFrame, logits: np.ndarray, activations: np.ndarray, cams: np.ndarray,
                 classes: list[str], schema: pa.Schema) -> pa.Table:  # fmt: skip
-    """One row group from host arrays: probs B x C, activations B x F, cams B x C x h x w."""
+    """One row group from host arrays: logits B x C, activations B x F, cams B x C x h x w.
+
+    The logits are kept beside the probabilities because a margin taken from float32
+    probabilities loses its precision where the model is sure; the probes need exact margins."""
+    logits = np.asarray(logits, dtype=np.float32)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
     columns: dict[str, pa.Array] = {
         "id": pa.array(rows["id"].astype(str).to_numpy(), pa.string()),
         "split": pa.array(rows["split"].astype(str).to_numpy(), pa.string()),
@@ -102,6 +110,8 @@ def batch_table(rows: pd.DataFrame, probs: np.ndarray, activations: np.ndarray, 
     }
     for k, name in enumerate(classes):
         columns[f"prob_{name}"] = pa.array(probs[:, k], pa.float32())
+    for k, name in enumerate(classes):
+        columns[f"logit_{name}"] = pa.array(logits[:, k], pa.float32())
     columns["activation"] = _list_column(activations)
     for k, name in enumerate(classes):
         columns[f"cam_{name}"] = _list_column(cams[:, k].reshape(len(cams), -1))
@@ -139,3 +149,19 @@ def read_predictions(parts: Sequence[str | os.PathLike], labels: pd.DataFrame) -
         raise ValueError(f"the audit tables lack {len(missing)} labelled images, e.g. {missing.iloc[0]!r}")
     probs = stored.loc[ids, columns].to_numpy(dtype=np.float32)
     return predictions_table(labels, probs, classes), classes
+
+
+def read_logits(part: str | os.PathLike, ids: Sequence[str], classes: list[str]) -> np.ndarray:
+    """The audit's logits of ``ids`` (in that order) as an N x C array in ``classes``' order: the images as
+    they are, forwarded once by the audit, so that the probes forward only their changed views."""
+    dataset = audit_dataset([part])
+    stored_classes = AuditMeta.read(dataset).classes
+    if stored_classes != list(classes):
+        raise ValueError(f"{part} holds the classes {stored_classes}, the model {list(classes)}: audit it again")
+    columns = [f"logit_{c}" for c in classes]
+    stored = dataset.to_table(columns=["id", *columns]).to_pandas().set_index("id")
+    wanted = pd.Index([str(i) for i in ids])
+    missing = wanted[~wanted.isin(stored.index)]
+    if len(missing):
+        raise ValueError(f"{part} lacks {len(missing)} of the shard's images, e.g. {missing[0]!r}: audit it again")
+    return stored.loc[wanted, columns].to_numpy(dtype=np.float32)

@@ -6,7 +6,9 @@ at a time, and writes ``probes/part-<i>.parquet`` with, per image, the margins o
 every class under the three views, the predicted class's probability under the
 two probes, its margin under the control and the control's effect, and
 ``background_reliance`` net of that effect (``uncertain`` where the margin is
-within it). Four forwards of a batch each, on the audit's device.
+within it). The image as it is was forwarded by the audit: its logits come from the audit's
+table of the shard, and the probes forward only the three changed views, each a batch of the
+audit's size, on the audit's device.
 Images without a usable region are left out here, as in the saliency statistics
 (which list them).
 """
@@ -39,12 +41,14 @@ def probe_table(
     meta: dict[str, Any],
     images: np.ndarray,
     labels: pd.DataFrame,
+    logits: np.ndarray,
     catalog: pd.DataFrame,
     settings: dict[str, Any],
     device: torch.device,
     batch_size: int,
 ) -> pd.DataFrame:
-    """Probe ``images`` (row ``i`` is ``labels.iloc[i]``); one row per image with a region."""
+    """Probe ``images`` (row ``i`` is ``labels.iloc[i]``, whose audit logits are ``logits[i]``); one row per
+    image with a region."""
     classes, size = meta["classes"], images.shape[1]
     layer = meta["target_layer"] if settings["layer"] == "auto" else settings["layer"]
     geometry = derive_geometry(model, find_module(model, layer), size)
@@ -76,17 +80,16 @@ def probe_table(
             pixels[keep], masks[keep], areas, ids, settings["fill"], radius, settings["seed"], control,
             None if neighbours is None else neighbours[keep],
         )  # fmt: skip
-        with torch.inference_mode():  # one view at a time: a batch four times the audit's is slower on a CPU
-            logits = np.concatenate([
+        with torch.inference_mode():  # one view at a time: a batch three times the audit's is slower on a CPU
+            parts = [logits[batch[keep]]] + [
                 model(to_tensor(view, meta["mean"], meta["std"], device)).float().cpu().numpy()
-                for view in (pixels[keep], object_only, background_only, controls)
-            ])  # fmt: skip
+                for view in (object_only, background_only, controls)
+            ]  # fmt: skip
         n = len(ids)
         frame: dict[str, Any] = {"id": ids}
-        predicted = logits[:n].argmax(axis=1)
+        predicted = parts[0].argmax(axis=1)
         pick = np.arange(n), predicted
         probed = state == STATE_OK  # the others were not changed: their probes say nothing
-        parts = np.split(logits, 4)
         view_margins = [margins(part) for part in parts]
         for view, part, margin in zip(VIEWS, parts, view_margins):
             for k, name in enumerate(classes):
