@@ -14,15 +14,19 @@ is one pass over all N images in batches of 256, timed in interleaved rounds, be
 - forward: read the batch, normalise it, one forward pass;
 - audit: ``run_audit``, the audit rule's own code (Grad-CAM of every class, Parquet rows, moments);
 - probes: ``probe_table``, the probes rule's own code per batch: the audit's logits of the images
-  (read from the audit step's table), regions from the true masks (mask files), ``probe_images``
+  (read from the audit step's table), their regions (read from the regions step's file), ``probe_images``
   (default fill ``sky``, control ``redraw``), one forward of each of the 3 changed views, margins;
   *before* with the frozen image-by-image ``probe_images`` (the reference in
   tests/test_interventions.py), *after* with the batched one;
-- its parts: the regions alone, ``probe_images`` alone (before and after), the forward of the 3 views
+- regions: ``write_regions``, the regions rule's own code (from the true mask files), once for the
+  probes and the statistics, which read them;
+- saliency_stats: ``write_saliency_table``, the statistics rule's own code (the audit table, the
+  regions, the probes' table);
+- its parts: ``probe_images`` alone (before and after), the forward of the 3 views
   alone, as the rule runs it (3 batches of 256) and as one batch of 3 x 256.
 
-Prints images/s and the ratios of probes to audit and to forward (time per image).
-The issue's target: probes <= 2 x the audit rule's time.
+Prints images/s and the ratios of probes, regions and statistics to audit and to forward (time per
+image). The issue's targets: probes <= 2 x the audit rule's time, saliency_stats <= 1 x.
 """
 
 import argparse
@@ -49,12 +53,14 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import saliency_audit.saliency.probes as probes_rule  # noqa: E402
 from saliency_audit.audit.audit_pass import run_audit  # noqa: E402
-from saliency_audit.audit.tables import read_logits  # noqa: E402
+from saliency_audit.audit.tables import audit_dataset, read_logits  # noqa: E402
 from saliency_audit.data.image_io import open_packed, packed_writer, read_rows  # noqa: E402
-from saliency_audit.data.regions import object_regions  # noqa: E402
+from saliency_audit.data.packing import PackedIndex  # noqa: E402
+from saliency_audit.data.region_store import RegionStore, write_regions  # noqa: E402
 from saliency_audit.model.batches import to_tensor  # noqa: E402
 from saliency_audit.model.factory import build_model  # noqa: E402
 from saliency_audit.saliency.interventions import probe_images  # noqa: E402
+from saliency_audit.saliency.stats import write_saliency_table  # noqa: E402
 from test_interventions import reference_probe_images  # noqa: E402
 
 BATCH = 256
@@ -155,14 +161,19 @@ def main() -> None:
         catalog = pd.DataFrame({"image_width": SIZE, "image_height": SIZE}, index=pd.Index(ids, name="id"))
         batches = [np.arange(start, min(start + BATCH, n)) for start in range(0, n, BATCH)]
         region = {"method": "masks", "masks": pattern}
-        settings = {"fill": "sky", "dilation": 1.0, "control": "redraw", "seed": 0, "layer": "auto",
-                    "region": region, "max_pixels": 25_000_000}  # fmt: skip
+        settings = {"fill": "sky", "dilation": 1.0, "control": "redraw", "seed": 0, "layer": "auto"}
+        with quiet():  # the regions rule's output, which the probes and the statistics read
+            write_regions(packed, ids, catalog, region, 25_000_000, folder / "regions.npy").to_csv(
+                folder / "problems.csv", index=False
+            )
+        store = RegionStore.open([folder / "regions.npy"], [folder / "problems.csv"], n)
         parts = []
         for rows in batches:
-            batch_ids = [ids[i] for i in rows]
-            masks, _ = object_regions(region, batch_ids, read_rows(packed, rows), catalog, None, 25_000_000)
-            parts.append((read_rows(packed, rows), masks, np.ones_like(masks), batch_ids))
+            masks, neighbours, _ = store.read(rows, [ids[i] for i in rows])
+            parts.append((read_rows(packed, rows), masks, np.ones_like(masks), [ids[i] for i in rows]))
         views = [np.concatenate([pixels] * 3) for pixels, _, _, _ in parts]
+        index = PackedIndex.from_ids(ids)
+        probe_rows: list[pd.DataFrame] = []
 
         def forward() -> None:
             for rows in batches:
@@ -178,15 +189,23 @@ def main() -> None:
                 original, probes_rule.probe_images = probes_rule.probe_images, implementation
                 try:
                     logits = read_logits(folder / "audit.parquet", ids, meta["classes"])
-                    probes_rule.probe_table(model, meta, packed, labels, logits, catalog, settings, device, BATCH)
+                    probe_rows[:] = [probes_rule.probe_table(model, meta, packed, labels, logits, store, catalog,
+                                                             settings, device, BATCH)]  # fmt: skip
                 finally:
                     probes_rule.probe_images = original
 
             return run
 
         def regions() -> None:
-            for rows in batches:
-                object_regions(region, [ids[i] for i in rows], read_rows(packed, rows), catalog, None, 25_000_000)
+            with quiet():
+                write_regions(packed, ids, catalog, region, 25_000_000, folder / "regions-timed.npy")
+
+        def saliency_stats() -> None:
+            table = probe_rows[0]
+            with quiet():
+                write_saliency_table(audit_dataset([folder / "audit.parquet"]), store, index, region,
+                                     table.set_index(table["id"].astype(str)).drop(columns="id"), (0.5, 0.5),
+                                     folder / "localisation.parquet")  # fmt: skip
 
         def fills(implementation: Callable) -> Callable[[], None]:
             return lambda: [implementation(*part, "sky", RADIUS, 0, "redraw") for part in parts]
@@ -203,9 +222,10 @@ def main() -> None:
         steps = {
             "forward": forward,
             "audit (run_audit)": audit,
+            "regions (write_regions)": regions,
             "probes before (probe_table)": probes(reference_probe_images),
             "probes after (probe_table)": probes(probe_images),
-            "  regions from the true masks": regions,
+            "saliency_stats": saliency_stats,
             "  probe_images before": fills(reference_probe_images),
             "  probe_images after": fills(probe_images),
             "  3 views, 3 forwards (the rule)": three_views(3),
@@ -225,8 +245,13 @@ def main() -> None:
               f"probes / forward {took / seconds['forward']:.2f} (time per image)")  # fmt: skip
     speed_up = seconds["  probe_images before"] / seconds["  probe_images after"]
     print(f"probe_images alone: {speed_up:.1f}x faster")
-    met = seconds["probes after (probe_table)"] <= 2 * seconds["audit (run_audit)"]
+    audit_seconds = seconds["audit (run_audit)"]
+    for name in ("regions (write_regions)", "saliency_stats"):
+        print(f"{name} / audit {seconds[name] / audit_seconds:.2f}")
+    met = seconds["probes after (probe_table)"] <= 2 * audit_seconds
     print(f"target probes <= 2 x audit: {'met' if met else 'not met'}")
+    met = seconds["saliency_stats"] <= audit_seconds
+    print(f"target saliency_stats <= 1 x audit: {'met' if met else 'not met'}")
 
 
 if __name__ == "__main__":

@@ -18,10 +18,11 @@ def main(snakemake: Any) -> None:
         snakemake.input.clean,
         snakemake.input.index,
         snakemake.input.images,
+        (snakemake.input.regions, snakemake.input.region_problems),
     )
     out = Path(snakemake.output.galleries)
     out.mkdir(parents=True, exist_ok=True)
-    for name, figure in galleries(inputs, params.gallery, params.region, params.max_pixels):
+    for name, figure in galleries(inputs, params.gallery):
         save_figure(figure, out / name)
 
 

@@ -14,12 +14,10 @@ def main(snakemake: Any) -> None:
     problems, states = run_saliency_stats(
         snakemake.input.parts,
         snakemake.input.probes,
-        snakemake.input.images,
+        (snakemake.input.regions, snakemake.input.region_problems),
         snakemake.input.index,
-        snakemake.input.clean,
         params.region,
         (params.min_object_energy, params.min_reliance),
-        params.max_pixels,
         snakemake.output.table,
     )
     write_csv(problems, snakemake.output.problems)

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from saliency_audit.data.packing import PackedIndex
+from saliency_audit.data.region_store import RegionStore, write_regions
 from saliency_audit.report.background_figures import backgrounds_figure
 from saliency_audit.report.figures import LABEL_LIMIT, plt
 from saliency_audit.saliency.backgrounds import (
@@ -32,12 +33,8 @@ SIZE = 32
 PER_CLASS = 12
 CLASSES = ["a", "b"]
 META = {"classes": CLASSES, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
-SETTINGS = {
-    "region": {"method": "circle", "radius_column": "r", "pixel_scale": 1.0},
-    "fill": "sky",
-    "seed": 0,
-    "max_pixels": 10**6,
-}
+REGION = {"method": "circle", "radius_column": "r", "pixel_scale": 1.0}
+SETTINGS = {"fill": "sky", "seed": 0}
 RADIUS = 2.0  # the object part: the region grown by 2 px
 
 
@@ -81,15 +78,28 @@ def cutouts(seed: int = 0) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
     return np.clip(images, 0, 255).astype(np.uint8), labels, catalog
 
 
-def predictions(model: torch.nn.Module, tmp_path: Path, batch_size: int = 7, **changes: object) -> pd.DataFrame:
+def found_regions(images: np.ndarray, labels: pd.DataFrame, catalog: pd.DataFrame, region: dict,
+                  folder: Path) -> RegionStore:  # fmt: skip
+    """The regions as the ``regions`` rule finds them, one shard."""
+    folder.mkdir(exist_ok=True)
+    problems = write_regions(images, labels["id"].tolist(), catalog, region, 10**6, folder / "part-0.npy")
+    problems.to_csv(folder / "problems-0.csv", index=False)
+    return RegionStore.open([folder / "part-0.npy"], [folder / "problems-0.csv"], len(images))
+
+
+def predictions(
+    model: torch.nn.Module, tmp_path: Path, batch_size: int = 7, region: dict = REGION, **changes: object
+) -> pd.DataFrame:
     images, labels, catalog = cutouts()
     index = PackedIndex.from_ids(labels["id"])
     settings = {**SETTINGS, **changes}
     scratch = tmp_path / f"scratch-{batch_size}-{len(list(tmp_path.iterdir()))}"
     scratch.mkdir()
+    regions = found_regions(images, labels, catalog, region, scratch / "regions")
     return view_predictions(
-        model, META, images, index, labels, catalog, settings, RADIUS, torch.device("cpu"), batch_size, scratch
-    )
+        model, META, images, index, regions, labels, catalog, settings, RADIUS, torch.device("cpu"), batch_size,
+        scratch,
+    )  # fmt: skip
 
 
 def overall(table: pd.DataFrame) -> pd.DataFrame:
@@ -172,8 +182,9 @@ def test_an_image_without_a_region_is_counted_but_neither_scored_nor_a_partner(t
     images, labels, catalog = cutouts()
     lost = labels["id"].iloc[0]
     catalog.loc[lost, "r"] = np.nan  # no radius: no region
-    per_image = view_predictions(reads_object(), META, images, PackedIndex.from_ids(labels["id"]), labels, catalog,
-                                 SETTINGS, RADIUS, torch.device("cpu"), 8, tmp_path)  # fmt: skip
+    regions = found_regions(images, labels, catalog, REGION, tmp_path / "regions")
+    per_image = view_predictions(reads_object(), META, images, PackedIndex.from_ids(labels["id"]), regions, labels,
+                                 catalog, SETTINGS, RADIUS, torch.device("cpu"), 8, tmp_path)  # fmt: skip
     row = per_image.set_index("id").loc[lost]
     assert not row["usable"] and pd.isna(row["predicted_original"]) and pd.isna(row["partner_same"])
     assert lost not in set(per_image["partner_same"].dropna()) | set(per_image["partner_rand"].dropna())

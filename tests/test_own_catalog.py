@@ -117,7 +117,8 @@ def test_a_fixed_mask_reruns_what_reads_masks_and_only_that(own_data: dict) -> N
     for obj_id in ids[:2]:  # the missing mask is added, the empty one replaced
         Image.fromarray(disk).save(masks / f"{obj_id}.png")
     jobs = planned_jobs(snakemake(target, "-n", "--configfile", str(configfile)))
-    assert jobs == {"probes", "saliency_stats"}, jobs  # not validation, packing, training or the audit
+    # the regions are found again, and what reads them reruns; not validation, packing, training or the audit
+    assert jobs == {"regions", "probes", "saliency_stats"}, jobs
     snakemake(target, "--configfile", str(configfile))
     assert pd.read_csv(results / "saliency/region_problems.csv").empty
     states = pd.read_parquet(results / "saliency/localisation.parquet").set_index("id")["state"]

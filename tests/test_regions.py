@@ -11,8 +11,8 @@ from PIL import Image
 from saliency_audit.data.image_io import center_crop_pad, image_area
 from saliency_audit.data.regions import (
     disk_mask,
-    neighbour_segments,
     object_regions,
+    regions_and_neighbours,
     segment_regions,
     threshold_regions,
 )
@@ -132,14 +132,19 @@ def test_segments_find_no_object_in_pure_sky() -> None:
     assert not segment_regions(np.zeros((1, SIZE, SIZE, 3), np.uint8), NSIGMA, 5, 0.001)[1].any()
 
 
-def test_neighbour_segments_are_every_segment_but_the_object() -> None:
+def test_neighbours_are_every_segment_but_the_object() -> None:
     images, _, stars = galaxy_and_touching_star(3, seed=4)
-    objects, problems = object_regions(SEGMENTS, ["a", "b", "c"], images, pd.DataFrame(), None, MAX_PIXELS)
-    neighbours = neighbour_segments(SEGMENTS, images, None)
+    ids = ["a", "b", "c"]
+    objects, problems = object_regions(SEGMENTS, ids, images, pd.DataFrame(), None, MAX_PIXELS)
+    same, neighbours, _ = regions_and_neighbours(SEGMENTS, ids, images, pd.DataFrame(), None, MAX_PIXELS)
+    np.testing.assert_array_equal(same, objects)
     assert neighbours.shape == objects.shape and neighbours.dtype == bool
     assert not (objects & neighbours).any() and neighbours[np.arange(3), stars[:, 0], stars[:, 1]].all()
-    # whatever the method, the same segmentation: the caller keeps what lies outside its own region
-    np.testing.assert_array_equal(neighbour_segments({**SEGMENTS, "method": "threshold"}, images, None), neighbours)
+    # the other methods know no other sources: their region, no neighbours
+    threshold = {**SEGMENTS, "method": "threshold"}
+    region, none, _ = regions_and_neighbours(threshold, ids, images, pd.DataFrame(), None, MAX_PIXELS)
+    np.testing.assert_array_equal(region, object_regions(threshold, ids, images, pd.DataFrame(), None, MAX_PIXELS)[0])
+    assert not none.any()
 
 
 def test_segments_never_include_the_padding_of_a_small_image() -> None:
@@ -147,8 +152,8 @@ def test_segments_never_include_the_padding_of_a_small_image() -> None:
     small = images[:, 7:41, 7:41]  # 34 x 34 cutouts of the same galaxies and stars
     padded = np.stack([center_crop_pad(image, SIZE) for image in small])
     sizes = [(34, 34)] * 2
-    objects, problems = object_regions(SEGMENTS, ["a", "b"], padded, pd.DataFrame(), sizes, MAX_PIXELS)
-    neighbours = neighbour_segments(SEGMENTS, padded, sizes)
+    objects, neighbours, problems = regions_and_neighbours(SEGMENTS, ["a", "b"], padded, pd.DataFrame(), sizes,
+                                                           MAX_PIXELS)  # fmt: skip
     area = image_area(34, 34, SIZE)
     assert problems == [] and objects.any(axis=(1, 2)).all() and not ((objects | neighbours) & ~area).any()
     alone, others = segment_regions(small, NSIGMA, 5, 0.001)  # as if never padded

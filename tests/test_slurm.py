@@ -33,8 +33,8 @@ SLURM_OPTIONS = (
     "--slurm-no-account",
 )  # fmt: skip
 LOCAL_RULES = {"all", "validate_catalog", "bin_classes", "saliency_summary", "provenance"}
-JOB_RULES = {"simulate_demo", "pack_images", "gather_images", "train", "evaluate", "audit", "probes", "pca",
-             "saliency_stats", "strategy_clusters", "score_twins", "galleries", "backgrounds"}  # fmt: skip
+JOB_RULES = {"simulate_demo", "pack_images", "gather_images", "train", "evaluate", "audit", "regions", "probes",
+             "pca", "saliency_stats", "strategy_clusters", "score_twins", "galleries", "backgrounds"}  # fmt: skip
 
 
 @dataclass
@@ -111,7 +111,7 @@ def test_every_job_rule_ran_as_its_own_completed_slurm_job(runs: dict) -> None:
         assert all(state == "COMPLETED" for _, state in runs[run].jobs), runs[run].jobs
 
 
-def test_a_damaged_packed_part_fails_only_its_audit_and_probe_shards(runs: dict) -> None:
+def test_a_damaged_packed_part_fails_only_its_audit_and_regions_shards(runs: dict) -> None:
     failed: SlurmRun = runs["failed"]
     assert failed.returncode != 0
     states: dict[str, set[str]] = {}
@@ -120,9 +120,9 @@ def test_a_damaged_packed_part_fails_only_its_audit_and_probe_shards(runs: dict)
     assert states == {  # evaluate scores every shard's predictions: it waits for the repair
         "train": {"COMPLETED"},
         "audit_0": {"COMPLETED"}, "audit_2": {"COMPLETED"}, "audit_1": {"FAILED"},
-        "probes_0": {"COMPLETED"}, "probes_2": {"COMPLETED"}, "probes_1": {"FAILED"},
+        "regions_0": {"COMPLETED"}, "regions_2": {"COMPLETED"}, "regions_1": {"FAILED"},
+        "probes_0": {"COMPLETED"}, "probes_2": {"COMPLETED"},  # probes_1 waits for its audit and regions
         "score_twins": {"COMPLETED"},  # reads the gathered array, which was packed before the damage
-        "backgrounds": {"COMPLETED"},  # so does the backgrounds table
     }, failed.jobs  # fmt: skip
     assert "images/part-1.npy is not a packed image array (no .npy header)" in runs["failed_shard_log"]
     assert sorted(runs["kept"]) == ["part-0.parquet", "part-2.parquet"]
@@ -132,7 +132,7 @@ def test_the_rerun_redoes_only_what_the_damaged_part_feeds(runs: dict) -> None:
     names = sorted(name for name, _ in runs["repaired"].jobs)
     assert names == [
         "audit_1", "backgrounds", "evaluate", "galleries", "gather_images", "pack_images_1", "pca", "probes_1",
-        "saliency_stats", "score_twins", "strategy_clusters",
+        "regions_1", "saliency_stats", "score_twins", "strategy_clusters",
     ]  # fmt: skip
     audit = runs["results"] / "audit"
     assert {name: (audit / name).stat().st_mtime_ns for name in runs["kept"]} == runs["kept"]

@@ -275,8 +275,8 @@ def test_dry_run_lists_every_stage(tmp_path: Path) -> None:
     done = run_workflow(TINY_DEMO, tmp_path / "results", "-n")
     out = done.stdout + done.stderr
     for rule in ("simulate_demo", "validate_catalog", "bin_classes", "pack_images", "gather_images", "train",
-                 "evaluate", "audit", "probes", "pca", "saliency_stats", "strategy_clusters", "score_twins",
-                 "saliency_summary", "galleries"):  # fmt: skip
+                 "evaluate", "audit", "regions", "probes", "pca", "saliency_stats", "strategy_clusters",
+                 "score_twins", "saliency_summary", "galleries", "backgrounds"):  # fmt: skip
         assert rule in out
     assert not any((tmp_path / "results").iterdir())
 
@@ -413,7 +413,7 @@ def test_three_audit_shards_equal_one(tiny_demo: Path, tmp_path: Path) -> None:
     log = done.stdout + done.stderr
     # packing is split three ways and gathered again; the same pixels keep the same model
     assert log.count("rule pack_images:") == 3 and "rule gather_images:" in log
-    assert log.count("rule probes:") == 3
+    assert log.count("rule probes:") == 3 and log.count("rule regions:") == 3
     assert "rule train:" not in log and "rule evaluate:" in log  # evaluate scores the three parts' predictions
     sharded_metrics = json.loads((results / "eval/metrics.json").read_text())
     single_metrics = json.loads((tiny_demo / "eval/metrics.json").read_text())
@@ -518,7 +518,7 @@ def test_missing_masks_are_reported_and_skipped(tiny_demo: Path, tmp_path: Path)
     gone = labels["id"].iloc[:3].tolist()
     for obj_id in gone:
         (results / f"demo/masks/{obj_id}.png").unlink()
-    done = run_workflow(TINY_DEMO, results, "--forcerun", "saliency_stats", str(results / "saliency/stats.parquet"))
+    done = run_workflow(TINY_DEMO, results, "--forcerun", "regions", str(results / "saliency/stats.parquet"))
     assert "rule train" not in done.stdout + done.stderr
     problems = pd.read_csv(results / "saliency/region_problems.csv", dtype={"id": str})
     assert problems["id"].tolist() == gone and set(problems["problem"]) == {"missing_mask"}
@@ -535,7 +535,7 @@ def test_other_region_methods_run_end_to_end(tiny_demo: Path, tmp_path: Path, re
     shutil.copytree(tiny_demo, results)
     # a copied folder has no Snakemake metadata of its own, so the changed params must be forced
     config = {**TINY_DEMO, "saliency": {"object": region, "truth_column": "shortcut"}}
-    done = run_workflow(config, results, "--forcerun", "saliency_stats", str(results / "saliency/stats.parquet"))
+    done = run_workflow(config, results, "--forcerun", "regions", str(results / "saliency/stats.parquet"))
     assert "rule train" not in done.stdout + done.stderr and "rule saliency_stats" in done.stdout + done.stderr
     stats = pd.read_parquet(results / "saliency/stats.parquet")
     before = pd.read_parquet(tiny_demo / "saliency/stats.parquet")

@@ -67,6 +67,8 @@ PACKED_PARTS = [res(f"images/part-{i}.npy") for i in range(config["audit"]["shar
 AUDIT_PARTS = [res(f"audit/part-{i}.parquet") for i in range(config["audit"]["shards"])]
 AUDIT_MOMENTS = [res(f"moments/part-{i}.npz") for i in range(config["audit"]["shards"])]
 PROBE_PARTS = [res(f"probes/part-{i}.parquet") for i in range(config["audit"]["shards"])]
+REGION_PARTS = [res(f"regions/part-{i}.npy") for i in range(config["audit"]["shards"])]
+REGION_PROBLEMS = [res(f"regions/problems-{i}.csv") for i in range(config["audit"]["shards"])]
 
 
 # With --software-deployment-method conda every job runs in the repository's pinned environment.

@@ -2,11 +2,41 @@
 # summaries and galleries.
 
 
+rule regions:
+    input:
+        images=res("images/part-{shard}.npy"),
+        labels=res("classes/labels.parquet"),
+        clean=res("catalog/clean.parquet"),
+    output:
+        part=res("regions/part-{shard}.npy"),
+        problems=res("regions/problems-{shard}.csv"),
+    log:
+        res("logs/regions/{shard}.log"),
+    benchmark:
+        res("benchmarks/regions/{shard}.tsv")
+    wildcard_constraints:
+        shard=r"\d+",
+    conda:
+        ENVIRONMENT
+    resources:
+        **rule_resources("regions"),
+    params:
+        shard=lambda wildcards: int(wildcards.shard),
+        shards=config["audit"]["shards"],
+        region=config["saliency"]["object"],
+        max_pixels=config["image"]["max_pixels"],
+        mask_files=lambda wildcards: mask_files(),  # an added, removed or replaced mask finds the regions again
+    script:
+        "../../scripts/regions.py"
+
+
 rule probes:
     input:
         model=res("model/model.pt"),
         images=res("images/part-{shard}.npy"),
         audit=res("audit/part-{shard}.parquet"),
+        regions=res("regions/part-{shard}.npy"),
+        region_problems=res("regions/problems-{shard}.csv"),
         labels=res("classes/labels.parquet"),
         clean=res("catalog/clean.parquet"),
     output:
@@ -29,11 +59,8 @@ rule probes:
         device=config["audit"]["device"],
         settings={
             **{k: v for k, v in config["saliency"]["probes"].items() if k != "min_reliance"},
-            "region": config["saliency"]["object"],
             "layer": config["audit"]["layer"],
-            "max_pixels": config["image"]["max_pixels"],
         },
-        mask_files=lambda wildcards: mask_files(),  # an added, removed or replaced mask reruns the probes
         reuse=config["reuse"],
     script:
         "../../scripts/probes.py"
@@ -43,9 +70,9 @@ rule saliency_stats:
     input:
         parts=AUDIT_PARTS,
         probes=PROBE_PARTS,
-        images=res("images/images.npy"),
+        regions=REGION_PARTS,
+        region_problems=REGION_PROBLEMS,
         index=res("images/index.parquet"),
-        clean=res("catalog/clean.parquet"),
     output:
         table=res("saliency/localisation.parquet"),
         problems=res("saliency/region_problems.csv"),
@@ -59,10 +86,8 @@ rule saliency_stats:
         **rule_resources("saliency_stats"),
     params:
         region=config["saliency"]["object"],
-        mask_files=lambda wildcards: mask_files(),
         min_object_energy=config["saliency"]["min_object_energy"],
         min_reliance=config["saliency"]["probes"]["min_reliance"],
-        max_pixels=config["image"]["max_pixels"],
     script:
         "../../scripts/saliency_stats.py"
 
@@ -171,6 +196,8 @@ rule galleries:
         stats=res("saliency/stats.parquet"),
         images=res("images/images.npy"),
         index=res("images/index.parquet"),
+        regions=REGION_PARTS,
+        region_problems=REGION_PROBLEMS,
         clean=res("catalog/clean.parquet"),
     output:
         galleries=report(
@@ -189,10 +216,7 @@ rule galleries:
     resources:
         **rule_resources("galleries"),
     params:
-        region=config["saliency"]["object"],
-        mask_files=lambda wildcards: mask_files(),
         gallery=config["saliency"]["gallery"],
-        max_pixels=config["image"]["max_pixels"],
     script:
         "../../scripts/galleries.py"
 
@@ -202,6 +226,8 @@ rule backgrounds:
         model=res("model/model.pt"),
         images=res("images/images.npy"),
         index=res("images/index.parquet"),
+        regions=REGION_PARTS,
+        region_problems=REGION_PROBLEMS,
         labels=res("classes/labels.parquet"),
         clean=res("catalog/clean.parquet"),
     output:
@@ -231,11 +257,8 @@ rule backgrounds:
         device=config["audit"]["device"],
         settings={
             **{k: config["saliency"]["probes"][k] for k in ("fill", "dilation", "seed")},
-            "region": config["saliency"]["object"],
             "layer": config["audit"]["layer"],
-            "max_pixels": config["image"]["max_pixels"],
         },
-        mask_files=lambda wildcards: mask_files(),  # an added, removed or replaced mask reruns the job
         reuse=config["reuse"],
     script:
         "../../scripts/backgrounds.py"

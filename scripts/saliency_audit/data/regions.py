@@ -10,7 +10,7 @@
   multi-thresholding and watershed), so that a star touching the galaxy or the
   crowded stars of a cluster become segments of their own. The object is the
   segment at the centre, or the significant one nearest to it; every other
-  segment is a neighbour (``neighbour_segments``).
+  segment is a neighbour (``regions_and_neighbours``).
 - ``masks``: one mask image per id (non-zero = object) of the original image's size,
   cropped/padded like the image; a mask of another size is a ``mask_size_mismatch``.
 - ``circle``: a centred circle of radius ``radius_column`` (arcsec) / ``pixel_scale``.
@@ -147,32 +147,28 @@ def segment_regions(
     return objects, neighbours
 
 
-def neighbour_segments(
-    spec: dict[str, Any], images: np.ndarray, sizes: Sequence[tuple[int, int]] | None = None
-) -> np.ndarray:
-    """The segments other than the object's: a B x S x S boolean mask for a B x S x S x 3 uint8 batch.
+def regions_and_neighbours(
+    spec: dict[str, Any],
+    ids: Sequence[str],
+    images: np.ndarray,
+    catalog: pd.DataFrame,
+    sizes: Sequence[tuple[int, int]] | None,
+    max_pixels: int,
+) -> tuple[np.ndarray, np.ndarray, list[Problem]]:
+    """``object_regions`` and the other sources of each image: B x S x S object masks, B x S x S
+    neighbour masks and the problems.
 
-    The ``segments`` segmentation (``segment_regions``) with the settings of ``spec``
-    (saliency.object: ``nsigma``, ``npixels``, ``contrast``), whatever its ``method``,
-    and with the ``sizes`` (width, height) that ``object_regions`` takes. Contract:
-
-    - every pixel of a detected source (at least ``npixels`` connected pixels of the
-      smoothed image above ``nsigma`` times the sky noise) that is not in the object
-      segment; the sources around the object are deblended, so a star touching the
-      galaxy, or inside its outer isophote, is a neighbour, as is a patch of noise that
-      passes the threshold;
-    - for ``method: segments`` it never overlaps ``object_regions(spec, ...)`` of the
-      same images (the same object segment), and the two together hold every pixel of
-      every segment (the object also its filled holes); for other methods the object
-      segment is still the one at the centre, and the mask may overlap the method's own
-      region (a caller keeps ``neighbours & ~region``);
-    - never a pixel of the padding around an image smaller than the cutout; all False
-      where nothing is detected, and every segment where no segment is the object.
-
-    It segments the batch again: a caller that needs both masks of ``segments`` calls
-    ``segment_regions`` once.
+    The neighbours are the segments other than the object's of ``segment_regions``,
+    from the same segmentation, for ``method: segments``: disjoint from the object,
+    the two together hold every pixel of every segment (the object also its filled
+    holes), never a pixel of the padding; a star touching the galaxy is a neighbour.
+    The other methods know no sources besides their region: all False.
     """
-    return segment_regions(images, spec["nsigma"], spec["npixels"], spec["contrast"], sizes)[1]
+    if spec["method"] == "segments":
+        objects, neighbours = segment_regions(images, spec["nsigma"], spec["npixels"], spec["contrast"], sizes)
+        return objects, neighbours, []
+    objects, problems = object_regions(spec, ids, images, catalog, sizes, max_pixels)
+    return objects, np.zeros_like(objects), problems
 
 
 @cache

@@ -135,22 +135,18 @@ def gallery_figure(
     return fig
 
 
-def _drawn(
-    chosen: pd.DataFrame, title: str, name: str, inputs: GalleryInputs, region: dict[str, Any], max_pixels: int
-) -> Iterator[tuple[str, plt.Figure]]:
+def _drawn(chosen: pd.DataFrame, title: str, name: str, inputs: GalleryInputs) -> Iterator[tuple[str, plt.Figure]]:
     """``name`` and the gallery of ``chosen``; nothing (and a log line) when no image was chosen."""
     if chosen.empty:
         print(f"{name}: no image to show", file=sys.stderr)
         return
     from saliency_audit.saliency.galleries import gallery_panels  # torch-heavy: only when a gallery is drawn
 
-    pixels, up, masks, classes = gallery_panels(chosen, inputs, region, max_pixels)
+    pixels, up, masks, classes = gallery_panels(chosen, inputs)
     yield name, gallery_figure(chosen, pixels, up, masks, classes, title)
 
 
-def galleries(
-    inputs: GalleryInputs, settings: dict[str, Any], region: dict[str, Any], max_pixels: int
-) -> Iterator[tuple[str, plt.Figure]]:
+def galleries(inputs: GalleryInputs, settings: dict[str, Any]) -> Iterator[tuple[str, plt.Figure]]:
     """File name and figure of every gallery, each chosen just before it is drawn (the caller saves and
     closes each before the next): the most background-focused images of each predicted class, a random
     sample (restricted by ``settings["where"]``) and the top losses of the valid split."""
@@ -160,10 +156,10 @@ def galleries(
     for k, name in enumerate(inputs.classes):
         chosen = most_background_focused(inputs.stats, name, n)
         title = f"Most background-focused '{short_label(name)}' predictions"
-        yield from _drawn(chosen, title, "background-" + safe_name(k, name), inputs, region, max_pixels)
+        yield from _drawn(chosen, title, "background-" + safe_name(k, name), inputs)
     where = settings.get("where")
     label = f" with {where}" if where else ""
     chosen = random_sample(inputs.stats, inputs.catalog, n, where, settings["seed"])
-    yield from _drawn(chosen, f"Random images{label}", "random.png", inputs, region, max_pixels)
+    yield from _drawn(chosen, f"Random images{label}", "random.png", inputs)
     chosen = top_losses(inputs.stats, inputs.classes, n)
-    yield from _drawn(chosen, "Top losses of the valid split", "top-losses.png", inputs, region, max_pixels)
+    yield from _drawn(chosen, "Top losses of the valid split", "top-losses.png", inputs)

@@ -32,16 +32,15 @@ Mixed-Same partners follow a random cycle through each class (no image is its
 own partner, each background is used once); Mixed-Rand partners are drawn with
 replacement.
 
-The job streams: a first pass over the packed images finds the regions, shows
-the three probe views and writes every image's filled background and object
+The job streams: a first pass over the packed images reads their regions (the
+``regions`` rule's), shows the three probe views and writes every image's filled background and object
 part to scratch files (plain sequential writes beside the output); a second
 pass reads the partners' backgrounds from them by row.
 """
 
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +53,8 @@ from tqdm import tqdm
 from saliency_audit.audit.map_geometry import derive_geometry
 from saliency_audit.data.image_io import image_area, open_packed, packed_writer, read_rows
 from saliency_audit.data.packing import PackedIndex
-from saliency_audit.data.regions import Problem, image_sizes, object_regions, segment_regions
+from saliency_audit.data.region_store import RegionStore, bits_writer
+from saliency_audit.data.regions import image_sizes
 from saliency_audit.model.batches import batch_rows, to_tensor
 from saliency_audit.model.factory import find_module
 from saliency_audit.saliency.interventions import object_parts, probe_images
@@ -156,33 +156,10 @@ def _predict(model: torch.nn.Module, views: np.ndarray, meta: dict[str, Any], de
         return model(to_tensor(views, meta["mean"], meta["std"], device)).float().argmax(dim=1).cpu().numpy()
 
 
-def _regions(
-    settings: dict[str, Any], ids: list[str], pixels: np.ndarray, catalog: pd.DataFrame, sizes: list[tuple[int, int]]
-) -> tuple[np.ndarray, np.ndarray | None, list[Problem]]:
-    """A batch's object regions, its other segments (``segments`` only: one segmentation gives both, as
-    in the probes) and the problems of the images left without a region."""
-    region = settings["region"]
-    if region["method"] == "segments":
-        masks, neighbours = segment_regions(pixels, region["nsigma"], region["npixels"], region["contrast"], sizes)
-        return masks, neighbours, []
-    masks, bad = object_regions(region, ids, pixels, catalog, sizes, settings["max_pixels"])
-    return masks, None, bad
-
-
-@contextmanager
-def _bits_writer(path: Path, rows: int, width: int) -> Iterator[Any]:
-    """A rows x width uint8 .npy file written block by block (the object parts' packed bits)."""
-    with open(path, "wb") as handle:
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
-                  "shape": (rows, width)}  # fmt: skip
-        np.lib.format.write_array_header_1_0(handle, header)
-        yield lambda block: handle.write(np.ascontiguousarray(block, dtype=np.uint8).data)
-
-
 def view_predictions(
-    model: torch.nn.Module, meta: dict[str, Any], images: np.ndarray, index: PackedIndex, labels: pd.DataFrame,
-    catalog: pd.DataFrame, settings: dict[str, Any], radius: float, device: torch.device, batch_size: int,
-    scratch: str | os.PathLike,
+    model: torch.nn.Module, meta: dict[str, Any], images: np.ndarray, index: PackedIndex, regions: RegionStore,
+    labels: pd.DataFrame, catalog: pd.DataFrame, settings: dict[str, Any], radius: float, device: torch.device,
+    batch_size: int, scratch: str | os.PathLike,
 ) -> pd.DataFrame:  # fmt: skip
     """Per image of ``labels``: the predicted class under each of the five views (None where not shown),
     and the ids of its partners. ``scratch`` is a folder for the filled backgrounds (as large as the
@@ -197,13 +174,13 @@ def view_predictions(
     progress = tqdm(total=n, desc="backgrounds: probe views", unit="img", mininterval=2.0)
     with (
         packed_writer(backgrounds_path, n, size) as write_backgrounds,
-        _bits_writer(parts_path, n, (size * size + 7) // 8) as write_parts,
+        bits_writer(parts_path, (n, (size * size + 7) // 8)) as write_parts,
     ):
         for batch in batch_rows(np.arange(n), batch_size, shuffle=False, generator=None):
             batch_ids = ids[batch].tolist()
             pixels = read_rows(images, rows[batch])
             sizes = image_sizes(catalog, batch_ids)
-            masks, neighbours, bad = _regions(settings, batch_ids, pixels, catalog, sizes)
+            masks, neighbours, bad = regions.read(rows[batch], batch_ids)
             areas = np.stack([image_area(h, w, size) for w, h in sizes])
             views = split_views(pixels, masks, areas, batch_ids, settings["fill"], radius, settings["seed"], neighbours)
             ok = views.state == STATE_OK
@@ -277,8 +254,8 @@ def bg_gap_table(per_image: pd.DataFrame, classes: Sequence[str]) -> pd.DataFram
 
 
 def background_gap(
-    model: torch.nn.Module, meta: dict[str, Any], images: np.ndarray, index: PackedIndex, labels: pd.DataFrame,
-    catalog: pd.DataFrame, settings: dict[str, Any], device: torch.device, batch_size: int,
+    model: torch.nn.Module, meta: dict[str, Any], images: np.ndarray, index: PackedIndex, regions: RegionStore,
+    labels: pd.DataFrame, catalog: pd.DataFrame, settings: dict[str, Any], device: torch.device, batch_size: int,
     scratch_parent: str | os.PathLike,
 ) -> pd.DataFrame:  # fmt: skip
     """``bg_gap_table`` of the packed images, with scratch files in a temporary folder under ``scratch_parent``
@@ -286,7 +263,7 @@ def background_gap(
     radius = part_radius(model, meta, settings["layer"], settings["dilation"], images.shape[1])
     with tempfile.TemporaryDirectory(dir=scratch_parent, prefix=".backgrounds-") as scratch:
         per_image = view_predictions(
-            model, meta, images, index, labels, catalog, settings, radius, device, batch_size, scratch
+            model, meta, images, index, regions, labels, catalog, settings, radius, device, batch_size, scratch
         )
     return bg_gap_table(per_image, list(meta["classes"]))
 

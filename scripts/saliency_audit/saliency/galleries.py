@@ -10,7 +10,6 @@ losses of the valid split. The object region is outlined in cyan on every panel;
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,7 +20,7 @@ from saliency_audit.audit.tables import AuditMeta, audit_dataset, read_cams
 from saliency_audit.data.catalog_filter import FilterError, evaluate_filter, parse_filter
 from saliency_audit.data.image_io import open_packed, read_rows
 from saliency_audit.data.packing import PackedIndex
-from saliency_audit.data.regions import image_sizes, object_regions
+from saliency_audit.data.region_store import RegionStore
 from saliency_audit.saliency.vocabulary import STATE_OK
 
 
@@ -48,7 +47,7 @@ def random_sample(stats: pd.DataFrame, catalog: pd.DataFrame, n: int, where: str
 
 
 def gallery_panels(
-    chosen: pd.DataFrame, inputs: "GalleryInputs", region: dict[str, Any], max_pixels: int
+    chosen: pd.DataFrame, inputs: "GalleryInputs"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """What a gallery of ``chosen`` shows: their pixels, every class's map placed on them
     (N x C x size x size), their object regions, and the classes."""
@@ -59,8 +58,7 @@ def gallery_panels(
     order = pd.Series(np.arange(table.num_rows), index=table.column("id").to_pylist()).loc[ids].to_numpy()
     cams = read_cams(table, classes, meta.map_shape)[order]
     pixels = read_rows(inputs.images, inputs.index.rows(ids))
-    catalog = inputs.catalog
-    masks, _ = object_regions(region, ids, pixels, catalog, image_sizes(catalog, ids), max_pixels)
+    masks, _, _ = inputs.regions.read(inputs.index.rows(ids), ids)
     size = pixels.shape[1]
     up = place(cams.reshape(-1, *cams.shape[2:]), meta.geometry, (size, size)).numpy()
     up = up.reshape(len(ids), len(classes), size, size)
@@ -69,8 +67,8 @@ def gallery_panels(
 
 @dataclass(frozen=True)
 class GalleryInputs:
-    """What the galleries are chosen from and drawn with; ``index`` gives each id's row of ``images``,
-    ``catalog`` is the clean catalog indexed by id."""
+    """What the galleries are chosen from and drawn with; ``index`` gives each id's row of ``images``
+    and ``regions``, ``catalog`` is the clean catalog indexed by id."""
 
     dataset: ds.Dataset
     classes: list[str]
@@ -78,6 +76,7 @@ class GalleryInputs:
     catalog: pd.DataFrame
     index: PackedIndex
     images: np.ndarray
+    regions: RegionStore
 
 
 def read_gallery_inputs(
@@ -86,10 +85,14 @@ def read_gallery_inputs(
     clean: str | os.PathLike,
     index: str | os.PathLike,
     images: str | os.PathLike,
+    regions: tuple[Sequence[str | os.PathLike], Sequence[str | os.PathLike]],
 ) -> GalleryInputs:
-    """Open the rule's inputs: audit tables, final stats table, clean catalog, packed images and their index."""
+    """Open the rule's inputs: audit tables, final stats table, clean catalog, packed images and their index,
+    the regions parts and their problem lists."""
     dataset = audit_dataset(parts)
     classes = AuditMeta.read(dataset).classes
     table = pd.read_parquet(stats)
     catalog = pd.read_parquet(clean).set_index("id")
-    return GalleryInputs(dataset, classes, table, catalog, PackedIndex.read(index), open_packed(images))
+    packed_index = PackedIndex.read(index)
+    return GalleryInputs(dataset, classes, table, catalog, packed_index, open_packed(images),
+                         RegionStore.open(*regions, len(packed_index)))  # fmt: skip

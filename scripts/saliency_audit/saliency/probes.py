@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from saliency_audit.audit.map_geometry import derive_geometry
 from saliency_audit.data.image_io import image_area, read_rows
-from saliency_audit.data.regions import image_sizes, object_regions, segment_regions
+from saliency_audit.data.region_store import RegionStore
+from saliency_audit.data.regions import image_sizes
 from saliency_audit.model.batches import batch_rows, to_tensor
 from saliency_audit.model.factory import Classifier, find_module
 from saliency_audit.saliency.interventions import (
@@ -42,13 +43,14 @@ def probe_table(
     images: np.ndarray,
     labels: pd.DataFrame,
     logits: np.ndarray,
+    regions: RegionStore,
     catalog: pd.DataFrame,
     settings: dict[str, Any],
     device: torch.device,
     batch_size: int,
 ) -> pd.DataFrame:
-    """Probe ``images`` (row ``i`` is ``labels.iloc[i]``, whose audit logits are ``logits[i]``); one row per
-    image with a region."""
+    """Probe ``images`` (row ``i`` is ``labels.iloc[i]``, whose audit logits are ``logits[i]`` and regions
+    row ``i`` of ``regions``); one row per image with a region."""
     classes, size = meta["classes"], images.shape[1]
     layer = meta["target_layer"] if settings["layer"] == "auto" else settings["layer"]
     geometry = derive_geometry(model, find_module(model, layer), size)
@@ -59,14 +61,8 @@ def probe_table(
     for batch in batch_rows(np.arange(len(labels)), batch_size, shuffle=False, generator=None):
         ids = labels["id"].iloc[batch].astype(str).tolist()
         pixels = read_rows(images, batch)
+        masks, neighbours, bad = regions.read(batch, ids)
         sizes = image_sizes(catalog, ids)
-        region = settings["region"]
-        if region["method"] == "segments":  # one segmentation gives the object and its neighbours
-            masks, neighbours = segment_regions(pixels, region["nsigma"], region["npixels"], region["contrast"], sizes)
-            bad: list = []
-        else:
-            masks, bad = object_regions(region, ids, pixels, catalog, sizes, settings["max_pixels"])
-            neighbours = None
         usable = np.ones(len(ids), dtype=bool)
         usable[[position for position, _, _ in bad]] = False
         progress.update(len(batch))
@@ -77,9 +73,8 @@ def probe_table(
         areas = np.stack([image_area(h, w, size) for w, h in (sizes[k] for k in keep)])
         control = settings["control"]
         object_only, background_only, controls, state = probe_images(
-            pixels[keep], masks[keep], areas, ids, settings["fill"], radius, settings["seed"], control,
-            None if neighbours is None else neighbours[keep],
-        )  # fmt: skip
+            pixels[keep], masks[keep], areas, ids, settings["fill"], radius, settings["seed"], control, neighbours[keep]
+        )
         with torch.inference_mode():  # one view at a time: a batch three times the audit's is slower on a CPU
             parts = [logits[batch[keep]]] + [
                 model(to_tensor(view, meta["mean"], meta["std"], device)).float().cpu().numpy()

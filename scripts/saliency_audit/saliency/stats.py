@@ -1,8 +1,8 @@
 """Localisation statistics of every audited image's Grad-CAM maps against its object region, and the
 verdict of its intervention probes (rule ``saliency_stats``).
 
-Streams the audit tables a batch at a time: finds each image's object region,
-then scores the map of the predicted class (unsuffixed columns) and of every
+Streams the audit tables a batch at a time: reads each image's object region (the ``regions``
+rule's), then scores the map of the predicted class (unsuffixed columns) and of every
 class (``<metric>_<class>`` columns), and joins the probes' columns
 (``background_reliance``, ``prob_object_only``, ``prob_background_only``, the
 margins of every class under each view) with the ``background_reliant`` flag. Each batch's rows go straight to the
@@ -32,14 +32,11 @@ from saliency_audit.audit.tables import (
     predicted_index,
     read_cams,
 )
-from saliency_audit.data.image_io import open_packed, read_rows
 from saliency_audit.data.packing import PackedIndex
-from saliency_audit.data.regions import image_sizes, object_regions
+from saliency_audit.data.region_store import PROBLEM_COLUMNS, RegionStore
 from saliency_audit.runtime.atomic_io import atomic_path
 from saliency_audit.saliency.localisation import METRICS, localisation
 from saliency_audit.saliency.vocabulary import STATE_OK
-
-PROBLEM_COLUMNS = ["id", "problem", "detail"]
 
 
 def image_stats(
@@ -82,21 +79,19 @@ def with_probes(stats: pd.DataFrame, probes: pd.DataFrame, min_reliance: float) 
 
 def write_saliency_table(
     dataset: ds.Dataset,
-    images: np.ndarray,
+    regions: RegionStore,
     index: PackedIndex,
-    catalog: pd.DataFrame,
     region: dict[str, Any],
     probes: pd.DataFrame,
     thresholds: tuple[float, float],
-    max_pixels: int,
     out: str | os.PathLike,
     batch_size: int = 1024,
 ) -> tuple[pd.DataFrame, pd.Series]:
     """Write the statistics of every image with a region to ``out``; return the region problems
     and the number of images per ``state``.
 
-    ``index`` gives each id's row of the packed array; ``catalog`` is the clean
-    catalog indexed by id (region columns, image paths); ``probes`` holds the probes'
+    ``index`` gives each id's row of the packed array, and so of ``regions``; ``region`` is
+    saliency.object (for the message when no image has a region); ``probes`` holds the probes'
     columns indexed by id; ``thresholds`` are (min_object_energy, min_reliance).
     """
     min_object_energy, min_reliance = thresholds
@@ -113,8 +108,7 @@ def write_saliency_table(
                 continue
             frame = batch.select(keep).to_pandas()
             ids = frame["id"].astype(str).tolist()
-            pixels = read_rows(images, index.rows(ids))
-            masks, bad = object_regions(region, ids, pixels, catalog, image_sizes(catalog, ids), max_pixels)
+            masks, _, bad = regions.read(index.rows(ids), ids)
             problems += [(ids[position], problem, detail) for position, problem, detail in bad]
             usable = np.ones(len(ids), dtype=bool)
             usable[[position for position, _, _ in bad]] = False
@@ -144,28 +138,24 @@ def write_saliency_table(
 def run_saliency_stats(
     parts: Sequence[str | os.PathLike],
     probe_parts: Sequence[str | os.PathLike],
-    images: str | os.PathLike,
+    regions: tuple[Sequence[str | os.PathLike], Sequence[str | os.PathLike]],
     index: str | os.PathLike,
-    clean: str | os.PathLike,
     region: dict[str, Any],
     thresholds: tuple[float, float],
-    max_pixels: int,
     out: str | os.PathLike,
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """Read the rule's inputs (audit tables, probe parts, packed images and their index, the clean
-    catalog) and write the statistics table to ``out`` (see ``write_saliency_table``); return the
-    region problems and the number of images per ``state``, for the rule to write and log."""
+    """Read the rule's inputs (audit tables, probe parts, the regions parts and their problem lists, the
+    packed images' index) and write the statistics table to ``out`` (see ``write_saliency_table``); return
+    the region problems and the number of images per ``state``, for the rule to write and log."""
     dataset = audit_dataset(parts)
-    catalog = pd.read_parquet(clean).set_index("id")
     probes = pd.concat([pd.read_parquet(part) for part in probe_parts], ignore_index=True)
+    packed_index = PackedIndex.read(index)
     return write_saliency_table(
         dataset,
-        open_packed(images),
-        PackedIndex.read(index),
-        catalog,
+        RegionStore.open(*regions, len(packed_index)),
+        packed_index,
         region,
         probes.set_index(probes["id"].astype(str)).drop(columns="id"),
         thresholds,
-        max_pixels,
         out,
     )
