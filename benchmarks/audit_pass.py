@@ -4,6 +4,8 @@ intervention probes (the fills and three views per image), and peak memory of th
 
     python benchmarks/audit_pass.py                 # CPU or CUDA, whichever torch picks
     python benchmarks/audit_pass.py --skip-memory   # throughput table only
+    python benchmarks/audit_pass.py --skip-memory --batch-size 32 \
+        --archs torchvision:resnet50@128 torchvision:convnext_tiny@128   # torchvision networks
 
 All methods see the same model, the same batch and the same target layer, and
 produce the maps of every class (one call per class for the libraries).
@@ -156,19 +158,23 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="default: audit.batch_size's default")
     parser.add_argument("--classes", type=int, default=2)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--archs", nargs="+", default=["simple_cnn@64", "resnet18@64"],
+                        help="model.arch@image size, e.g. torchvision:resnet50@128")  # fmt: skip
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
         torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; batch {args.batch_size}; {args.classes} classes; maps of every class\n")
-    print(f"{'arch':<11} {'size':>4} {'forward':>9} {'audit':>9} {'grad-cam':>9} {'captum':>9} {'probes':>9}"
+    width = max(11, *(len(spec.split("@")[0]) for spec in args.archs))
+    print(f"{'arch':<{width}} {'size':>4} {'forward':>9} {'audit':>9} {'grad-cam':>9} {'captum':>9} {'probes':>9}"
           f" {'audit/fwd':>9} {'audit/gc':>9} {'audit/cap':>9} {'a+p/fwd':>9}")  # fmt: skip
-    for arch, size in (("simple_cnn", 64), ("resnet18", 64)):
+    for spec in args.archs:
+        arch, size = spec.split("@")[0], int(spec.split("@")[1])
         r = throughput(arch, args.classes, size, args.batch_size, device)
         both = 1 / (1 / r["audit pass"] + 1 / r["probes"])  # audit and probes, one after the other
         print(
-            f"{arch:<11} {size:>4} {r['forward']:>9.0f} {r['audit pass']:>9.0f} {r['pytorch-grad-cam']:>9.0f}"
+            f"{arch:<{width}} {size:>4} {r['forward']:>9.0f} {r['audit pass']:>9.0f} {r['pytorch-grad-cam']:>9.0f}"
             f" {r['captum']:>9.0f} {r['probes']:>9.0f} {r['audit pass'] / r['forward']:>9.2f}"
             f" {r['audit pass'] / r['pytorch-grad-cam']:>9.2f} {r['audit pass'] / r['captum']:>9.2f}"
             f" {both / r['forward']:>9.2f}"

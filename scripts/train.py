@@ -28,7 +28,8 @@ def main(snakemake: Any) -> None:
     settings = train_settings(params.train)
     labels = read_labels(snakemake.input.labels)
     # what training depends on: the pixels, each image's class and split (not its target value), the settings
-    key = job_key(snakemake, [snakemake.input.images], [training_labels(labels)])
+    weights = params.model.get("weights")
+    key = job_key(snakemake, [snakemake.input.images, *([weights] if weights else [])], [training_labels(labels)])
     with reusable(snakemake.output, key, params.reuse) as reused:
         if reused:
             return
@@ -36,7 +37,11 @@ def main(snakemake: Any) -> None:
         images = open_packed(snakemake.input.images)
         arch, stride = params.model["arch"], params.model["stride"]
         # a job killed after epoch k (a time limit, a preempted node) resumes there when it runs again
-        model, history, metadata = fit(images, labels, arch, stride, settings, device, resume_path(model_path), key)
+        pixels = params.pixels
+        norm = (pixels["mean"], pixels["std"]) if pixels.get("mean") is not None else None
+        model, history, metadata = fit(
+            images, labels, arch, stride, settings, device, resume_path(model_path), key, weights, norm
+        )
         save_checkpoint(model, metadata, model_path)
         write_csv(history, snakemake.output.history)
         save_figure(training_curve(history), snakemake.output.curve)

@@ -12,6 +12,7 @@ from saliency_audit.config import (
     check_catalog,
     check_config,
     check_layer,
+    check_model,
     check_paths,
     coerce_cli_strings,
     is_demo,
@@ -21,7 +22,7 @@ from saliency_audit.config import (
 )
 from saliency_audit.data.catalog_csv import DELIMITERS
 from saliency_audit.data.regions import METHODS
-from saliency_audit.model.architectures import ARCHS
+from saliency_audit.model.architectures import ARCHS, TORCHVISION
 from saliency_audit.model.training import OPTIMIZERS
 from saliency_audit.saliency.interventions import FILLS
 from saliency_audit.saliency.strategies import FEATURES
@@ -131,7 +132,8 @@ def test_config_readme_gives_every_default_as_the_schema_does() -> None:
 
 def test_every_enum_the_code_knows_is_the_schema_s() -> None:
     enums = {key: sub["enum"] for key, sub in schema_keys(SCHEMA) if "enum" in sub}
-    assert list(ARCHS) == enums["model.arch"]
+    arch = re.compile(next(sub["pattern"] for key, sub in schema_keys(SCHEMA) if key == "model.arch"))
+    assert all(arch.match(name) for name in ARCHS) and arch.match(TORCHVISION + "convnext_tiny")
     assert list(OPTIMIZERS) == enums["train.optimizer"]
     assert list(METHODS) == enums["saliency.object.method"]
     assert list(FILLS) == enums["saliency.probes.fill"]
@@ -281,6 +283,8 @@ def test_a_run_checks_the_placeholders_before_its_first_job() -> None:
         ({"target": {"bins": [8.1, float("nan"), 9.3], "labels": ["low", "high"]}}, "target.bins must be numbers"),
         ({"pca": {"components": 200}}, "pca.components is 200, but simple_cnn has 128 penultimate features"),
         ({"saliency": {"gallery": {"where": "z < 0.1 and @os"}}}, "saliency.gallery.where 'z < 0.1 and @os'"),
+        ({"model": {"weights": "w.pth", "checkpoint": "c.pth"}}, "model.weights and model.checkpoint: weights start"),
+        ({"image": {"mean": [0.5, 0.5, 0.5]}}, "image.mean and image.std: give both"),
     ],
 )
 def test_values_that_would_fail_after_training_fail_now(changes: dict, message: str) -> None:
@@ -289,6 +293,14 @@ def test_values_that_would_fail_after_training_fail_now(changes: dict, message: 
         check_config(config)
     assert message in str(error.value)
     check_config(resolved(target={"bins": [float("-inf"), 8.7, float("inf")], "labels": ["low", "high"]}))
+
+
+def test_a_torchvision_network_is_checked_before_any_job() -> None:
+    check_model(resolved(model={"arch": "torchvision:mobilenet_v2"}))
+    with pytest.raises(ConfigError, match="config key model.arch 'torchvision:vit_b_16' cannot be audited"):
+        check_model(resolved(model={"arch": "torchvision:vit_b_16"}))
+    with pytest.raises(ConfigError, match="pca.components is 600, but torchvision:regnet_x_400mf has 400 penultimate"):
+        check_model(resolved(model={"arch": "torchvision:regnet_x_400mf"}, pca={"components": 600}))
 
 
 def test_a_grad_cam_layer_must_exist_and_give_a_feature_map() -> None:
@@ -318,7 +330,7 @@ def test_catalog_columns_and_shards_are_checked_against_the_header(tmp_path: Pat
 def test_every_job_rule_has_its_resource_defaults_in_the_schema() -> None:
     """The schema holds a default per job rule (no second table in the workflow), and only for job rules."""
     rules_text = "".join(path.read_text() for path in sorted((REPO / "workflow/rules").glob("*.smk")))
-    rules = set(re.findall(r"^rule (\w+):", rules_text, re.M))
+    rules = set(re.findall(r"^\s*rule (\w+):", rules_text, re.M))  # a conditional rule is indented
     local = re.search(r"localrules:\n((?:\s+\w+,\n)+)", (REPO / "workflow/Snakefile").read_text())
     jobs = rules - {name.strip(" ,\n") for name in local.group(1).split()}
     used = set(re.findall(r'rule_resources\("(\w+)"', rules_text))

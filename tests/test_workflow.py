@@ -1,5 +1,6 @@
 """End-to-end: the real workflow on a tiny GalSim demo, checking what the outputs contain."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 import torch
+import torchvision.models as tvm
 from PIL import Image
 
 from helpers import DEMO_TARGET, REPO, TINY_DEMO, run_workflow
@@ -553,3 +555,66 @@ def test_threshold_regions_match_the_true_demo_masks(tiny_demo: Path) -> None:
     found = threshold_regions(images, 2.0)  # the schema's saliency.object.nsigma
     iou = (found & truth).sum(axis=(1, 2)) / np.maximum((found | truth).sum(axis=(1, 2)), 1)
     assert iou.mean() > 0.5, iou
+
+
+def test_a_torchvision_network_from_imagenet_weights_then_audited_as_a_plain_state_dict(
+    tiny_demo: Path, tmp_path: Path
+) -> None:
+    """model.arch torchvision:resnet18 (the ImageNet stem: 2 x 2 maps at 64 px): three epochs from a state_dict of
+    1000 classes (its head skipped); then that model, saved as a plain torchvision state_dict, audited with
+    model.checkpoint: no training, and the audit's outputs are the plain network's own."""
+    torch.manual_seed(0)  # the starting weights, and so the training, are the same at every run
+    plain = tvm.get_model("resnet18", weights=None, num_classes=1000)
+    torch.save(plain.state_dict(), tmp_path / "imagenet-like.pth")
+    config = {
+        **TINY_DEMO,
+        "catalog": str(tiny_demo / "demo/catalog.csv"),
+        "images": str(tiny_demo / "demo/images/{id}.jpg"),
+        "saliency": {"object": {"method": "masks", "masks": str(tiny_demo / "demo/masks/{id}.png")}},
+        "target": DEMO_TARGET,
+        "image": {"size": 64, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+        "model": {"arch": "torchvision:resnet18", "weights": str(tmp_path / "imagenet-like.pth")},
+        "train": {"epochs": 3, "lr": 0.003, "batch_size": 4},  # BatchNorm's running statistics need steps
+    }
+    trained = tmp_path / "trained"
+    run_workflow(config, trained, str(trained / "eval/metrics.json"), str(trained / "provenance/provenance.csv"))
+    log = (trained / "logs/train.log").read_text()
+    skipped = "2 skipped (not in the model or of another shape): ['head.bias', 'head.weight']"
+    assert f"{len(plain.state_dict()) - 2} tensors loaded, {skipped}" in log
+    model, meta = load_checkpoint(trained / "model/model.pt", torch.device("cpu"))
+    assert meta["arch"] == "torchvision:resnet18" and model.target_layer == "body.layer4"
+    assert meta["mean"] == config["image"]["mean"]
+    provenance = pd.read_csv(trained / "provenance/provenance.csv").set_index("item")["value"]
+    assert provenance["training started from"] == str(tmp_path / "imagenet-like.pth")
+
+    # the trained network as a user would have it: a plain torchvision state_dict, under torchvision's names
+    plain = tvm.get_model("resnet18", weights=None, num_classes=2).eval()
+    own = model.state_dict()
+    plain.load_state_dict({source: own[name] for source, name in model.source_keys.items()})
+    torch.save(plain.state_dict(), tmp_path / "mine.pth")
+    imported = tmp_path / "imported"
+    model_config = {
+        "arch": "torchvision:resnet18",
+        "checkpoint": str(tmp_path / "mine.pth"),
+        "classes": ["low", "high"],
+    }
+    done = run_workflow({**config, "model": model_config}, imported)
+    out = done.stdout + done.stderr
+    assert "rule import_model:" in out and "rule train:" not in out
+    audit = pq.read_table(imported / "audit/part-0.parquet")
+    metadata = read_audit_metadata(audit.schema)
+    assert metadata["layer"] == "body.layer4" and metadata["map_shape"] == [2, 2] and metadata["n_features"] == 512
+    labels = pd.read_parquet(imported / "classes/labels.parquet")
+    pixels = open_packed(imported / "images/images.npy")[:]
+    x = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0 - torch.tensor(config["image"]["mean"]).view(
+        1, 3, 1, 1)) / torch.tensor(config["image"]["std"]).view(1, 3, 1, 1)  # fmt: skip
+    with torch.no_grad():
+        expected = torch.softmax(plain(x), dim=1).numpy()
+    stored = audit.to_pandas().set_index("id").loc[labels["id"].astype(str), ["prob_low", "prob_high"]]
+    np.testing.assert_allclose(stored.to_numpy(), expected, rtol=1e-5, atol=1e-5)
+    provenance = pd.read_csv(imported / "provenance/provenance.csv").set_index("item")["value"]
+    assert provenance["model trained here"] == "no: imported by model.checkpoint"
+    assert provenance["imported file SHA-256"] == hashlib.sha256((tmp_path / "mine.pth").read_bytes()).hexdigest()
+    stats = pd.read_parquet(imported / "saliency/stats.parquet")
+    assert len(stats) == len(labels) and stats["state"].eq("ok").any()
+    assert (imported / "saliency/backgrounds.csv").exists() and any((imported / "saliency/galleries").iterdir())

@@ -15,7 +15,7 @@ import yaml
 
 from saliency_audit.data.catalog_csv import CatalogReadError, catalog_columns, missing_column_message
 from saliency_audit.data.catalog_filter import FilterError, filter_columns, parse_filter
-from saliency_audit.model.architectures import FEATURE_WIDTHS
+from saliency_audit.model.architectures import FEATURE_WIDTHS, TORCHVISION
 
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
@@ -201,6 +201,13 @@ def check_config(config: dict[str, Any]) -> None:
         unknown = [k for k in target["keep"] if k not in known]
         if unknown:
             raise ConfigError(f"target.keep names {unknown}, which are not in target.labels {known}")
+    model = config["model"]  # a missing weights or checkpoint file is a missing input, which Snakemake names
+    if model.get("weights") and model.get("checkpoint"):
+        raise ConfigError("config keys model.weights and model.checkpoint: weights start a training, a checkpoint "
+                          "replaces it; give one")  # fmt: skip
+    image = config["image"]
+    if (image.get("mean") is None) != (image.get("std") is None):
+        raise ConfigError("config keys image.mean and image.std: give both (the input normalisation) or neither")
     audit = config["audit"]
     width = FEATURE_WIDTHS.get(config["model"]["arch"])
     if width is not None and config["pca"]["components"] > width:
@@ -229,6 +236,25 @@ def check_config(config: dict[str, Any]) -> None:
         raise ConfigError(
             f"config key images: your catalog {config['catalog']!r} is not the demo's, but images is still the "
             f'demo\'s {config["images"]!r}; set it to the path pattern of your cutouts, e.g. "/data/img/{{id}}.jpg"'
+        )
+
+
+def check_model(config: dict[str, Any]) -> None:
+    """A ``torchvision:<name>`` architecture must be one the audit can split, with at least
+    ``pca.components`` penultimate features (builds it, so imports torch; only for these runs)."""
+    arch = config["model"]["arch"]
+    if not arch.startswith(TORCHVISION):
+        return
+    from saliency_audit.model.factory import build_model  # noqa: PLC0415  (torch: seconds at start-up)
+
+    try:
+        width = build_model(arch, 2).n_features
+    except ValueError as error:
+        raise ConfigError(f"config key {error}") from None
+    if config["pca"]["components"] > width:
+        raise ConfigError(
+            f"pca.components is {config['pca']['components']}, but {arch} has {width} penultimate features; "
+            f"set it to at most {width}"
         )
 
 
@@ -273,6 +299,7 @@ def prepare_config(config: dict[str, Any], schema: dict[str, Any], validate: Cal
     check_config(config)
     resolve_results(config)
     check_catalog(config)
+    check_model(config)
     check_layer(config)
 
 

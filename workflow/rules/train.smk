@@ -5,10 +5,37 @@
 # (labels.parquet, an ordinary input) or the `image` settings (a param of train, so a trigger).
 
 
+if config["model"].get("checkpoint"):
+
+    # model.checkpoint: a model trained elsewhere becomes model/model.pt; nothing is trained.
+    rule import_model:
+        input:
+            checkpoint=config["model"].get("checkpoint") or [],
+            images=ancient(res("images/images.npy")),
+            labels=res("classes/labels.parquet"),
+        output:
+            model=res("model/model.pt"),
+        log:
+            logfile("import_model"),
+        conda:
+            ENVIRONMENT
+        resources:
+            **rule_resources("import_model"),
+        params:
+            model=config["model"],
+            pixels=config["image"],
+            reuse=config["reuse"],
+        script:
+            "../../scripts/import_model.py"
+
+    ruleorder: import_model > train
+
+
 rule train:
     input:
         images=ancient(res("images/images.npy")),
         labels=res("classes/labels.parquet"),
+        weights=config["model"].get("weights") or [],
     output:
         model=res("model/model.pt"),
         history=report(

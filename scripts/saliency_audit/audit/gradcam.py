@@ -57,11 +57,24 @@ def _is_global_average_pool(pool: nn.Module) -> bool:
     return all(isinstance(layer, nn.Flatten) for layer in layers[1:])
 
 
+def head_linear(head: nn.Module) -> nn.Linear | None:
+    """The head's one linear layer when the head is that layer alone or after dropouts (the identity in
+    the audit's eval mode, as in torchvision's EfficientNets); None for any other head."""
+    if isinstance(head, nn.Linear):
+        return head
+    layers = list(head) if isinstance(head, nn.Sequential) else []
+    if layers and isinstance(layers[-1], nn.Linear) and all(isinstance(m, nn.Dropout) for m in layers[:-1]):
+        return layers[-1]
+    return None
+
+
 def linear_tail(model: Classifier, module: nn.Module) -> bool:
     """Whether only a global average pool and one linear layer follow ``module``, so that Grad-CAM
     has the closed form W_ck / (h w) (CAM); decided from the modules, not from their names."""
     return (
-        _ends_the_body(model.body, module) and _is_global_average_pool(model.pool) and isinstance(model.head, nn.Linear)
+        _ends_the_body(model.body, module)
+        and _is_global_average_pool(model.pool)
+        and head_linear(model.head) is not None
     )
 
 
@@ -149,6 +162,8 @@ class GradCAM:
             a = self.body(x)
             activations = self.model.pool(a)
             logits = self.model.head(activations)
-            weights = self.model.head.weight / (a.shape[-2] * a.shape[-1])  # C x K
+            linear = head_linear(self.model.head)
+            assert linear is not None  # checked when linear_tail was set
+            weights = linear.weight / (a.shape[-2] * a.shape[-1])  # C x K
             cams = torch.relu(torch.einsum("ck,bkhw->bchw", weights.to(a.dtype), a))
         return AuditBatch(logits, activations, cams)

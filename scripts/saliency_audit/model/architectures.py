@@ -7,3 +7,4 @@ both in step.
 
 FEATURE_WIDTHS = {"simple_cnn": 128, "resnet18": 512}  # length of the penultimate vector (the PCA input)
 ARCHS = tuple(FEATURE_WIDTHS)
+TORCHVISION = "torchvision:"  # model.arch torchvision:<name>: a classification builder of torchvision.models

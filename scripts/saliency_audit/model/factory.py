@@ -1,4 +1,5 @@
-"""The one model factory: the seed's three-block CNN and a ResNet-18 for small cutouts.
+"""The one model factory: the seed's three-block CNN, a ResNet-18 for small cutouts, and torchvision's
+classification networks (``torchvision_models``).
 
 Both are a ``Classifier``: a convolutional ``body``, a ``pool`` that turns its
 last feature map into the penultimate vector, and a linear ``head``. Every
@@ -12,18 +13,30 @@ from typing import cast
 import torch
 from torch import nn
 
-from saliency_audit.model.architectures import ARCHS, FEATURE_WIDTHS
+from saliency_audit.model.architectures import ARCHS, FEATURE_WIDTHS, TORCHVISION
 
 
 class Classifier(nn.Module):
-    """body -> global average pool -> linear head, with its default Grad-CAM layer."""
+    """body -> pool -> head, with its default Grad-CAM layer. The pool is a global average pool and the
+    head one linear layer unless given (a torchvision network brings its own: a LayerNorm after the
+    pool, a dropout or a small MLP in the head)."""
 
-    def __init__(self, body: nn.Sequential, n_features: int, n_classes: int, target_layer: str) -> None:
+    def __init__(
+        self,
+        body: nn.Sequential,
+        n_features: int,
+        n_classes: int,
+        target_layer: str,
+        pool: nn.Module | None = None,
+        head: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.body = body
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(n_features, n_classes)
+        self.pool = pool if pool is not None else nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = head if head is not None else nn.Linear(n_features, n_classes)
         self.target_layer = target_layer
+        self.n_features, self.n_classes = n_features, n_classes
+        self.source_keys: dict[str, str] = {}  # a torchvision network's state_dict names -> these
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The penultimate vector: what the head sees, the activations the audit keeps."""
@@ -100,12 +113,17 @@ def resnet18_cutout(n_classes: int) -> Classifier:
 
 
 def build_model(arch: str, n_classes: int, stride: int = 2) -> Classifier:
-    """Build an untrained model by name (``model.arch`` in the config)."""
+    """Build an untrained model by name (``model.arch`` in the config): ``simple_cnn``, ``resnet18`` or
+    ``torchvision:<name>``."""
     if arch == "simple_cnn":
         return simple_cnn(n_classes, stride)
     if arch == "resnet18":
         return resnet18_cutout(n_classes)
-    raise ValueError(f"model.arch {arch!r} is not one of {ARCHS}")
+    if arch.startswith(TORCHVISION):
+        from saliency_audit.model.torchvision_models import torchvision_classifier  # noqa: PLC0415  (a second to import)
+
+        return torchvision_classifier(arch.removeprefix(TORCHVISION), n_classes)
+    raise ValueError(f"model.arch {arch!r} is not one of {ARCHS} or {TORCHVISION}<name>")
 
 
 def compiled(module: nn.Module) -> nn.Module:

@@ -30,6 +30,7 @@ from saliency_audit.model.batches import batch_rows, channel_stats, dihedral, pr
 from saliency_audit.model.checkpoint import describe_device
 from saliency_audit.model.factory import Classifier, build_model, compiled
 from saliency_audit.model.metrics import classification_metrics
+from saliency_audit.model.pretrained import load_matching, read_weights
 from saliency_audit.runtime.atomic_io import atomic_path
 
 RESUME_NAME = ".train-resume.pt"
@@ -160,7 +161,7 @@ def predict_logits(
     with torch.inference_mode():
         for x in prefetch(lambda batch: to_tensor(read_rows(images, batch), mean, std, device), batches):
             out.append(model(x).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, cast(nn.Linear, model.head).out_features), np.float32)
+    return torch.cat(out).numpy() if out else np.zeros((0, cast(int, model.n_classes)), np.float32)
 
 
 def train_one_epoch(
@@ -280,11 +281,16 @@ def fit(
     device: torch.device,
     resume: str | os.PathLike | None = None,
     key: str = "",
+    start_from: str | os.PathLike | None = None,
+    norm: tuple[list[float], list[float]] | None = None,
 ) -> tuple[Classifier, pd.DataFrame, dict[str, Any]]:
     """Train on the 'train' rows of ``labels`` (row i = packed image i); validate on 'valid'.
 
     With ``resume`` (``resume_path``), the state after each epoch is saved there and a state saved by an
     earlier, interrupted run of the same job (``key``) is continued from its last finished epoch.
+    With ``start_from`` (``model.weights``), training starts from the tensors of that file that fit the
+    model (``pretrained.load_matching``; the skipped ones are logged). ``norm`` (``image.mean``,
+    ``image.std``) is the input normalisation; without it, that of the train split.
     Returns the model (never its compiled wrapper), the per-epoch history and the checkpoint metadata.
     """
     classes = list(labels["class"].cat.categories)
@@ -295,10 +301,19 @@ def fit(
         torch.use_deterministic_algorithms(True)
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
-    norm = channel_stats(images, train_rows)
+    norm = norm or channel_stats(images, train_rows)
 
     precision = Precision(device)
-    model = build_model(arch, len(classes), stride).to(device)
+    model = build_model(arch, len(classes), stride)
+    source: dict[str, Any] = {"trained_here": True}
+    if start_from is not None:
+        initial, _, digest = read_weights(start_from, "model.weights")
+        skipped = load_matching(model, initial, "model.weights", start_from)
+        print(f"started from {start_from} (SHA-256 {digest[:12]}...): {len(initial) - len(skipped)} tensors "
+              f"loaded, {len(skipped)} skipped (not in the model or of another shape): {skipped}",
+              file=sys.stderr)  # fmt: skip
+        source.update(weights=str(start_from), weights_sha256=digest)
+    model = model.to(device)
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
     network = compiled(model) if settings.compile else model  # shares model's parameters
@@ -389,5 +404,6 @@ def fit(
         "train": asdict(settings),
         "device": str(device),
         "device_name": describe_device(device),
+        "source": source,
     }
     return model, pd.DataFrame(history), metadata

@@ -45,6 +45,19 @@ def git_commit(folder: Path) -> str:
     return commit.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
+def model_source(source: dict[str, Any]) -> list[tuple[str, str]]:
+    """Where the model comes from: trained here (from scratch or from ``model.weights``) or imported
+    (``model.checkpoint``), with the checksums of the files it came from."""
+    if source.get("trained_here", True):
+        rows = [("model trained here", "yes")]
+        if source.get("weights"):
+            rows += [("training started from", str(source["weights"])),
+                     ("starting weights SHA-256", str(source["weights_sha256"]))]  # fmt: skip
+        return rows
+    return [("model trained here", "no: imported by model.checkpoint"), ("imported from", str(source["checkpoint"])),
+            ("imported file SHA-256", str(source["sha256"]))]  # fmt: skip
+
+
 def provenance_table(
     config: dict[str, Any],
     workflow_dir: Path,
@@ -68,6 +81,7 @@ def provenance_table(
         ("catalog SHA-256", source["catalog_sha256"]),
         ("packed images SHA-256", verified_sha256(files["images"])),
         ("model SHA-256", checkpoint["file_sha256"]),
+        *model_source(checkpoint.get("source", {})),
         ("catalog rows", str(n_rows)),
         ("rows excluded by validation (integrity table)", str(n_rows - n_valid_rows)),
         ("rows outside the kept classes", str(n_valid_rows - n_used)),
