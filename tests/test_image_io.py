@@ -113,13 +113,31 @@ def test_float_images_of_small_fluxes_are_stretched_not_blackened(tmp_path, kind
     assert out[21:27, 21:27].min() > 200 and np.median(out) < 150 and (out[blank] == 0).all()
 
 
-def test_a_multi_band_fits_cube_is_refused_not_cut_to_one_band(tmp_path) -> None:
+def test_a_three_band_fits_cube_is_read_as_colour_and_other_cubes_are_refused(tmp_path) -> None:
     from astropy.io import fits
 
-    fits.PrimaryHDU(np.ones((3, 16, 16), dtype=np.float32)).writeto(tmp_path / "cube.fits")
+    rng = np.random.default_rng(4)
+    cube = rng.normal(0.01, 0.002, (3, 40, 40)).astype(np.float32)  # g, r, i fluxes of order 0.01
+    cube[:, 15:25, 15:25] += np.array([0.02, 0.04, 0.06], np.float32)[:, None, None]  # a red source
+    cube[1, 0, :4] = np.nan
+    fits.PrimaryHDU(cube).writeto(tmp_path / "cube.fits")
+    out = load_rgb(tmp_path / "cube.fits", 10**6)
+    shown = np.flip(cube.astype(np.float64), axis=1).transpose(1, 2, 0)  # rows bottom-up, as one band is shown
+    np.testing.assert_array_equal(out, reference_stretch(shown))  # one stretch for the three bands
+    source = out[15:25, 15:25].reshape(-1, 3).mean(axis=0)
+    assert source[0] < source[1] < source[2] and out[39, :4, 1].tolist() == [0, 0, 0, 0]
+    fits.PrimaryHDU(cube[None]).writeto(tmp_path / "4d.fits")  # 1 x 3 x H x W: the same image
+    np.testing.assert_array_equal(load_rgb(tmp_path / "4d.fits", 10**6), out)
+
+    fits.PrimaryHDU(np.ones((5, 16, 16), dtype=np.float32)).writeto(tmp_path / "five.fits")
     with pytest.raises(ImageProblem) as error:
-        load_rgb(tmp_path / "cube.fits", 10**6)
-    assert error.value.problem == "unsupported_image" and "FITS cube of 3 planes" in error.value.detail
+        load_rgb(tmp_path / "five.fits", 10**6)
+    assert error.value.problem == "unsupported_image" and "FITS cube of 5 planes" in error.value.detail
+    blank = cube.copy()
+    blank[2] = np.nan
+    fits.PrimaryHDU(blank).writeto(tmp_path / "blank.fits")
+    with pytest.raises(ImageProblem, match="band 3 of 3 holds no finite value"):
+        load_rgb(tmp_path / "blank.fits", 10**6)
 
 
 def test_nearly_constant_images() -> None:

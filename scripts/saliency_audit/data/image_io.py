@@ -67,6 +67,29 @@ def stretch_to_uint8(values: np.ndarray) -> np.ndarray:
     return np.clip(np.round(np.where(finite, scaled, 0.0)), 0, 255).astype(np.uint8)
 
 
+def fits_bands(path: str | os.PathLike) -> np.ndarray:
+    """A FITS cube of three bands (bands first; leading axes of length 1 dropped) as an H x W x 3 uint8
+    image: the three bands stretched together (``stretch_to_uint8`` over all their values, so that the
+    image keeps the sources' colours), rows shown bottom-up as a single-band FITS file is.
+
+    A band with no finite value would pack a black channel that looks like data: a problem instead.
+    """
+    from astropy.io import fits  # noqa: PLC0415  (only where FITS cubes are read)
+
+    with fits.open(path, memmap=False) as hdus:
+        data = hdus[0].data
+    bands = np.asarray(data, dtype=np.float64) if data is not None else np.zeros((0,))
+    while bands.ndim > 3 and bands.shape[0] == 1:
+        bands = bands[0]
+    if bands.ndim != 3 or bands.shape[0] != 3:
+        raise ImageProblem("unsupported_image", f"{path}: the primary array has shape {bands.shape}, not 3 x H x W")
+    for k, band in enumerate(bands):
+        if not np.isfinite(band).any():
+            raise ImageProblem("unreadable_image", f"{path}: band {k + 1} of 3 holds no finite value")
+    stretched = stretch_to_uint8(bands)
+    return np.ascontiguousarray(np.flip(stretched, axis=1).transpose(1, 2, 0))
+
+
 def _to_rgb(image: Image.Image) -> np.ndarray:
     """8-bit images (grayscale, palette, alpha, CMYK...) become RGB as Pillow converts them;
     deeper ones (``DEEP_MODES``) are stretched per image by ``stretch_to_uint8``."""
@@ -208,11 +231,14 @@ def _decode(path: str | os.PathLike, max_pixels: int, convert: Callable[[Image.I
                     "save the one frame to use as an image of its own",
                 )
             if image.format == "FITS" and (planes := _fits_planes(path)) > 1:
-                raise ImageProblem(
-                    "unsupported_image",
-                    f"{path} is a FITS cube of {planes} planes; only single-plane FITS images are read "
-                    "(one band per file, or an RGB rendering)",
-                )
+                if planes != 3:
+                    raise ImageProblem(
+                        "unsupported_image",
+                        f"{path} is a FITS cube of {planes} planes; a FITS file is read as one band or as a "
+                        "cube of three (bands first, as red, green, blue); make a three-band cube of the bands "
+                        "to audit",
+                    )
+                return fits_bands(path)
             image.load()
             turn = DISPLAYED.get(_orientation(image, decoded=True))
             return convert(image if turn is None else image.transpose(turn))  # as displayed
