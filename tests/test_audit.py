@@ -78,6 +78,10 @@ def test_audit_table_contract_and_values(toy) -> None:
     np.testing.assert_array_equal(read_logits(out, ids, ["a", "b", "c"]), logits[::-1])
     with pytest.raises(ValueError, match="lacks 1 of the shard's images, e.g. 'g0'"):
         read_logits(out, ["g0", *ids], ["a", "b", "c"])
+    older = tmp_path / "older.parquet"  # an audit table of a version that kept no logits
+    pq.write_table(table.drop_columns(["logit_a", "logit_b", "logit_c"]), older)
+    with pytest.raises(ValueError, match="has no logit columns .*: run the audit again"):
+        read_logits(older, ids, ["a", "b", "c"])
     with pytest.raises(ValueError, match=r"holds the classes \['a', 'b', 'c'\], the model \['a', 'c', 'b'\]"):
         read_logits(out, ids, ["a", "c", "b"])
 

@@ -159,6 +159,9 @@ def read_logits(part: str | os.PathLike, ids: Sequence[str], classes: list[str])
     if stored_classes != list(classes):
         raise ValueError(f"{part} holds the classes {stored_classes}, the model {list(classes)}: audit it again")
     columns = [f"logit_{c}" for c in classes]
+    if not set(columns) <= set(dataset.schema.names):
+        raise ValueError(f"{part} has no logit columns (an audit table written before they were kept): run the "
+                         "audit again (snakemake --forcerun audit ...)")  # fmt: skip
     stored = dataset.to_table(columns=["id", *columns]).to_pandas().set_index("id")
     wanted = pd.Index([str(i) for i in ids])
     missing = wanted[~wanted.isin(stored.index)]
