@@ -11,7 +11,7 @@ import stat
 import struct
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import cast
 
 import numpy as np
@@ -354,14 +354,16 @@ def open_packed(path: str | os.PathLike) -> np.ndarray:
 
 
 @contextmanager
-def packed_writer(path: str | os.PathLike, rows: int, size: int) -> Iterator[Callable[[np.ndarray], None]]:
-    """Write an N x S x S x 3 uint8 array to a .npy file block by block, with plain file writes.
+def uint8_writer(
+    path: str | os.PathLike, shape: tuple[int, ...], unit: str = "rows"
+) -> Iterator[Callable[[np.ndarray], None]]:
+    """Write a uint8 .npy array of ``shape`` block by block along its first axis, with plain file writes.
 
     Writing through a memory map would leave every page of the file resident in the
     job (a 100k-image array is 1.2 GB at 64 px); written with ``write`` the pages
-    belong to the kernel's cache instead. The file must receive exactly ``rows`` images.
+    belong to the kernel's cache instead. The file must receive exactly ``shape[0]``
+    rows (``unit`` names them in the error).
     """
-    shape = (rows, size, size, 3)
     written = 0
     with open(path, "wb") as handle:
         header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape}
@@ -369,14 +371,21 @@ def packed_writer(path: str | os.PathLike, rows: int, size: int) -> Iterator[Cal
 
         def write(block: np.ndarray) -> None:
             nonlocal written
-            if block.dtype != np.uint8 or block.shape[1:] != shape[1:] or written + len(block) > rows:
+            if block.dtype != np.uint8 or block.shape[1:] != shape[1:] or written + len(block) > shape[0]:
                 raise ValueError(f"cannot append a {block.dtype} block of shape {block.shape} to {shape} in {path}")
             handle.write(np.ascontiguousarray(block).data)
             written += len(block)
 
         yield write
-    if written != rows:
-        raise ValueError(f"{path} received {written} of its {rows} images")
+    if written != shape[0]:
+        raise ValueError(f"{path} received {written} of its {shape[0]} {unit}")
+
+
+def packed_writer(
+    path: str | os.PathLike, rows: int, size: int
+) -> AbstractContextManager[Callable[[np.ndarray], None]]:
+    """``uint8_writer`` of the packed N x S x S x 3 images."""
+    return uint8_writer(path, (rows, size, size, 3), "images")
 
 
 def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -13,8 +13,7 @@ image, twelve times the audit): found once, it is paid once, not by each of four
 """
 
 import os
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from saliency_audit.data.image_io import open_packed, read_rows
+from saliency_audit.data.image_io import open_packed, read_rows, uint8_writer
 from saliency_audit.data.regions import Problem, image_sizes, regions_and_neighbours
 from saliency_audit.runtime.atomic_io import atomic_path, write_csv
 from saliency_audit.runtime.shards import shard_labels
@@ -41,27 +40,6 @@ def unpack_masks(bits: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     return masks[:, 0], masks[:, 1]
 
 
-@contextmanager
-def bits_writer(path: str | os.PathLike, shape: tuple[int, ...]) -> Iterator[Callable[[np.ndarray], None]]:
-    """Write a uint8 .npy array of ``shape`` block by block along its first axis, with plain file writes
-    (pages in the kernel's cache, not resident in the job); it must receive exactly ``shape[0]`` rows."""
-    written = 0
-    with open(path, "wb") as handle:
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape}
-        np.lib.format.write_array_header_1_0(handle, header)
-
-        def write(block: np.ndarray) -> None:
-            nonlocal written
-            if block.dtype != np.uint8 or block.shape[1:] != shape[1:] or written + len(block) > shape[0]:
-                raise ValueError(f"cannot append a {block.dtype} block of shape {block.shape} to {shape} in {path}")
-            handle.write(np.ascontiguousarray(block).data)
-            written += len(block)
-
-        yield write
-    if written != shape[0]:
-        raise ValueError(f"{path} received {written} of its {shape[0]} rows")
-
-
 def write_regions(
     images: np.ndarray,
     ids: Sequence[str],
@@ -77,7 +55,7 @@ def write_regions(
     if len(ids) != n:
         raise ValueError(f"{n} images but {len(ids)} ids")
     problems: list[tuple[str, str, str]] = []
-    with bits_writer(out, (n, 2, size, (size + 7) // 8)) as write:
+    with uint8_writer(out, (n, 2, size, (size + 7) // 8)) as write:
         for start in tqdm(range(0, n, batch_size), desc="regions", unit="batch", mininterval=2.0):
             batch_ids = [str(i) for i in ids[start : start + batch_size]]
             pixels = read_rows(images, np.arange(start, start + len(batch_ids)))

@@ -51,9 +51,9 @@ import torch
 from tqdm import tqdm
 
 from saliency_audit.audit.map_geometry import derive_geometry
-from saliency_audit.data.image_io import image_area, open_packed, packed_writer, read_rows
+from saliency_audit.data.image_io import image_area, open_packed, packed_writer, read_rows, uint8_writer
 from saliency_audit.data.packing import PackedIndex
-from saliency_audit.data.region_store import RegionStore, bits_writer
+from saliency_audit.data.region_store import RegionStore
 from saliency_audit.data.regions import image_sizes
 from saliency_audit.model.batches import batch_rows, to_tensor
 from saliency_audit.model.factory import find_module
@@ -174,7 +174,7 @@ def view_predictions(
     progress = tqdm(total=n, desc="backgrounds: probe views", unit="img", mininterval=2.0)
     with (
         packed_writer(backgrounds_path, n, size) as write_backgrounds,
-        bits_writer(parts_path, (n, (size * size + 7) // 8)) as write_parts,
+        uint8_writer(parts_path, (n, (size * size + 7) // 8)) as write_parts,
     ):
         for batch in batch_rows(np.arange(n), batch_size, shuffle=False, generator=None):
             batch_ids = ids[batch].tolist()
