@@ -3,7 +3,7 @@
 import sys
 from typing import Any
 
-from saliency_audit.data.classes import check_kept_images, make_labels, read_clean
+from saliency_audit.data.classes import check_kept_images, is_regression, make_labels, read_clean, training_mean
 from saliency_audit.report.data_figures import histogram_figure
 from saliency_audit.report.figures import drawing, save_figure
 from saliency_audit.runtime.atomic_io import write_csv, write_parquet
@@ -20,7 +20,8 @@ def main(snakemake: Any) -> None:
     write_csv(counts, snakemake.output.counts)
     column, path = target["column"], snakemake.output.histogram
     with drawing(f"the histogram of the target column {column!r} (config key target.column)", path):
-        save_figure(histogram_figure(clean[column], target, counts), path)
+        mean = training_mean(labels) if is_regression(target) else None
+        save_figure(histogram_figure(clean[column], target, counts, mean), path)
     print(counts.to_string(index=False), file=sys.stderr)
 
 

@@ -5,6 +5,7 @@ from typing import Any
 
 from saliency_audit.audit.pca import describe_fit, figure_points, fit_pca, merge_moments, project_dataset, read_labels
 from saliency_audit.audit.tables import audit_dataset
+from saliency_audit.data.classes import is_regression
 from saliency_audit.data.image_io import open_packed
 from saliency_audit.report.figures import drawing, save_figure
 from saliency_audit.report.pca_figures import ColourScale, scatter_figure, thumbnail_figure, variance_figure
@@ -22,8 +23,9 @@ def main(snakemake: Any) -> None:
     write_json(fit.to_json(), snakemake.output.summary)
 
     labels, classes = read_labels(snakemake.input.labels)
-    scale = ColourScale.from_target(params.target, classes)
-    points = figure_points(pcs, dataset, labels)
+    regression = is_regression(params.target)
+    scale = ColourScale.from_target(params.target, classes, labels["target"] if regression else None)
+    points = figure_points(pcs, dataset, labels, regression=regression)
     column = params.target["column"]
     with drawing(f"the PCA scatter coloured by the target column {column!r}", snakemake.output.scatter):
         save_figure(scatter_figure(points, scale, column), snakemake.output.scatter)

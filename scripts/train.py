@@ -27,9 +27,14 @@ def main(snakemake: Any) -> None:
     device = select_device(params.train["device"])
     settings = train_settings(params.train)
     labels = read_labels(snakemake.input.labels)
-    # what training depends on: the pixels, each image's class and split (not its target value), the settings
+    # what training depends on: the pixels, each image's class and split (its value in a regression), the settings
     weights = params.model.get("weights")
-    key = job_key(snakemake, [snakemake.input.images, *([weights] if weights else [])], [training_labels(labels)])
+    regression_loss = params.regression_loss  # None for a classifier
+    key = job_key(
+        snakemake,
+        [snakemake.input.images, *([weights] if weights else [])],
+        [training_labels(labels, regression_loss is not None)],
+    )
     with reusable(snakemake.output, key, params.reuse) as reused:
         if reused:
             return
@@ -40,7 +45,7 @@ def main(snakemake: Any) -> None:
         pixels = params.pixels
         norm = (pixels["mean"], pixels["std"]) if pixels.get("mean") is not None else None
         model, history, metadata = fit(
-            images, labels, arch, stride, settings, device, resume_path(model_path), key, weights, norm
+            images, labels, arch, stride, settings, device, resume_path(model_path), key, weights, norm, regression_loss
         )
         save_checkpoint(model, metadata, model_path)
         write_csv(history, snakemake.output.history)

@@ -4,6 +4,7 @@ import sys
 from typing import Any
 
 from saliency_audit.data.catalog_csv import DELIMITER_NAMES
+from saliency_audit.data.classes import is_regression
 from saliency_audit.data.validation import numeric_columns, problem_counts, read_catalog, source_metadata, validate
 from saliency_audit.runtime.atomic_io import write_csv, write_parquet
 from saliency_audit.runtime.job import start_job
@@ -19,7 +20,7 @@ def main(snakemake: Any) -> None:
         id_column=p.id_column,
         images=p.images,
         target_column=p.target["column"],
-        numeric_target="bins" in p.target,
+        numeric_target="bins" in p.target or is_regression(p.target),
         invalid=p.target.get("invalid", []),
         max_pixels=p.max_pixels,
         size=p.size,

@@ -187,3 +187,51 @@ def test_a_figure_that_cannot_be_drawn_names_the_target_column_and_the_file(tmp_
         run_bin_classes(tmp_path, monkeypatch, frame, {"column": "kind"})
     message = str(error.value)
     assert "target column 'kind'" in message and "histogram.png" in message and "12000030x464" in message
+
+
+REGRESSION = {"column": "Z", "task": "regression"}
+
+
+def test_a_regression_keeps_the_values_and_names_each_direction_from_the_training_mean() -> None:
+    rng = np.random.default_rng(1)
+    values = rng.normal(9.0, 0.3, 400)
+    labels, counts = make_labels(catalog(list(values)), REGRESSION, SPLIT)
+    np.testing.assert_array_equal(labels["target"], values)  # every row, in catalog order
+    mean = values[labels["split"].to_numpy() == "train"].mean()
+    assert list(labels["class"].cat.categories) == ["lower", "higher"]
+    np.testing.assert_array_equal(labels["class"] == "higher", values > mean)
+    assert (labels["split"] == "valid").mean() == pytest.approx(0.2, abs=0.01)
+    # stratified by deciles: each decile of the target gives valid its share
+    deciles = pd.qcut(values, 10, labels=False)
+    shares = pd.Series(labels["split"] == "valid").groupby(deciles).mean()
+    assert shares.between(0.15, 0.25).all()
+    assert counts.set_index("class")[["train", "valid"]].sum().sum() == 400
+
+
+def test_a_regression_with_bins_stratifies_by_them_and_keeps_the_kept_bins_only() -> None:
+    rng = np.random.default_rng(2)
+    values = rng.uniform(8.0, 9.4, 600)
+    labels, counts = make_labels(catalog(list(values)), {**NUMERIC, "task": "regression"}, SPLIT)
+    binned = pd.cut(values, NUMERIC["bins"], labels=NUMERIC["labels"]).astype(object)
+    kept = np.isin(binned, ["low", "high"])
+    np.testing.assert_array_equal(labels["target"], values[kept])
+    np.testing.assert_array_equal(labels["bin"].astype(str), binned[kept])
+    counts = counts.set_index("class")
+    assert (
+        not counts.loc["medium", "kept"]
+        and counts.loc["low", "train"] + counts.loc["low", "valid"] == (binned == "low").sum()
+    )
+
+
+def test_a_regression_that_does_not_vary_is_refused() -> None:
+    with pytest.raises(ClassError, match="varies"):
+        make_labels(catalog([1.0] * 20), REGRESSION, SPLIT)
+    with pytest.raises(ClassError, match="at least 4"):
+        make_labels(catalog([1.0, 2.0, np.nan]), REGRESSION, SPLIT)
+
+
+def test_the_regression_histogram_marks_the_training_mean() -> None:
+    values = pd.Series(np.linspace(0, 1, 50))
+    labels, counts = make_labels(catalog(list(values)), REGRESSION, SPLIT)
+    figure = histogram_figure(values, REGRESSION, counts, 0.5)
+    assert [t.get_text() for t in figure.axes[0].texts] == ["training mean 0.5"]

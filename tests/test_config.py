@@ -82,10 +82,20 @@ def test_demo_settings_stay_with_the_demo() -> None:
     own = {"results": "/data/run1", "catalog": "/data/cat.csv", "id_column": "objID", "images": "/data/img/{id}.jpg",
            "target": {"column": "Z", "bins": [8.1, 8.9, 9.3], "labels": ["a", "b"]}}  # fmt: skip
     config = run_checks(own)
-    assert not is_demo(config) and config["target"] == {**own["target"], "invalid": []}
+    assert not is_demo(config) and config["target"] == {
+        **own["target"],
+        "invalid": [],
+        "task": "classification",
+        "loss": "mse",
+    }
     assert config["saliency"]["object"]["method"] == "threshold" and config["saliency"]["truth_column"] is None
     # a categorical target inherits no bins; on the demo, target keys replace demo.target's
-    assert run_checks({**own, "target": {"column": "species"}})["target"] == {"column": "species", "invalid": []}
+    assert run_checks({**own, "target": {"column": "species"}})["target"] == {
+        "column": "species",
+        "invalid": [],
+        "task": "classification",
+        "loss": "mse",
+    }
     assert run_checks({"target": {"keep": ["low", "medium", "high"]}})["target"]["bins"] == [8.1, 8.7, 9.1, 9.3]
 
 
@@ -337,3 +347,16 @@ def test_every_job_rule_has_its_resource_defaults_in_the_schema() -> None:
     resources = SCHEMA["properties"]["resources"]["properties"]
     assert set(resources) == used == jobs
     assert all({"runtime", "mem_mb"} <= set(resources[name]["default"]) for name in resources)
+
+
+def test_a_regression_config_is_checked_before_any_job() -> None:
+    own = {"catalog": "/data/cat.csv", "images": "/data/img/{id}.fits", "target": {"column": "Z", "task": "regression"}}
+    assert run_checks(own, {})["target"]["loss"] == "mse"
+    for key in ("labels", "keep"):  # no classes to name without bins
+        with pytest.raises(ConfigError, match=f"config key target.{key}: a regression without target.bins"):
+            run_checks({**own, "target": {**own["target"], key: ["a", "b"]}}, {})
+    with pytest.raises(ConfigError, match="config key model.checkpoint: importing a trained regression"):
+        run_checks({**own, "model": {"checkpoint": "/data/model.pt", "classes": ["a", "b"]}}, {})
+    # on the demo, a regression keeps the demo's bins to stratify (and its planted star)
+    demo = run_checks({"target": {"task": "regression", "keep": ["low", "medium", "high"]}})
+    assert demo["target"]["bins"] == [8.1, 8.7, 9.1, 9.3] and demo["target"]["task"] == "regression"

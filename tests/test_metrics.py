@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from saliency_audit.model.metrics import binary_auc, classification_metrics, roc_curve
+from saliency_audit.model.metrics import binary_auc, classification_metrics, regression_metrics, roc_curve
 
 
 def random_probs(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,3 +45,19 @@ def test_roc_curve_equals_scikit_learn() -> None:
 
 def test_auc_of_a_single_class_is_nan() -> None:
     assert np.isnan(binary_auc(np.ones(4, dtype=bool), np.arange(4.0)))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_regression_metrics_equal_scikit_learn_and_astropy(seed: int) -> None:
+    from astropy.stats import mad_std
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    rng = np.random.default_rng(seed)
+    values = rng.normal(9.0, 0.3, 300)
+    predicted = values + rng.standard_t(3, 300) * 0.05 + 0.01
+    got = regression_metrics(values, predicted)
+    assert got["rmse"] == pytest.approx(np.sqrt(mean_squared_error(values, predicted)))
+    assert got["mae"] == pytest.approx(mean_absolute_error(values, predicted))
+    assert got["r2"] == pytest.approx(r2_score(values, predicted))
+    assert got["nmad"] == pytest.approx(mad_std(predicted - values), rel=1e-4)
+    assert got["bias"] == pytest.approx(np.mean(predicted - values))

@@ -384,3 +384,81 @@ def test_to_tensor_scales_each_channel_exactly(channels_last: bool) -> None:
     np.testing.assert_array_equal(x.numpy(), expected)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     assert x.dtype == torch.float32 and x.is_contiguous(memory_format=layout)
+
+
+def toy_regression(n: int = 64, size: int = 16) -> tuple[np.ndarray, pd.DataFrame]:
+    """The target is the brightness of a central square (plus noise): learnable in a few epochs."""
+    rng = np.random.default_rng(3)
+    values = rng.uniform(8.0, 9.5, n)
+    images = rng.integers(0, 40, (n, size, size, 3)).astype(np.uint8)
+    brightness = ((values - 8.0) * 120).astype(np.uint8)[:, None, None, None]
+    images[:, size // 4 : -size // 4, size // 4 : -size // 4] += brightness
+    split = np.where(np.arange(n) % 4 == 0, "valid", "train")
+    mean = values[split == "train"].mean()
+    labels = pd.DataFrame(
+        {
+            "id": [f"g{i}" for i in range(n)],
+            "target": values,
+            "class": pd.Categorical.from_codes((values > mean).astype(int), ["lower", "higher"]),
+            "split": split,
+        }
+    )
+    return images, labels
+
+
+@pytest.mark.parametrize("loss", ["mse", "huber"])
+def test_a_regression_learns_the_value_and_its_logits_are_the_two_directions(tmp_path, loss) -> None:
+    from saliency_audit.data.classes import predicted_values
+
+    images, labels = toy_regression()
+    settings = resolved_settings(epochs=8, lr=0.01, batch_size=8, seed=5)
+    model, history, meta = fit(images, labels, "simple_cnn", 2, settings, CPU, regression_loss=loss)
+    train = labels["split"] == "train"
+    assert meta["task"] == "regression" and meta["target_mean"] == pytest.approx(labels["target"][train].mean())
+    assert meta["target_scale"] == pytest.approx(labels["target"][train].std(ddof=0))
+    assert {"rmse", "mae", "r2"} <= set(history.columns) and "accuracy" not in history
+    assert history["r2"].iloc[-1] > 0.5 and history["rmse"].iloc[-1] < labels["target"].std()
+    x = to_tensor(images, meta["mean"], meta["std"], CPU)
+    with torch.no_grad():
+        logits = model(x)
+        standardised = model.head.value(model.features(x))[:, 0]
+    torch.testing.assert_close(logits[:, 0], -logits[:, 1])  # lower is the negative of higher
+    expected = meta["target_mean"] + meta["target_scale"] * standardised.numpy()
+    np.testing.assert_allclose(predicted_values(logits, meta["target_mean"]), expected, rtol=1e-5)
+    # the checkpoint rebuilds the same regression
+    save_checkpoint(model, meta, tmp_path / "model.pt")
+    loaded, _ = load_checkpoint(tmp_path / "model.pt")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), logits)
+
+
+def test_a_regression_that_learned_nothing_is_not_kept() -> None:
+    from saliency_audit.model.training import check_learned_regression
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=400)
+    with pytest.raises(TrainingError, match="chance level"):
+        check_learned_regression(values, rng.normal(size=400), 3, 0.01)
+    with pytest.raises(TrainingError, match="chance level"):
+        check_learned_regression(values, np.zeros(400), 3, 0.01)  # a constant prediction
+    check_learned_regression(values, values + rng.normal(size=400) * 0.5, 3, 0.01)
+
+
+def test_the_closed_form_grad_cam_of_a_regression_equals_autograd() -> None:
+    from saliency_audit.audit.gradcam import GradCAM, linear_tail
+
+    model = build_model("simple_cnn", 2, regression=(9.0, 0.3)).eval()
+    assert linear_tail(model, find_module(model, model.target_layer))
+    x = torch.randn(3, 3, 32, 32)
+    with GradCAM(model, model.target_layer) as cam:
+        closed = cam(x)
+    body = find_module(model, model.target_layer)
+    captured = {}
+    handle = body.register_forward_hook(lambda m, i, o: captured.setdefault("a", o))
+    out = model(x)
+    handle.remove()
+    a = captured["a"]
+    for k in range(2):  # Grad-CAM by autograd of each direction's logit
+        (grads,) = torch.autograd.grad(out[:, k].sum(), a, retain_graph=True)
+        expected = torch.relu((grads.mean(dim=(2, 3))[:, :, None, None] * a).sum(1))
+        torch.testing.assert_close(closed.cams[:, k], expected.detach(), rtol=1e-4, atol=1e-6)

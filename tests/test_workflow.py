@@ -19,6 +19,7 @@ from helpers import DEMO_TARGET, REPO, TINY_DEMO, run_workflow
 from saliency_audit.audit.tables import read_audit_metadata
 from saliency_audit.data.image_io import center_crop_pad, load_rgb, open_packed
 from saliency_audit.data.regions import threshold_regions
+from saliency_audit.model.batches import to_tensor
 from saliency_audit.model.checkpoint import load_checkpoint
 from saliency_audit.model.evaluation import evaluation, predictions_table
 from saliency_audit.model.training import RESUME_NAME, predict_logits
@@ -368,6 +369,55 @@ def test_three_classes_train_and_evaluate(tiny_demo: Path, tmp_path: Path) -> No
     stats = pd.read_parquet(results / "saliency/stats.parquet")  # three classes
     assert {"energy_in_object_low", "energy_in_object_medium", "energy_in_object_high"} <= set(stats.columns)
     assert len(stats) == len(predictions)
+
+
+def test_a_regression_runs_end_to_end_on_its_directions(tiny_demo: Path, tmp_path: Path) -> None:
+    config = {
+        **TINY_DEMO,
+        "catalog": str(tiny_demo / "demo/catalog.csv"),
+        "images": str(tiny_demo / "demo/images/{id}.jpg"),
+        "saliency": {"object": {"method": "masks", "masks": str(tiny_demo / "demo/masks/{id}.png")}},
+        "target": {**DEMO_TARGET, "task": "regression", "keep": ["low", "medium", "high"]},
+        "train": {"epochs": 4, "lr": 0.01, "batch_size": 16},
+    }  # fmt: skip
+    results = tmp_path / "results"
+    run_workflow(config, results)
+    labels = pd.read_parquet(results / "classes/labels.parquet")
+    catalog = pd.read_csv(tiny_demo / "demo/catalog.csv", dtype={"objID": str}).set_index("objID")
+    np.testing.assert_allclose(labels["target"], catalog.loc[labels["id"], "metallicity"])
+    mean = labels.loc[labels["split"] == "train", "target"].mean()
+    assert ((labels["class"] == "higher") == (labels["target"] > mean)).all()
+    # the model's value, from the checkpoint, against the audit's direction logits and evaluate's table
+    checkpoint = torch.load(results / "model/model.pt", weights_only=True)
+    assert checkpoint["task"] == "regression" and checkpoint["target_mean"] == pytest.approx(mean)
+    model, meta = load_checkpoint(results / "model/model.pt")
+    images = open_packed(results / "images/images.npy")
+    with torch.no_grad():
+        expected = (
+            meta["target_mean"]
+            + meta["target_scale"]
+            * model.head.value(
+                model.features(to_tensor(np.asarray(images), meta["mean"], meta["std"], torch.device("cpu")))
+            )[:, 0].numpy()
+        )
+    predictions = pd.read_parquet(results / "eval/predictions.parquet")
+    np.testing.assert_allclose(predictions["predicted_value"], expected, rtol=1e-5, atol=1e-5)
+    audit = pq.read_table(results / "audit/part-0.parquet").to_pandas()
+    np.testing.assert_allclose(audit["logit_higher"], -audit["logit_lower"], atol=1e-6)
+    np.testing.assert_allclose(2 * audit["logit_higher"], expected - mean, atol=1e-4)
+    metrics = json.loads((results / "eval/metrics.json").read_text())
+    valid = (predictions["split"] == "valid").to_numpy()
+    residuals = expected[valid] - labels["target"].to_numpy()[valid]
+    assert metrics["task"] == "regression" and metrics["classes"] == ["lower", "higher"]
+    assert metrics["rmse"] == pytest.approx(np.sqrt(np.mean(residuals**2)), rel=1e-4)
+    # the probes' margin is the distance of the prediction from the training mean
+    probes = pd.concat(pd.read_parquet(p) for p in sorted((results / "probes").glob("part-*.parquet")))
+    probes = probes.set_index("id").loc[labels["id"]]
+    higher = expected > mean
+    margin = np.where(higher, probes["margin_higher"], probes["margin_lower"])
+    np.testing.assert_allclose(margin, np.abs(expected - mean), atol=1e-4)
+    for figure in ("eval/predicted_vs_true.png", "pca/pca_scatter.png", "model/training_curve.png"):
+        assert np.asarray(Image.open(results / figure).convert("L"), dtype=float).std() > 10, figure
 
 
 def test_compile_reaches_training_evaluation_and_the_audit(tiny_demo: Path, tmp_path: Path) -> None:

@@ -61,11 +61,27 @@ rule train:
         **rule_resources("train", config["train"]["device"]),
     params:
         model=config["model"],
+        regression_loss=(config["target"]["loss"] if config["target"]["task"] == "regression" else None),
         train=config["train"],
         pixels=config["image"],
         reuse=config["reuse"],
     script:
         "../../scripts/train.py"
+
+
+# A regression's predicted against true values (its metrics are in metrics.json).
+REGRESSION_OUTPUTS = (
+    {
+        "scatter": report(
+            res("eval/predicted_vs_true.png"),
+            caption="../report/predicted_vs_true.rst",
+            category="Training",
+            labels={"figure": "predicted vs true"},
+        )
+    }
+    if config["target"]["task"] == "regression"
+    else {}
+)
 
 
 # Scores the audit pass's predictions: every image goes through the model once.
@@ -75,6 +91,7 @@ rule evaluate:
         images=ancient(res("images/images.npy")),
         labels=res("classes/labels.parquet"),
     output:
+        **REGRESSION_OUTPUTS,
         predictions=res("eval/predictions.parquet"),
         metrics=report(
             res("eval/metrics.json"),
@@ -109,7 +126,7 @@ rule evaluate:
     resources:
         **rule_resources("evaluate"),
     params:
-        target_column=config["target"]["column"],
+        target=config["target"],
         reuse=config["reuse"],
     script:
         "../../scripts/evaluate.py"

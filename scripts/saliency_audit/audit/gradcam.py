@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from saliency_audit.model.factory import Classifier, compiled, find_module
+from saliency_audit.model.factory import Classifier, DirectionHead, compiled, find_module
 
 
 @dataclass
@@ -59,7 +59,11 @@ def _is_global_average_pool(pool: nn.Module) -> bool:
 
 def head_linear(head: nn.Module) -> nn.Linear | None:
     """The head's one linear layer when the head is that layer alone or after dropouts (the identity in
-    the audit's eval mode, as in torchvision's EfficientNets); None for any other head."""
+    the audit's eval mode, as in torchvision's EfficientNets), or a regression's ``DirectionHead`` over
+    such a head, folded into one; None for any other head."""
+    if isinstance(head, DirectionHead):
+        inner = head_linear(head.value)
+        return None if inner is None else head.folded(inner)
     if isinstance(head, nn.Linear):
         return head
     layers = list(head) if isinstance(head, nn.Sequential) else []

@@ -18,6 +18,7 @@ import pyarrow.dataset as ds
 
 from saliency_audit.audit.moments import Moments
 from saliency_audit.audit.tables import audit_batches, read_list_column
+from saliency_audit.data.classes import DIRECTIONS, predicted_values, training_mean
 
 
 @dataclass
@@ -116,9 +117,15 @@ def spread_sample(points: pd.DataFrame, cells: int = 12) -> pd.DataFrame:
     return inside.groupby([grid["pc1"][keep], grid["pc2"][keep]], sort=True).head(1)
 
 
-def figure_points(pcs: pd.DataFrame, dataset: ds.Dataset, labels: pd.DataFrame, limit: int = 3000) -> pd.DataFrame:
-    """Valid-split galaxies with their PCs, true target, label, prediction and packed row (a seeded sample)."""
-    audit = dataset.to_table(columns=["id", "split", "label", "predicted"]).to_pandas()
+def figure_points(
+    pcs: pd.DataFrame, dataset: ds.Dataset, labels: pd.DataFrame, limit: int = 3000, regression: bool = False
+) -> pd.DataFrame:
+    """Valid-split galaxies with their PCs, true target, label, prediction and packed row (a seeded sample);
+    a ``regression``'s with its ``predicted_value`` too."""
+    logits = [f"logit_{c}" for c in DIRECTIONS] if regression else []
+    audit = dataset.to_table(columns=["id", "split", "label", "predicted", *logits]).to_pandas()
+    if regression:
+        audit["predicted_value"] = predicted_values(audit[logits].to_numpy(), training_mean(labels))
     points = pcs.merge(audit, on="id").merge(labels[["id", "target"]].assign(row=np.arange(len(labels))), on="id")
     points = points[points["split"] == "valid"]
     return points.sample(n=min(limit, len(points)), random_state=0) if len(points) > limit else points

@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from saliency_audit.data.classes import predicted_values, training_mean
 from saliency_audit.model.evaluation import predictions_table
 
 if TYPE_CHECKING:
@@ -136,19 +137,27 @@ def predicted_index(predicted: pd.Series | np.ndarray, classes: list[str]) -> np
     return pd.Categorical(np.asarray(predicted, dtype=object), categories=classes).codes.astype(np.int64)
 
 
-def read_predictions(parts: Sequence[str | os.PathLike], labels: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def read_predictions(
+    parts: Sequence[str | os.PathLike], labels: pd.DataFrame, regression: bool = False
+) -> tuple[pd.DataFrame, list[str]]:
     """The audit pass's prediction of every image in ``labels`` (in its order) as evaluate's table, and the
-    class order: the one forward pass over the data, so no image is predicted twice."""
+    class order: the one forward pass over the data, so no image is predicted twice. A ``regression``'s
+    table also has each image's ``target`` and ``predicted_value`` (from its direction logits)."""
     dataset = audit_dataset(parts)
     classes = AuditMeta.read(dataset).classes
     columns = [f"prob_{c}" for c in classes]
-    stored = dataset.to_table(columns=["id", *columns]).to_pandas().set_index("id")
+    logits = [f"logit_{c}" for c in classes] if regression else []
+    stored = dataset.to_table(columns=["id", *columns, *logits]).to_pandas().set_index("id")
     ids = labels["id"].astype(str)
     missing = ids[~ids.isin(stored.index)]
     if len(missing):
         raise ValueError(f"the audit tables lack {len(missing)} labelled images, e.g. {missing.iloc[0]!r}")
     probs = stored.loc[ids, columns].to_numpy(dtype=np.float32)
-    return predictions_table(labels, probs, classes), classes
+    table = predictions_table(labels, probs, classes)
+    if regression:
+        table["target"] = labels["target"].to_numpy(dtype=np.float64)
+        table["predicted_value"] = predicted_values(stored.loc[ids, logits].to_numpy(), training_mean(labels))
+    return table, classes
 
 
 def read_logits(part: str | os.PathLike, ids: Sequence[str], classes: list[str]) -> np.ndarray:

@@ -90,7 +90,10 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
     """Rebuild the model from its metadata and load the weights, in eval mode."""
     checkpoint = read_checkpoint(path, device)
     state = checkpoint.pop("state_dict")
-    model = build_model(checkpoint["arch"], len(checkpoint["classes"]), checkpoint["stride"])
+    regression = (
+        (checkpoint["target_mean"], checkpoint["target_scale"]) if checkpoint.get("task") == "regression" else None
+    )
+    model = build_model(checkpoint["arch"], len(checkpoint["classes"]), checkpoint["stride"], regression)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:

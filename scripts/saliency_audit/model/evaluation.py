@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from saliency_audit.model.metrics import classification_metrics
+from saliency_audit.model.metrics import classification_metrics, regression_metrics
 
 
 def predictions_table(labels: pd.DataFrame, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
@@ -39,6 +39,18 @@ def evaluation(predictions: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
         train_accuracy=float((probs[train].argmax(1) == codes[train]).mean()) if train.any() else None,
     )
     return scores
+
+
+def regression_evaluation(predictions: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
+    """metrics.json of a regression: ``rmse``, ``mae``, ``r2``, ``nmad`` and ``bias`` of the predicted
+    values on the valid split (and the train split's RMSE, to see over-fitting), beside the scores of
+    its two directions as classes."""
+    scores = evaluation(predictions, classes)
+    valid = (predictions["split"] == "valid").to_numpy()
+    values, predicted = predictions["target"].to_numpy(), predictions["predicted_value"].to_numpy()
+    train = regression_metrics(values[~valid], predicted[~valid]) if (~valid).any() else {"rmse": None}
+    return {"task": "regression", **regression_metrics(values[valid], predicted[valid]),
+            "train_rmse": train["rmse"], **scores}  # fmt: skip
 
 
 def confusion_matrix(scores: dict[str, Any]) -> np.ndarray:

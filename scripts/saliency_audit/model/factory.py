@@ -46,6 +46,40 @@ class Classifier(nn.Module):
         return self.head(self.features(x))
 
 
+class DirectionHead(nn.Module):
+    """A regression head read as the logits of its two directions (``lower``, ``higher``).
+
+    ``value`` predicts the target standardised by the training split (z); the logits are
+    (-d / 2, d / 2) with d = ``target_scale`` z, the prediction's distance from the training mean
+    in the target's units. So the margin of the predicted direction is |prediction - mean|, the
+    Grad-CAM of ``higher`` is that of the prediction (its evidence pushing it up) and of ``lower``
+    that of its negative, and every stage written for classes reads a regression unchanged.
+    """
+
+    target_mean: torch.Tensor
+    target_scale: torch.Tensor
+
+    def __init__(self, value: nn.Module, mean: float, scale: float) -> None:
+        super().__init__()
+        self.value = value
+        self.register_buffer("target_mean", torch.tensor(float(mean)))
+        self.register_buffer("target_scale", torch.tensor(float(scale)))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        deviation = self.value(features)[:, :1] * self.target_scale
+        return torch.cat([-deviation, deviation], dim=1) / 2
+
+    def folded(self, linear: nn.Linear) -> nn.Linear:
+        """The one linear layer equal to this head when ``value`` is ``linear`` (after dropouts)."""
+        half = self.target_scale.to(linear.weight.dtype) / 2
+        out = nn.Linear(linear.in_features, 2, bias=linear.bias is not None).to(linear.weight.device)
+        with torch.no_grad():
+            out.weight.copy_(torch.cat([-linear.weight[:1], linear.weight[:1]]) * half)
+            if linear.bias is not None and out.bias is not None:
+                out.bias.copy_(torch.cat([-linear.bias[:1], linear.bias[:1]]) * half)
+        return out
+
+
 def conv_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
     """3x3 conv without bias, BatchNorm, ReLU: the seed's (fastai) ConvLayer."""
     return nn.Sequential(
@@ -112,9 +146,17 @@ def resnet18_cutout(n_classes: int) -> Classifier:
     return Classifier(body, 512, n_classes, target_layer="body.layer4")
 
 
-def build_model(arch: str, n_classes: int, stride: int = 2) -> Classifier:
+def build_model(
+    arch: str, n_classes: int, stride: int = 2, regression: tuple[float, float] | None = None
+) -> Classifier:
     """Build an untrained model by name (``model.arch`` in the config): ``simple_cnn``, ``resnet18`` or
-    ``torchvision:<name>``."""
+    ``torchvision:<name>``. With ``regression`` (the training target's mean and standard deviation),
+    one output read through a ``DirectionHead`` as the two direction classes."""
+    if regression is not None:
+        model = build_model(arch, 1, stride)
+        model.head = DirectionHead(model.head, *regression)
+        model.n_classes = 2
+        return model
     if arch == "simple_cnn":
         return simple_cnn(n_classes, stride)
     if arch == "resnet18":

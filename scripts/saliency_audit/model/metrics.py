@@ -1,4 +1,5 @@
-"""Classification metrics on predicted probabilities, in numpy (checked against scikit-learn).
+"""Classification metrics on predicted probabilities and regression metrics on predicted values, in numpy
+(checked against scikit-learn).
 
 Two classes: F1 and the ROC curve are for the second class as positive (as
 scikit-learn's ``pos_label=1``). More classes: macro F1 and one-vs-rest macro
@@ -78,6 +79,22 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, A
         "roc_auc": auc,
         "f1": float(f1_value),
         "confusion_matrix": matrix.tolist(),
+    }
+
+
+def regression_metrics(values: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """rmse, mae, r2 (1 - residual / total sum of squares), nmad (1.4826 times the median absolute
+    deviation of the residuals from their median: the robust scatter used for photometric
+    redshifts and abundances) and bias (the mean residual, predicted minus true)."""
+    values, predicted = np.asarray(values, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
+    residuals = predicted - values
+    total = float(((values - values.mean()) ** 2).sum()) if len(values) else 0.0
+    return {
+        "rmse": float(np.sqrt(np.mean(residuals**2))),
+        "mae": float(np.mean(np.abs(residuals))),
+        "r2": 1.0 - float((residuals**2).sum()) / total if total > 0 else float("nan"),
+        "nmad": float(1.4826 * np.median(np.abs(residuals - np.median(residuals)))),
+        "bias": float(residuals.mean()),
     }
 
 

@@ -25,11 +25,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from saliency_audit.data.classes import predicted_values, training_mean
 from saliency_audit.data.image_io import read_rows
 from saliency_audit.model.batches import batch_rows, channel_stats, dihedral, prefetch, to_tensor
 from saliency_audit.model.checkpoint import describe_device
 from saliency_audit.model.factory import Classifier, build_model, compiled
-from saliency_audit.model.metrics import classification_metrics
+from saliency_audit.model.metrics import classification_metrics, regression_metrics
 from saliency_audit.model.pretrained import load_matching, read_weights
 from saliency_audit.runtime.atomic_io import atomic_path
 
@@ -69,9 +70,10 @@ def read_labels(path: str | os.PathLike) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def training_labels(labels: pd.DataFrame) -> pd.DataFrame:
-    """What training depends on in the labels, for its reuse key: each image's class and split, not its target value."""
-    return labels[["id", "class", "split"]]
+def training_labels(labels: pd.DataFrame, regression: bool = False) -> pd.DataFrame:
+    """What training depends on in the labels, for its reuse key: each image's class and split; its target
+    value only in a regression."""
+    return labels[["id", "class", "split", *(["target"] if regression else [])]]
 
 
 def resume_path(model_path: str | os.PathLike) -> Path:
@@ -133,6 +135,24 @@ def make_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float) 
     if name == "sgd":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     raise ValueError(f"train.optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}")
+
+
+class DirectionLoss(nn.Module):
+    """A regression's loss on its direction logits (``factory.DirectionHead``): the standardised
+    prediction (logit of ``higher`` minus that of ``lower``, over the target's scale) against the
+    standardised target; ``mse`` or ``huber`` (at one standard deviation)."""
+
+    def __init__(self, scale: float, kind: str) -> None:
+        super().__init__()
+        if kind not in ("mse", "huber"):
+            raise ValueError(f"target.loss {kind!r} is not one of mse, huber")
+        self.scale, self.kind = scale, kind
+
+    def forward(self, logits: torch.Tensor, standardised: torch.Tensor) -> torch.Tensor:
+        predicted = (logits[:, 1] - logits[:, 0]).float() / self.scale
+        if self.kind == "huber":
+            return nn.functional.huber_loss(predicted, standardised, delta=1.0)
+        return nn.functional.mse_loss(predicted, standardised)
 
 
 def inverse_frequency(codes: np.ndarray, n_classes: int) -> torch.Tensor:
@@ -272,6 +292,33 @@ def check_learned(auc: float, codes: np.ndarray, classes: list[str], epochs: int
         )
 
 
+def check_learned_regression(values: np.ndarray, predicted: np.ndarray, epochs: int, lr: float) -> None:
+    """A regression whose predictions on its own training images do not follow the target (Pearson
+    correlation within two standard deviations of zero, 2 / sqrt(n)) has nothing to audit."""
+    threshold = 2 / np.sqrt(max(len(values), 1))
+    spread = np.std(predicted) * np.std(values)
+    correlation = float(np.mean((predicted - predicted.mean()) * (values - values.mean())) / spread) if spread else 0.0
+    if not correlation > threshold:
+        raise TrainingError(
+            f"the model ends at chance level on the training split (correlation of prediction and target "
+            f"{correlation:.3f} after {epochs} epochs; unrelated values reach {threshold:.3f} at two standard "
+            f"deviations): it learned nothing to audit. Lower train.lr (now {lr:g}), train longer (train.epochs) "
+            "or check that the target shows in the images; no model was written"
+        )
+
+
+def epoch_scores(
+    logits: np.ndarray, rows: np.ndarray, codes: np.ndarray, labels: pd.DataFrame, mean: float | None
+) -> dict[str, float]:
+    """The validation scores of one epoch: accuracy, ROC AUC and F1 of the classes; for a regression
+    (``mean``: the training mean) rmse, mae and r2 of the predicted values."""
+    if mean is None:
+        scores = classification_metrics(codes[rows], torch.softmax(torch.from_numpy(logits), 1).numpy())
+        return {k: scores[k] for k in ("accuracy", "roc_auc", "f1")}
+    scores = regression_metrics(labels["target"].to_numpy()[rows], predicted_values(logits, mean))
+    return {k: scores[k] for k in ("rmse", "mae", "r2")}
+
+
 def fit(
     images: np.ndarray,
     labels: pd.DataFrame,
@@ -283,6 +330,7 @@ def fit(
     key: str = "",
     start_from: str | os.PathLike | None = None,
     norm: tuple[list[float], list[float]] | None = None,
+    regression_loss: str | None = None,
 ) -> tuple[Classifier, pd.DataFrame, dict[str, Any]]:
     """Train on the 'train' rows of ``labels`` (row i = packed image i); validate on 'valid'.
 
@@ -291,12 +339,19 @@ def fit(
     With ``start_from`` (``model.weights``), training starts from the tensors of that file that fit the
     model (``pretrained.load_matching``; the skipped ones are logged). ``norm`` (``image.mean``,
     ``image.std``) is the input normalisation; without it, that of the train split.
+    With ``regression_loss`` (``target.loss``), the model is a regression of ``labels``' target, standardised
+    by the train split's mean and standard deviation (``factory.DirectionHead``; ``DirectionLoss``).
     Returns the model (never its compiled wrapper), the per-epoch history and the checkpoint metadata.
     """
     classes = list(labels["class"].cat.categories)
     codes = labels["class"].cat.codes.to_numpy().astype(np.int64)
     train_rows = np.flatnonzero(labels["split"].to_numpy() == "train")
     valid_rows = np.flatnonzero(labels["split"].to_numpy() == "valid")
+    regression: tuple[float, float] | None = None
+    if regression_loss is not None:
+        values = labels["target"].to_numpy(dtype=np.float64)
+        regression = (training_mean(labels), float(values[train_rows].std()))
+        codes = ((values - regression[0]) / regression[1]).astype(np.float32)  # what the loss compares
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
     torch.manual_seed(settings.seed)
@@ -304,7 +359,7 @@ def fit(
     norm = norm or channel_stats(images, train_rows)
 
     precision = Precision(device)
-    model = build_model(arch, len(classes), stride)
+    model = build_model(arch, len(classes), stride, regression)
     source: dict[str, Any] = {"trained_here": True}
     if start_from is not None:
         initial, _, digest = read_weights(start_from, "model.weights")
@@ -322,8 +377,14 @@ def fit(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=settings.lr, epochs=settings.epochs, steps_per_epoch=steps
     )
-    weights = inverse_frequency(codes[train_rows], len(classes)).to(device) if settings.class_weights else None
-    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    loss_fn: nn.Module
+    if regression is not None and regression_loss is not None:
+        loss_fn = DirectionLoss(regression[1], regression_loss)
+    else:
+        weights = inverse_frequency(codes[train_rows], len(classes)).to(device) if settings.class_weights else None
+        loss_fn = nn.CrossEntropyLoss(weight=weights)
+    mean = None if regression is None else regression[0]
+    valid_fn = loss_fn if regression is not None else nn.CrossEntropyLoss()  # unweighted, on the CPU
 
     history: list[dict[str, Any]] = []
     first = 0
@@ -349,25 +410,23 @@ def fit(
             )  # fmt: skip
         train_seconds = time.perf_counter() - started
         logits = predict_logits(network, images, valid_rows, *norm, 2 * settings.batch_size, device)
-        valid_loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(codes[valid_rows])))
-        scores = classification_metrics(codes[valid_rows], torch.softmax(torch.from_numpy(logits), 1).numpy())
+        valid_loss = float(valid_fn(torch.from_numpy(logits), torch.from_numpy(codes[valid_rows])))
+        scores = epoch_scores(logits, valid_rows, codes, labels, mean)
         history.append(
             {
                 "epoch": epoch + 1,
                 "train_loss": train_loss,
                 "valid_loss": valid_loss,
-                "accuracy": scores["accuracy"],
-                "roc_auc": scores["roc_auc"],
-                "f1": scores["f1"],
+                **scores,
                 "lr": scheduler.get_last_lr()[0],
                 "seconds": time.perf_counter() - started,
                 "train_seconds": train_seconds,
                 "data_seconds": waiting,
             }
         )
+        shown = " ".join(f"{name} {value:.4f}" for name, value in scores.items())
         print(
-            f"epoch {epoch + 1}: train_loss {train_loss:.4f} valid_loss {valid_loss:.4f} "
-            f"accuracy {scores['accuracy']:.4f} roc_auc {scores['roc_auc']:.4f} f1 {scores['f1']:.4f} "
+            f"epoch {epoch + 1}: train_loss {train_loss:.4f} valid_loss {valid_loss:.4f} {shown} "
             f"({train_seconds:.1f} s training, {waiting / train_seconds:.1%} waiting for data)",
             file=sys.stderr,
         )
@@ -389,10 +448,17 @@ def fit(
             )
     # the final model on its own training images, without augmentation: has it learned anything?
     train_logits = predict_logits(network, images, train_rows, *norm, 2 * settings.batch_size, device)
-    train_scores = classification_metrics(codes[train_rows], torch.softmax(torch.from_numpy(train_logits), 1).numpy())
-    check_learned(train_scores["roc_auc"], codes[train_rows], classes, settings.epochs, settings.lr)
-    print(f"training split: ROC AUC {train_scores['roc_auc']:.4f}, accuracy {train_scores['accuracy']:.4f}",
-          file=sys.stderr)  # fmt: skip
+    if mean is None:
+        train_probs = torch.softmax(torch.from_numpy(train_logits), 1).numpy()
+        train_scores = classification_metrics(codes[train_rows], train_probs)
+        check_learned(train_scores["roc_auc"], codes[train_rows], classes, settings.epochs, settings.lr)
+        print(f"training split: ROC AUC {train_scores['roc_auc']:.4f}, accuracy {train_scores['accuracy']:.4f}",
+              file=sys.stderr)  # fmt: skip
+    else:
+        values, predicted = labels["target"].to_numpy()[train_rows], predicted_values(train_logits, mean)
+        check_learned_regression(values, predicted, settings.epochs, settings.lr)
+        fitted = regression_metrics(values, predicted)
+        print(f"training split: RMSE {fitted['rmse']:.4g}, R2 {fitted['r2']:.4f}", file=sys.stderr)
     metadata = {
         "arch": arch,
         "stride": stride,
@@ -405,5 +471,7 @@ def fit(
         "device": str(device),
         "device_name": describe_device(device),
         "source": source,
+        "task": "classification" if regression is None else "regression",
+        **({} if regression is None else {"target_mean": regression[0], "target_scale": regression[1]}),
     }
     return model, pd.DataFrame(history), metadata

@@ -10,11 +10,21 @@ from saliency_audit.data.classes import OUTSIDE
 from saliency_audit.report.figures import BAR_COLOUR, CLASS_COLOURS, plt, short_label
 
 
-def histogram_figure(values: pd.Series, target: dict[str, Any], counts: pd.DataFrame) -> plt.Figure:
-    """The target distribution with the bin edges and class counts (bars for a categorical target)."""
+def histogram_figure(
+    values: pd.Series, target: dict[str, Any], counts: pd.DataFrame, mean: float | None = None
+) -> plt.Figure:
+    """The target distribution with the bin edges and class counts (bars for a categorical target); for a
+    regression, the training mean that divides its two directions (``mean``)."""
     fig, ax = plt.subplots(figsize=(6, 3.2))
     per_class = counts[counts["class"] != OUTSIDE]
-    if "bins" in target:
+    if mean is not None:
+        ax.axvline(mean, color="#003f5c", lw=1.2)
+        ax.annotate(f"training mean {mean:.4g}", (mean, 1), xycoords=("data", "axes fraction"),
+                    xytext=(3, -3), textcoords="offset points", va="top", fontsize=8)  # fmt: skip
+    if mean is not None and "bins" not in target:
+        ax.hist(values, bins=40, color=BAR_COLOUR)
+        ax.set_xlabel(target["column"])
+    elif "bins" in target:
         ax.hist(values, bins=40, color=BAR_COLOUR)
         edges = target["bins"]
         for edge in edges:

@@ -49,7 +49,8 @@ def report_facts(results: str | Path, config: dict[str, Any]) -> dict[str, Any]:
         ]
     metrics = _json(results / "eval/metrics.json")
     if metrics is not None:
-        facts["metrics"] = {k: float(metrics[k]) for k in ("accuracy", "roc_auc", "f1") if metrics.get(k) is not None}
+        names = ("accuracy", "roc_auc", "f1", "rmse", "mae", "r2", "nmad")
+        facts["metrics"] = {k: float(metrics[k]) for k in names if metrics.get(k) is not None}
     headline = _json(results / "saliency/headline.json")
     if headline is not None:
         facts["headlines"] = [rst_text(line, max_length=2000) for line in headline["headlines"]]

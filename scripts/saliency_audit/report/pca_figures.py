@@ -15,14 +15,20 @@ from saliency_audit.report.figures import BAR_COLOUR, CLASS_COLOURS, plt, short_
 
 @dataclass(frozen=True)
 class ColourScale:
-    """How the scatter colours galaxies: by target value (numeric target) or by class (categorical)."""
+    """How the scatter colours galaxies: by target value (numeric target) or by class (categorical); a
+    regression by its true (outer) and predicted (inner) values."""
 
     classes: list[str]
     centres: dict[str, float] | None  # numeric target: the bin centre of every label
     limits: tuple[float, float] | None  # numeric target: the outer bin edges
+    regression: bool = False
 
     @classmethod
-    def from_target(cls, target: dict[str, Any], classes: list[str]) -> "ColourScale":
+    def from_target(cls, target: dict[str, Any], classes: list[str], values: pd.Series | None = None) -> "ColourScale":
+        """``values``: a regression's target values, whose central 98% span the colours."""
+        if target.get("task") == "regression" and values is not None:
+            lo, hi = np.percentile(values.to_numpy(dtype=float), [1, 99])
+            return cls(classes, None, (float(lo), float(hi)), regression=True)
         if "bins" not in target:
             return cls(classes, None, None)
         bins = target["bins"]
@@ -36,9 +42,15 @@ class ColourScale:
 
     def outer_value(self, points: pd.DataFrame) -> np.ndarray:
         """The true target value, or the true class for a categorical target."""
-        if self.centres is not None:
+        if self.centres is not None or self.regression:
             return points["target"].to_numpy(dtype=float)
         return self.class_value(points["label"])
+
+    def inner_value(self, points: pd.DataFrame) -> np.ndarray:
+        """The predicted value of a regression, the predicted class's colour value otherwise."""
+        if self.regression:
+            return points["predicted_value"].to_numpy(dtype=float)
+        return self.class_value(points["predicted"])
 
     def style(self) -> dict[str, Any]:
         if self.limits is None:
@@ -48,12 +60,12 @@ class ColourScale:
 
 
 def scatter_figure(points: pd.DataFrame, scale: ColourScale, target: str) -> plt.Figure:
-    """The seed's PCA scatter: outer colour = true value, inner dot = predicted class."""
+    """The seed's PCA scatter: outer colour = true value, inner dot = predicted class (value, for a regression)."""
     pairs = [("pc1", "pc2"), ("pc1", "pc3")] if "pc3" in points else [("pc1", "pc2")]
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.2 * len(pairs) + 1.2, 4.2), squeeze=False)
     style = scale.style()
     outer = scale.outer_value(points)
-    inner = scale.class_value(points["predicted"])
+    inner = scale.inner_value(points)
     for ax, (x, y) in zip(axes[0], pairs):
         ax.scatter(points[x], points[y], s=36, c=outer, **style, linewidths=0)
         mappable = ax.scatter(points[x], points[y], s=7, c=inner, **style, linewidths=0)
