@@ -5,6 +5,7 @@ from typing import Any
 
 from saliency_audit.data.catalog_csv import DELIMITER_NAMES
 from saliency_audit.data.classes import is_regression
+from saliency_audit.data.image_io import Decoding
 from saliency_audit.data.validation import numeric_columns, problem_counts, read_catalog, source_metadata, validate
 from saliency_audit.runtime.atomic_io import write_csv, write_parquet
 from saliency_audit.runtime.job import start_job
@@ -27,6 +28,7 @@ def main(snakemake: Any) -> None:
         nsigma=p.nsigma,
         workers=snakemake.threads,
         numeric_columns=numeric_columns(p.target, p.truth_column, p.region),
+        decoding=Decoding.from_config(p.pixels),
     )
     write_csv(integrity, snakemake.output.integrity)
     write_parquet(clean, snakemake.output.clean, metadata=source_metadata(catalog))

@@ -9,9 +9,11 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from saliency_audit.data.image_io import (
+    Decoding,
     ImageProblem,
     center_crop_pad,
     crop_start,
+    decode_rgb,
     image_size,
     load_mask,
     load_rgb,
@@ -67,11 +69,12 @@ def test_load_rgb_converts_modes(tmp_path, mode: str) -> None:
     np.testing.assert_array_equal(out, np.asarray(Image.fromarray(rgb).convert(mode).convert("RGB")))
 
 
-def reference_stretch(values: np.ndarray) -> np.ndarray:
-    """The documented rule, written out: 0.5th and 99.5th percentiles of the finite values to 0 and 255."""
+def reference_stretch(values: np.ndarray, sky: np.ndarray | float | None = None) -> np.ndarray:
+    """The documented rule, written out: 0.5th and 99.5th percentiles of the finite values to 0 and 255; a
+    non-finite value takes ``sky`` (its band's median)."""
     lo, hi = np.percentile(values[np.isfinite(values)], [0.5, 99.5])
-    out = np.clip(np.round((values - lo) / (hi - lo) * 255), 0, 255)
-    return np.where(np.isfinite(values), out, 0).astype(np.uint8)
+    values = np.where(np.isfinite(values), values, np.nan if sky is None else sky)
+    return np.nan_to_num(np.clip(np.round((values - lo) / (hi - lo) * 255), 0, 255)).astype(np.uint8)
 
 
 def test_a_12_bit_camera_image_uses_the_whole_8_bit_range(tmp_path) -> None:
@@ -107,10 +110,12 @@ def test_float_images_of_small_fluxes_are_stretched_not_blackened(tmp_path, kind
     else:
         fits.PrimaryHDU(flux).writeto(path)
         flux = np.flipud(flux)  # FITS rows run bottom-up: Pillow shows the first row at the bottom, as ds9 does
-    out = load_rgb(path, 10**6)
-    np.testing.assert_array_equal(out[..., 1], reference_stretch(flux.astype(np.float64)))
+    out, filled = decode_rgb(path, 10**6)
     blank = np.isnan(flux)
-    assert out[21:27, 21:27].min() > 200 and np.median(out) < 150 and (out[blank] == 0).all()
+    sky = np.median(flux[~blank])  # a blank pixel takes the median, not black
+    np.testing.assert_array_equal(out[..., 1], reference_stretch(flux.astype(np.float64), sky))
+    assert out[21:27, 21:27].min() > 200 and np.median(out) < 150 and filled == 5
+    assert (np.abs(out[blank].astype(int) - np.median(out)) <= 1).all()
 
 
 def test_a_three_band_fits_cube_is_read_as_colour_and_other_cubes_are_refused(tmp_path) -> None:
@@ -122,10 +127,11 @@ def test_a_three_band_fits_cube_is_read_as_colour_and_other_cubes_are_refused(tm
     cube[1, 0, :4] = np.nan
     fits.PrimaryHDU(cube).writeto(tmp_path / "cube.fits")
     out = load_rgb(tmp_path / "cube.fits", 10**6)
+    sky = np.nanmedian(cube.astype(np.float64), axis=(1, 2))  # per band
     shown = np.flip(cube.astype(np.float64), axis=1).transpose(1, 2, 0)  # rows bottom-up, as one band is shown
-    np.testing.assert_array_equal(out, reference_stretch(shown))  # one stretch for the three bands
+    np.testing.assert_array_equal(out, reference_stretch(shown, sky))  # one stretch for the three bands
     source = out[15:25, 15:25].reshape(-1, 3).mean(axis=0)
-    assert source[0] < source[1] < source[2] and out[39, :4, 1].tolist() == [0, 0, 0, 0]
+    assert source[0] < source[1] < source[2] and (out[39, :4, 1] > 0).all()
     fits.PrimaryHDU(cube[None]).writeto(tmp_path / "4d.fits")  # 1 x 3 x H x W: the same image
     np.testing.assert_array_equal(load_rgb(tmp_path / "4d.fits", 10**6), out)
 
@@ -434,3 +440,49 @@ def test_exif_that_cannot_be_parsed_leaves_the_image_as_stored(tmp_path, suffix:
     assert load_rgb(path, 10**6).shape == (12, 20, 3) and image_size(path) == (20, 12)
     if suffix != ".jpg":
         np.testing.assert_array_equal(load_rgb(path, 10**6), stored)
+
+
+def test_a_fits_image_is_found_in_its_extension_compressed_or_gzipped(tmp_path) -> None:
+    from astropy.io import fits
+
+    rng = np.random.default_rng(5)
+    sci = rng.normal(0.01, 0.002, (32, 40)).astype(np.float32)
+    weight = np.ones((32, 40), np.float32)
+    hdus = fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(sci, name="SCI"), fits.ImageHDU(weight, name="WHT")])
+    hdus.writeto(tmp_path / "x.fits")
+    hdus.writeto(tmp_path / "x.fits.gz")
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(sci, name="SCI")]).writeto(tmp_path / "x.fits.fz")
+    expected = reference_stretch(np.flipud(sci).astype(np.float64))
+    for name in ("x.fits", "x.fits.gz", "x.fits.fz"):  # the first HDU with an image, whatever the packing
+        out = load_rgb(tmp_path / name, 10**6)
+        assert out.shape == (32, 40, 3) and (out[..., 0] == out[..., 2]).all()
+        assert np.abs(out[..., 0].astype(int) - expected).max() <= (0 if name != "x.fits.fz" else 3), name
+    plain = load_rgb(tmp_path / "x.fits", 10**6)
+    for hdu in (1, "SCI"):
+        np.testing.assert_array_equal(load_rgb(tmp_path / "x.fits", 10**6, Decoding("linear", 0.1, hdu)), plain)
+    assert np.ptp(load_rgb(tmp_path / "x.fits", 10**6, Decoding("linear", 0.1, "WHT"))) == 0  # that one
+    with pytest.raises(ImageProblem) as error:
+        load_rgb(tmp_path / "x.fits", 10**6, Decoding("linear", 0.1, "ERR"))
+    assert error.value.problem == "unsupported_image" and "image.hdu" in error.value.detail
+    assert "1: SCI" in error.value.detail and "2: WHT" in error.value.detail
+    with pytest.raises(ImageProblem, match="image_too_large|above image.max_pixels"):
+        load_rgb(tmp_path / "x.fits.gz", 1000)  # from the header, before the data
+    fits.HDUList([fits.PrimaryHDU()]).writeto(tmp_path / "empty.fits")
+    with pytest.raises(ImageProblem, match="holds no image"):
+        load_rgb(tmp_path / "empty.fits", 10**6)
+
+
+@pytest.mark.parametrize("softening", [0.02, 0.1, 0.5])
+def test_the_asinh_and_zscale_stretches_equal_astropys(softening: float) -> None:
+    from astropy.visualization import AsinhStretch, ManualInterval, ZScaleInterval
+
+    rng = np.random.default_rng(6)
+    flux = rng.normal(0.01, 0.002, (64, 64))
+    flux[28:36, 28:36] += np.linspace(0.01, 1.0, 64).reshape(8, 8)  # a source with a bright core
+    lo, hi = np.percentile(flux, [0.5, 99.9])
+    expected = AsinhStretch(softening)(ManualInterval(lo, hi)(flux, clip=True))
+    out = stretch_to_uint8(flux, Decoding("asinh", softening, None))
+    np.testing.assert_array_equal(out, np.round(expected * 255).astype(np.uint8))
+    zlo, zhi = ZScaleInterval().get_limits(flux)
+    zscale = stretch_to_uint8(flux, Decoding("zscale", softening, None))
+    np.testing.assert_array_equal(zscale, np.round(np.clip((flux - zlo) / (zhi - zlo), 0, 1) * 255).astype(np.uint8))

@@ -15,7 +15,7 @@ from astropy.io import fits
 from PIL import Image
 from scipy import ndimage
 
-from saliency_audit.data.image_io import center_crop_pad, image_area, load_rgb, nearly_constant
+from saliency_audit.data.image_io import Decoding, center_crop_pad, image_area, load_rgb, nearly_constant
 from saliency_audit.data.regions import object_regions, segment_regions, threshold_regions
 
 ASTROPY = Path(fits.__file__).parent
@@ -76,9 +76,25 @@ def test_a_12_bit_telescope_image_packs_with_its_structure(tmp_path: Path, m13: 
     assert not nearly_constant(png) and png.max() == 255 and len(np.unique(png)) > 200  # the full 8-bit range
     rows = slice(4, None)
     assert np.abs(png[rows].astype(int) - fit[rows].astype(int)).max() <= 1  # the stretch ignores the units
-    assert (fit[:4] == 0).all()
+    sky = fit[rows][..., 0].astype(float)
+    assert (np.abs(fit[:4].astype(float) - np.median(sky)) <= 1).all()  # the blank strip is sky, not black
     # counterfactual: the former rules, 16 bits divided by 65535 and floats cast to bytes
     assert (np.round(m13 / 65535 * 255)).max() <= 15 and nearly_constant(flux[rows].astype(np.uint8))
+
+
+def test_on_a_real_cluster_asinh_keeps_the_core_that_linear_saturates_and_zscale_shows_the_sky(
+    tmp_path: Path, m13: np.ndarray
+) -> None:
+    flux = (m13 * 1e-5).astype(np.float32)
+    fits.PrimaryHDU(np.flipud(flux)).writeto(tmp_path / "m13.fits")
+    shown = {
+        stretch: load_rgb(tmp_path / "m13.fits", 10**6, Decoding(stretch, 0.1, None))[..., 0]
+        for stretch in ("linear", "asinh", "zscale")
+    }
+    core = m13 >= np.percentile(m13, 99)  # the brightest 1%: the cluster's centre and its brightest stars
+    saturated = {stretch: float((pixels[core] == 255).mean()) for stretch, pixels in shown.items()}
+    assert saturated["linear"] > 0.4 and saturated["asinh"] < 0.15  # measured: 0.50 and 0.10
+    assert np.median(shown["zscale"]) > 5 * np.median(shown["linear"])  # the sky, which linear leaves near black
 
 
 def test_a_real_photograph_is_not_constant_and_its_blackened_copy_is(tmp_path: Path) -> None:

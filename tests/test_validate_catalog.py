@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from saliency_audit.data.image_io import Decoding
 from saliency_audit.data.validation import CatalogError, id_problems, read_catalog, target_problems, validate
 
 
@@ -355,3 +356,25 @@ def test_images_are_validated_as_displayed_and_one_frame_each(tmp_path) -> None:
     assert "GIF of 2 frames" in integrity["detail"].iloc[0] and "TIFF of 3 frames" in integrity["detail"].iloc[1]
     assert clean["id"].tolist() == ["turned.png", "plain.gif"]
     assert clean["image_width"].tolist() == [16, 20] and clean["image_height"].tolist() == [40, 20]
+
+
+def test_fits_cutouts_with_blank_pixels_warn_and_an_empty_extension_is_a_problem(tmp_path) -> None:
+    from astropy.io import fits
+
+    folder = tmp_path / "fits"
+    folder.mkdir()
+    rng = np.random.default_rng(8)
+    for name in ("a", "b", "c"):
+        flux = rng.normal(0.01, 0.002, (16, 16)).astype(np.float32)
+        flux[6:10, 6:10] += 0.05
+        if name == "b":
+            flux[0, :3] = np.nan  # the edge of a survey footprint
+        hdus = [fits.PrimaryHDU(), fits.ImageHDU(flux, name="SCI")] if name != "c" else [fits.PrimaryHDU()]
+        fits.HDUList(hdus).writeto(folder / f"{name}.fits.gz")
+    frame = pd.DataFrame({"objID": ["a", "b", "c"], "Z": [8.5, 9.0, 9.2]})
+    decoding = Decoding("asinh", 0.1, "SCI")
+    clean, integrity = run(frame, folder, images=str(folder / "{id}.fits.gz"), decoding=decoding)
+    assert clean["id"].tolist() == ["a", "b"]  # the warning keeps its row
+    problems = integrity.set_index("id")
+    assert problems.loc["b", "problem"] == "non_finite_pixels" and "3 of 256 pixels" in problems.loc["b", "detail"]
+    assert problems.loc["c", "problem"] == "unsupported_image" and "'SCI'" in problems.loc["c", "detail"]

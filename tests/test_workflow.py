@@ -17,7 +17,7 @@ from PIL import Image
 
 from helpers import DEMO_TARGET, REPO, TINY_DEMO, run_workflow
 from saliency_audit.audit.tables import read_audit_metadata
-from saliency_audit.data.image_io import center_crop_pad, load_rgb, open_packed
+from saliency_audit.data.image_io import Decoding, center_crop_pad, load_rgb, open_packed
 from saliency_audit.data.regions import threshold_regions
 from saliency_audit.model.batches import to_tensor
 from saliency_audit.model.checkpoint import load_checkpoint
@@ -346,14 +346,25 @@ def test_training_and_evaluation_outputs(tiny_demo: Path) -> None:
         assert np.asarray(Image.open(tiny_demo / figure).convert("L"), dtype=float).std() > 10, figure
 
 
-def test_three_classes_train_and_evaluate(tiny_demo: Path, tmp_path: Path) -> None:
+def test_three_classes_train_and_evaluate_from_float_fits_cubes(tiny_demo: Path, tmp_path: Path) -> None:
+    from astropy.io import fits
+
+    cutouts = tmp_path / "fits"
+    cutouts.mkdir()
+    for jpeg in sorted((tiny_demo / "demo/images").glob("*.jpg")):  # calibrated fluxes of order 0.01, bands first
+        flux = np.asarray(Image.open(jpeg), dtype=np.float32).transpose(2, 0, 1) / 255 * 0.02
+        flux[:, 0, :2] = np.nan  # a blank corner
+        fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.flip(flux, axis=1), name="SCI")]).writeto(
+            cutouts / f"{jpeg.stem}.fits.gz"
+        )
     config = {
         **TINY_DEMO,
         "catalog": str(tiny_demo / "demo/catalog.csv"),
-        "images": str(tiny_demo / "demo/images/{id}.jpg"),
+        "images": str(cutouts / "{id}.fits.gz"),
         "saliency": {"object": {"method": "masks", "masks": str(tiny_demo / "demo/masks/{id}.png")}},
         "target": {**DEMO_TARGET, "keep": ["low", "medium", "high"]},
-        "image": {"size": 32},  # ResNet-18's 2 x 2 maps at 32 px: enough to check shapes, four times faster
+        # ResNet-18's 2 x 2 maps at 32 px: enough to check shapes, four times faster
+        "image": {"size": 32, "stretch": "asinh", "hdu": "SCI"},
         "model": {"arch": "resnet18"},
         "train": {"epochs": 2, "lr": 0.001, "batch_size": 16},
     }
@@ -369,6 +380,15 @@ def test_three_classes_train_and_evaluate(tiny_demo: Path, tmp_path: Path) -> No
     stats = pd.read_parquet(results / "saliency/stats.parquet")  # three classes
     assert {"energy_in_object_low", "energy_in_object_medium", "energy_in_object_high"} <= set(stats.columns)
     assert len(stats) == len(predictions)
+    # the packed pixels are the asinh-stretched fluxes, not black; the blank corner is a warning, not a loss
+    packed, index = open_packed(results / "images/images.npy"), pd.read_parquet(results / "images/index.parquet")
+    first = index["id"].iloc[0]
+    decoding = Decoding("asinh", 0.1, "SCI")
+    expected = center_crop_pad(load_rgb(cutouts / f"{first}.fits.gz", 10**6, decoding), 32)
+    np.testing.assert_array_equal(packed[0], expected)
+    assert packed.mean() > 20 and np.median(packed.std(axis=(1, 2, 3))) > 10
+    integrity = pd.read_csv(results / "catalog/integrity.csv")
+    assert (integrity["problem"] == "non_finite_pixels").sum() == len(list(cutouts.glob("*.fits.gz")))
 
 
 def test_a_regression_runs_end_to_end_on_its_directions(tiny_demo: Path, tmp_path: Path) -> None:

@@ -58,6 +58,7 @@ rule validate_catalog:
         nsigma=config["saliency"]["object"]["nsigma"],  # the threshold segmentation of the cut-object check
         size=config["image"]["size"],
         max_pixels=config["image"]["max_pixels"],
+        pixels=DECODING,
     script:
         "../../scripts/validate_catalog.py"
 
@@ -114,6 +115,7 @@ rule pack_images:
         shards=config["audit"]["shards"],
         size=config["image"]["size"],
         max_pixels=config["image"]["max_pixels"],
+        pixels=DECODING,
     script:
         "../../scripts/pack_images.py"
 

@@ -12,7 +12,8 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import cast
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from PIL import ExifTags, Image
@@ -47,83 +48,166 @@ DISPLAYED = {
     8: Image.Transpose.ROTATE_90,
 }
 TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+T = TypeVar("T")
 
 
-def stretch_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Scale an image of more than 8 bits (or of floats) linearly so that its 0.5th and 99.5th
-    percentiles become 0 and 255.
+@dataclass(frozen=True)
+class Decoding:
+    """How pixels of more than 8 bits (16-bit and float images, FITS) become the 8-bit image the model
+    sees (``image.stretch``, ``image.softening``), and which extension of a FITS file holds the image
+    (``image.hdu``: a number or EXTNAME; None: the first with an image)."""
+
+    stretch: str
+    softening: float
+    hdu: int | str | None
+
+    @classmethod
+    def from_config(cls, image: dict[str, Any]) -> "Decoding":
+        return cls(image["stretch"], image["softening"], image["hdu"])
+
+
+STRETCHES = ("linear", "asinh", "zscale")  # the schema's enum of image.stretch
+ASINH_PERCENTILES = (0.5, 99.9)  # an asinh stretch keeps the bright cores that a linear one saturates
+
+
+def stretch_limits(values: np.ndarray, method: str) -> tuple[float, float]:
+    """The values that become 0 and 255: the 0.5th and 99.5th percentiles (``linear``), the 0.5th and
+    99.9th (``asinh``), or IRAF's zscale interval (``zscale``: the range about the median that the
+    sky's noise spans, as ds9 shows an image)."""
+    if method == "zscale":
+        from astropy.visualization import ZScaleInterval  # noqa: PLC0415  (only where a zscale is asked for)
+
+        lo, hi = ZScaleInterval().get_limits(values)
+        return float(lo), float(hi)
+    if method not in STRETCHES:
+        raise ValueError(f"image.stretch {method!r} is not one of {', '.join(STRETCHES)}")
+    lo, hi = np.percentile(values, ASINH_PERCENTILES if method == "asinh" else STRETCH_PERCENTILES)
+    return float(lo), float(hi)
+
+
+def stretch_to_uint8(values: np.ndarray, decoding: Decoding | None = None) -> np.ndarray:
+    """Scale an image of more than 8 bits (or of floats) to 0..255 between its ``stretch_limits``:
+    linearly, or for ``asinh`` as asinh(x / a) / asinh(1 / a) of the linear x in 0..1 (a: the
+    softening, astropy's ``AsinhStretch`` convention: linear below about a, logarithmic above).
+    Without ``decoding``, linearly between the 0.5th and 99.5th percentiles.
 
     Such files carry no scale that holds across images (a 12-bit camera in a 16-bit
     container, fluxes of order 0.01 in a float FITS): a fixed rule would pack many of
-    them black. Per image, the central 99% of the values always spans the 8-bit range, at
-    the cost of the absolute brightness between images. Non-finite values become 0.
+    them black. Per image, the limits always span the 8-bit range, at the cost of the
+    absolute brightness between images. The limits come from the finite values; a non-finite
+    one takes its band's median (``fill_non_finite``; the bands are the leading axes).
     """
     values = np.asarray(values, dtype=np.float64)
     finite = np.isfinite(values)
     if not finite.any():
         return np.zeros(values.shape, dtype=np.uint8)
-    lo, hi = np.percentile(values[finite], STRETCH_PERCENTILES)
-    scaled = (values - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(values)
-    return np.clip(np.round(np.where(finite, scaled, 0.0)), 0, 255).astype(np.uint8)
+    method = "linear" if decoding is None else decoding.stretch
+    lo, hi = stretch_limits(values[finite], method)
+    values = fill_non_finite(values.reshape(-1, *values.shape[-2:]))[0].reshape(values.shape)
+    scaled = np.clip((values - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(values)
+    if method == "asinh" and decoding is not None:
+        scaled = np.arcsinh(scaled / decoding.softening) / np.arcsinh(1.0 / decoding.softening)
+    return np.clip(np.round(scaled * 255.0), 0, 255).astype(np.uint8)
 
 
-def fits_bands(path: str | os.PathLike) -> np.ndarray:
-    """A FITS cube of three bands (bands first; leading axes of length 1 dropped) as an H x W x 3 uint8
-    image: the three bands stretched together (``stretch_to_uint8`` over all their values, so that the
-    image keeps the sources' colours), rows shown bottom-up as a single-band FITS file is.
+def fill_non_finite(bands: np.ndarray) -> tuple[np.ndarray, int]:
+    """``bands`` (B x H x W) with every NaN or infinite pixel replaced by its band's median (the sky, in a
+    cutout), and how many were replaced: a blank pixel is not shown as black, which the model would
+    learn as a feature."""
+    finite = np.isfinite(bands)
+    count = int(bands.size - finite.sum())
+    if not count:
+        return bands, 0
+    filled = bands.copy()
+    for band, ok in zip(filled, finite):
+        band[~ok] = np.median(band[ok]) if ok.any() else 0.0
+    return filled, count
 
-    A band with no finite value would pack a black channel that looks like data: a problem instead.
-    """
-    from astropy.io import fits  # noqa: PLC0415  (only where FITS cubes are read)
 
-    with fits.open(path, memmap=False) as hdus:
-        data = hdus[0].data
-    bands = np.asarray(data, dtype=np.float64) if data is not None else np.zeros((0,))
-    while bands.ndim > 3 and bands.shape[0] == 1:
-        bands = bands[0]
-    if bands.ndim != 3 or bands.shape[0] != 3:
-        raise ImageProblem("unsupported_image", f"{path}: the primary array has shape {bands.shape}, not 3 x H x W")
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz")
+
+
+def is_fits(path: str | os.PathLike) -> bool:
+    """A FITS file, by its name (gzip or tile compressed too) or its first card."""
+    if str(path).lower().endswith(FITS_SUFFIXES):
+        return True
+    with open(path, "rb") as handle:
+        return handle.read(9) == b"SIMPLE  ="
+
+
+def _fits_hdu(hdus: Any, wanted: int | str | None, path: str | os.PathLike) -> Any:
+    """The HDU named by ``image.hdu``, or the first that holds an image of at least two axes."""
+    if wanted is None:
+        for hdu in hdus:
+            if getattr(hdu, "is_image", False) and len(hdu.shape) >= 2:
+                return hdu
+        raise ImageProblem("unsupported_image", f"{path} holds no image (no HDU of two or more axes)")
+    try:
+        return hdus[wanted]
+    except (KeyError, IndexError):
+        names = [f"{k}: {hdu.name}" for k, hdu in enumerate(hdus)]
+        raise ImageProblem(
+            "unsupported_image", f"{path} has no extension {wanted!r} (config key image.hdu); it has {names}"
+        ) from None
+
+
+def fits_bands(path: str | os.PathLike, max_pixels: float, hdu: int | str | None = None) -> np.ndarray:
+    """The image of a FITS file as B x H x W floats (one band, or a cube of bands first; leading axes of
+    length 1 dropped), rows turned to run top-down as ds9 shows them (FITS stores them bottom-up).
+    Gzip- and tile-compressed files are read too. The size is checked on the header, before the data."""
+    from astropy.io import fits  # noqa: PLC0415  (only where FITS files are read)
+
+    try:
+        with fits.open(path, memmap=False) as hdus:
+            chosen = _fits_hdu(hdus, hdu, path)
+            shape = tuple(int(n) for n in chosen.shape)
+            while len(shape) > 3 and shape[0] == 1:
+                shape = shape[1:]
+            if len(shape) not in (2, 3):
+                raise ImageProblem("unsupported_image", f"{path}: the image has shape {shape}, not H x W or B x H x W")
+            if shape[-1] * shape[-2] > max_pixels:
+                raise _too_large(path, int(max_pixels), f"{shape[-1]}x{shape[-2]} pixels")
+            data = np.asarray(chosen.data, dtype=np.float64).reshape(shape)
+    except ImageProblem:
+        raise
+    except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError) as error:
+        raise ImageProblem("unreadable_image", f"{path}: {error}") from None
+    bands = data if data.ndim == 3 else data[None]
+    return np.ascontiguousarray(np.flip(bands, axis=1))
+
+
+def fits_rgb(path: str | os.PathLike, max_pixels: float, decoding: Decoding | None) -> tuple[np.ndarray, int]:
+    """A FITS image as H x W x 3 uint8 and the number of non-finite pixels filled (``fill_non_finite``):
+    one band as gray, three bands (red, green, blue) stretched together so that sources keep their
+    colours. A band with no finite value would pack a channel that looks like data: a problem instead."""
+    bands = fits_bands(path, max_pixels, None if decoding is None else decoding.hdu)
+    if len(bands) not in (1, 3):
+        raise ImageProblem(
+            "unsupported_image",
+            f"{path} is a FITS cube of {len(bands)} planes; a FITS file is read as one band or as a cube of three "
+            "(bands first, as red, green, blue); make a three-band cube of the bands to audit",
+        )
     for k, band in enumerate(bands):
         if not np.isfinite(band).any():
-            raise ImageProblem("unreadable_image", f"{path}: band {k + 1} of 3 holds no finite value")
-    stretched = stretch_to_uint8(bands)
-    return np.ascontiguousarray(np.flip(stretched, axis=1).transpose(1, 2, 0))
+            raise ImageProblem("unreadable_image", f"{path}: band {k + 1} of {len(bands)} holds no finite value")
+    stretched = stretch_to_uint8(bands, decoding)
+    count = int(bands.size - np.isfinite(bands).sum())
+    return np.ascontiguousarray(np.repeat(stretched, 3 // len(bands), axis=0).transpose(1, 2, 0)), count
 
 
-def _to_rgb(image: Image.Image) -> np.ndarray:
+def _to_rgb(image: Image.Image, decoding: Decoding | None) -> tuple[np.ndarray, int]:
     """8-bit images (grayscale, palette, alpha, CMYK...) become RGB as Pillow converts them;
-    deeper ones (``DEEP_MODES``) are stretched per image by ``stretch_to_uint8``."""
+    deeper ones (``DEEP_MODES``) are stretched per image by ``stretch_to_uint8``, their non-finite
+    pixels filled first (the count is returned)."""
     if image.mode in DEEP_MODES:
-        gray = stretch_to_uint8(np.asarray(image))
-        return np.repeat(gray[..., None], 3, axis=2)
+        values = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(values).any():
+            raise ImageProblem("unreadable_image", "no pixel holds a finite value")
+        gray = stretch_to_uint8(values, decoding)
+        return np.repeat(gray[..., None], 3, axis=2), int(values.size - np.isfinite(values).sum())
     if image.mode == "P":
         image = image.convert("RGBA")
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
-
-
-def _fits_planes(path: str | os.PathLike) -> int:
-    """Planes of a FITS primary array beyond its first two axes (1 for an ordinary image).
-
-    Pillow reads only the first plane of a cube, so a multi-band cutout would silently lose
-    all bands but one.
-    """
-    planes = 1
-    with open(path, "rb") as handle:
-        while True:
-            block = handle.read(2880)
-            if len(block) < 80:
-                return planes
-            for start in range(0, len(block) - 79, 80):
-                card = block[start : start + 80].decode("ascii", "replace")
-                key, _, value = card.partition("=")
-                key = key.strip()
-                if key == "END":
-                    return planes
-                if key.startswith("NAXIS") and key[5:].isdigit() and int(key[5:]) >= 3:
-                    try:
-                        planes *= max(int(value.split("/")[0]), 1)
-                    except ValueError:
-                        pass
+    return np.asarray(image.convert("RGB"), dtype=np.uint8), 0
 
 
 def _file_problem(path: str | os.PathLike, error: OSError) -> ImageProblem:
@@ -201,15 +285,8 @@ def _orientation(image: Image.Image, decoded: bool) -> int:
         return 1
 
 
-def _decode(path: str | os.PathLike, max_pixels: int, convert: Callable[[Image.Image], np.ndarray]) -> np.ndarray:
-    """Check the file, then decode it fully as it is displayed and ``convert`` the image, or raise
-    ImageProblem.
-
-    ``max_pixels`` is checked on the header before anything else, and is the only size limit
-    (``_pillow_limit``): a guard against decompression bombs and against pointing the catalog
-    at full survey frames. An image of several frames is refused (``FIRST_FRAME_FORMATS``
-    aside). The EXIF orientation is applied, so pixel positions are those a viewer shows.
-    """
+def _checked_file(path: str | os.PathLike) -> None:
+    """A regular, non-empty file, or ImageProblem."""
     try:
         info = os.stat(path)
     except OSError as error:
@@ -218,6 +295,17 @@ def _decode(path: str | os.PathLike, max_pixels: int, convert: Callable[[Image.I
         raise ImageProblem("unreadable_image", f"{path} is not a regular file")
     if info.st_size == 0:
         raise ImageProblem("unreadable_image", f"{path} is an empty file")
+
+
+def _decode(path: str | os.PathLike, max_pixels: int, convert: Callable[[Image.Image], T]) -> T:
+    """Decode a checked file (``_checked_file``) fully as it is displayed and ``convert`` the image,
+    or raise ImageProblem.
+
+    ``max_pixels`` is checked on the header before anything else, and is the only size limit
+    (``_pillow_limit``): a guard against decompression bombs and against pointing the catalog
+    at full survey frames. An image of several frames is refused (``FIRST_FRAME_FORMATS``
+    aside). The EXIF orientation is applied, so pixel positions are those a viewer shows.
+    """
     try:
         with _open_image(path, max_pixels) as image:
             width, height = image.size
@@ -230,20 +318,13 @@ def _decode(path: str | os.PathLike, max_pixels: int, convert: Callable[[Image.I
                     f"{path} is a {image.format} of {frames} frames (an animation or several pages); "
                     "save the one frame to use as an image of its own",
                 )
-            if image.format == "FITS" and (planes := _fits_planes(path)) > 1:
-                if planes != 3:
-                    raise ImageProblem(
-                        "unsupported_image",
-                        f"{path} is a FITS cube of {planes} planes; a FITS file is read as one band or as a "
-                        "cube of three (bands first, as red, green, blue); make a three-band cube of the bands "
-                        "to audit",
-                    )
-                return fits_bands(path)
             image.load()
             turn = DISPLAYED.get(_orientation(image, decoded=True))
             return convert(image if turn is None else image.transpose(turn))  # as displayed
-    except ImageProblem:
-        raise
+    except ImageProblem as problem:
+        if problem.detail.startswith(str(path)):
+            raise
+        raise ImageProblem(problem.problem, f"{path}: {problem.detail}") from None
     except Image.DecompressionBombError as error:  # Pillow's own check, at image.max_pixels (_pillow_limit)
         found = re.search(r"\((\d+) pixels\)", str(error))
         raise _too_large(path, max_pixels, f"{found.group(1)} pixels" if found else str(error)) from None
@@ -251,9 +332,19 @@ def _decode(path: str | os.PathLike, max_pixels: int, convert: Callable[[Image.I
         raise ImageProblem("unreadable_image", f"{path}: {error}") from None
 
 
-def load_rgb(path: str | os.PathLike, max_pixels: int) -> np.ndarray:
+def decode_rgb(path: str | os.PathLike, max_pixels: int, decoding: Decoding | None = None) -> tuple[np.ndarray, int]:
+    """Decode an image fully, as displayed, to an H x W x 3 uint8 array, with the number of non-finite
+    pixels that were filled (``fill_non_finite``), or raise ImageProblem. FITS files are read by
+    astropy (``fits_rgb``), every other format by Pillow; ``decoding`` scales the deep ones."""
+    _checked_file(path)
+    if is_fits(path):
+        return fits_rgb(path, max_pixels, decoding)
+    return _decode(path, max_pixels, lambda image: _to_rgb(image, decoding))
+
+
+def load_rgb(path: str | os.PathLike, max_pixels: int, decoding: Decoding | None = None) -> np.ndarray:
     """Decode an image fully, as displayed, to an H x W x 3 uint8 array, or raise ImageProblem."""
-    return _decode(path, max_pixels, _to_rgb)
+    return decode_rgb(path, max_pixels, decoding)[0]
 
 
 def _to_mask(image: Image.Image) -> np.ndarray:
@@ -272,6 +363,10 @@ def load_mask(path: str | os.PathLike, max_pixels: int) -> np.ndarray:
     Not through ``load_rgb``'s stretch, which would turn a 16-bit or float mask (a label map
     of 0 and 1, a segmentation map of object numbers) into a different one.
     """
+    _checked_file(path)
+    if is_fits(path):
+        bands = fits_bands(path, max_pixels)
+        return cast(np.ndarray, (np.isfinite(bands) & (bands != 0)).any(axis=0))
     return _decode(path, max_pixels, _to_mask)
 
 

@@ -17,7 +17,14 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from saliency_audit.data.image_io import center_crop_pad, load_rgb, open_packed, packed_writer, read_rows
+from saliency_audit.data.image_io import (
+    Decoding,
+    center_crop_pad,
+    load_rgb,
+    open_packed,
+    packed_writer,
+    read_rows,
+)
 from saliency_audit.runtime.atomic_io import atomic_path
 from saliency_audit.runtime.checksums import forget_sha256, record_sha256
 from saliency_audit.runtime.shards import shard_rows
@@ -33,16 +40,23 @@ def shard_paths(labels: str | os.PathLike, clean: str | os.PathLike, shards: int
 
 
 def pack(
-    paths: list[str], size: int, out: str | os.PathLike, max_pixels: int, workers: int = 1, chunk: int = 512
+    paths: list[str],
+    size: int,
+    out: str | os.PathLike,
+    max_pixels: int,
+    workers: int = 1,
+    chunk: int = 512,
+    decoding: Decoding | None = None,
 ) -> None:
-    """Write the centre-cropped/padded RGB images of ``paths`` to ``out`` as one .npy array.
+    """Write the centre-cropped/padded RGB images of ``paths`` to ``out`` as one .npy array (deep images
+    scaled by ``decoding``, as validation read them).
 
     Images are decoded in threads, a chunk at a time, so memory stays bounded by
     the chunk whatever the number of images.
     """
 
     def decode(path: str) -> np.ndarray:
-        return center_crop_pad(load_rgb(path, max_pixels), size)
+        return center_crop_pad(load_rgb(path, max_pixels, decoding), size)
 
     forget_sha256(out)
     with (

@@ -28,12 +28,19 @@ from saliency_audit.data.catalog_csv import (
     missing_column_message,
     read_catalog_text,
 )
-from saliency_audit.data.image_io import ImageProblem, center_crop_pad, crop_window, load_rgb, nearly_constant
+from saliency_audit.data.image_io import (
+    Decoding,
+    ImageProblem,
+    center_crop_pad,
+    crop_window,
+    decode_rgb,
+    nearly_constant,
+)
 from saliency_audit.data.number_text import is_blank, is_number, parse_numbers
 from saliency_audit.data.regions import threshold_regions
 
 INTEGRITY_COLUMNS = ["row", "id", "problem", "detail"]
-WARNINGS = frozenset({"object_cut", "constant_image"})  # reported, but the row is kept
+WARNINGS = frozenset({"object_cut", "constant_image", "non_finite_pixels"})  # reported, but the row is kept
 CUT_WARNING = 0.05  # share of the object's pixels outside the crop above which object_cut is reported
 MAX_NAME_BYTES = 255  # the longest file name Linux and macOS file systems allow
 SIZE_COLUMNS = ("image_width", "image_height")  # the original size of every image, for the saliency stage
@@ -132,20 +139,30 @@ def cut_fraction(image: np.ndarray, size: int, nsigma: float) -> float:
 
 
 def image_problems(
-    paths: dict[int, str], max_pixels: int, size: int, nsigma: float, workers: int, chunk: int = 1024
+    paths: dict[int, str],
+    max_pixels: int,
+    size: int,
+    nsigma: float,
+    workers: int,
+    chunk: int = 1024,
+    decoding: Decoding | None = None,
 ) -> tuple[list[tuple[int, str, str]], dict[int, tuple[int, int]]]:
-    """Decode every image once (in threads: PIL and numpy release the GIL); warn when the centre
-    crop to ``size`` would cut the object or leaves (nearly) constant pixels. Returns the problems
-    and the (width, height) of every image that decoded."""
+    """Decode every image once (in threads: PIL and numpy release the GIL), as packing will (``decoding``);
+    warn when the centre crop to ``size`` would cut the object or leaves (nearly) constant pixels, and
+    when non-finite pixels were filled. Returns the problems and the (width, height) of every image
+    that decoded."""
 
     def check(item: tuple[int, str]) -> tuple[int, list[tuple[int, str, str]], tuple[int, int] | None]:
         position, path = item
         try:
-            image = load_rgb(path, max_pixels)
+            image, non_finite = decode_rgb(path, max_pixels, decoding)
         except ImageProblem as problem:
             return position, [(position, problem.problem, problem.detail)], None
         height, width = image.shape[:2]
         found = []
+        if non_finite:
+            found.append((position, "non_finite_pixels", f"{path}: {non_finite} of {image.shape[0] * image.shape[1]} "
+                          "pixels are NaN or infinite; they take their band's median (row kept)"))  # fmt: skip
         cut = cut_fraction(image, size, nsigma)
         if cut > CUT_WARNING:
             found.append((position, "object_cut", f"{path} is {width}x{height}; the central {size}x{size} crop "
@@ -182,6 +199,7 @@ def validate(
     nsigma: float,
     workers: int = 1,
     numeric_columns: dict[str, str] | None = None,
+    decoding: Decoding | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (clean catalog with ``id``, ``image``, ``image_width`` and ``image_height`` columns,
     integrity table).
@@ -206,7 +224,7 @@ def validate(
     problems = id_problems(ids) + target_problems(frame[target_column], numeric_target, invalid)
     bad_id = {position for position, problem, _ in problems if problem in ("missing_id", "unsafe_id")}
     paths = {position: images.format(id=ids.iloc[position]) for position in range(len(frame)) if position not in bad_id}
-    found, sizes = image_problems(paths, max_pixels, size, nsigma, workers)
+    found, sizes = image_problems(paths, max_pixels, size, nsigma, workers, decoding=decoding)
     problems += found
 
     rows = np.asarray(text.rows, dtype=np.int64)
