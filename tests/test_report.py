@@ -55,7 +55,7 @@ def test_report_renders_with_captions_headline_and_provenance(tiny_demo: Path, t
     unescaped = dom.replace("\\u003c", "<").replace("\\u003e", ">").replace("\\u0026", "&").replace("\\n", " ")
     text = " ".join(re.sub(r"<[^>]+>", "", unescaped).split())  # captions as rendered text
     for caption in sorted((REPO / "workflow/report").glob("*.rst")):
-        if caption.name == "workflow.rst":
+        if caption.name in ("workflow.rst", "predicted_vs_true.rst"):  # the latter only for a regression
             continue
         opening = " ".join(re.sub(r"[*`]", "", caption.read_text()).split()[:6])
         assert opening in text, f"caption {caption.name} missing"
