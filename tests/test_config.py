@@ -232,7 +232,14 @@ def resolved(**changes: dict) -> dict:
     ("changes", "message"),
     [
         ({"results": "runs/{date}"}, "config key results: 'runs/{date}' holds braces"),
-        ({"images": "data/{id}/{band}.fits"}, "config key images: 'data/{id}/{band}.fits' uses {band}"),
+        (
+            {"images": "data/{id}/{band}.fits"},
+            "uses {band}; it may hold only {id} (and {results}); for one FITS file "
+            "per band, list the bands in image.bands",
+        ),
+        ({"images": "data/{id}.fits", "image": {"bands": ["i", "r", "g"]}}, "has no {band} placeholder"),
+        ({"images": "data/{band}/{id}.fits", "image": {"bands": ["i", "r"]}}, "one band (gray) or three"),
+        ({"images": "data/{band!r}/{id}.fits", "image": {"bands": ["i", "r", "g"]}}, "writes {band!r}"),
         ({"images": "data/{id}/{id.jpg"}, "config key images: 'data/{id}/{id.jpg' has unbalanced braces"),
         ({"catalog": "data/{id}.csv"}, "config key catalog: 'data/{id}.csv' uses {id}"),
         ({"saliency": {"object": {"method": "masks", "masks": "m/{id}-{idx}.png"}}}, "saliency.object.masks"),
@@ -242,6 +249,11 @@ def test_paths_may_hold_only_their_own_placeholders(changes: dict, message: str)
     with pytest.raises(ConfigError) as error:
         check_paths(resolved(**changes))
     assert message in str(error.value)
+
+
+def test_per_band_files_are_named_by_image_bands() -> None:
+    config = resolved(images="data/{band}/{id}.fits", image={"bands": ["i", "r", "g"]})
+    check_paths(config)  # accepted
 
 
 def pattern_keys() -> list[str]:

@@ -14,6 +14,7 @@ from saliency_audit.data.image_io import (
     center_crop_pad,
     crop_start,
     decode_rgb,
+    image_path,
     image_size,
     load_mask,
     load_rgb,
@@ -486,3 +487,26 @@ def test_the_asinh_and_zscale_stretches_equal_astropys(softening: float) -> None
     zlo, zhi = ZScaleInterval().get_limits(flux)
     zscale = stretch_to_uint8(flux, Decoding("zscale", softening, None))
     np.testing.assert_array_equal(zscale, np.round(np.clip((flux - zlo) / (zhi - zlo), 0, 1) * 255).astype(np.uint8))
+
+
+def test_one_fits_file_per_band_reads_as_the_cube_of_those_bands(tmp_path) -> None:
+    from astropy.io import fits
+
+    rng = np.random.default_rng(9)
+    cube = rng.normal(0.01, 0.002, (3, 24, 24)).astype(np.float32)
+    cube[:, 8:16, 8:16] += np.array([0.06, 0.04, 0.02], np.float32)[:, None, None]  # i, r, g: a red source
+    fits.PrimaryHDU(cube).writeto(tmp_path / "cube.fits")
+    for band, plane in zip("irg", cube):
+        (tmp_path / band).mkdir()
+        fits.PrimaryHDU(plane).writeto(tmp_path / band / "obj1.fits")
+    decoding = Decoding("asinh", 0.1, None, ("i", "r", "g"))
+    path = image_path(str(tmp_path / "{band}" / "{id}.fits"), "obj1")
+    assert path == str(tmp_path / "{band}" / "obj1.fits")
+    np.testing.assert_array_equal(load_rgb(path, 10**6, decoding), load_rgb(tmp_path / "cube.fits", 10**6, decoding))
+    (tmp_path / "g" / "obj1.fits").unlink()
+    with pytest.raises(ImageProblem) as error:
+        load_rgb(path, 10**6, decoding)
+    assert error.value.problem == "missing_image" and str(tmp_path / "g" / "obj1.fits") in error.value.detail
+    fits.PrimaryHDU(cube[2, :20]).writeto(tmp_path / "g" / "obj1.fits")
+    with pytest.raises(ImageProblem, match="the bands of an image must be aligned cutouts"):
+        load_rgb(path, 10**6, decoding)

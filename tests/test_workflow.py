@@ -17,7 +17,7 @@ from PIL import Image
 
 from helpers import DEMO_TARGET, REPO, TINY_DEMO, run_workflow
 from saliency_audit.audit.tables import read_audit_metadata
-from saliency_audit.data.image_io import Decoding, center_crop_pad, load_rgb, open_packed
+from saliency_audit.data.image_io import Decoding, center_crop_pad, image_path, load_rgb, open_packed
 from saliency_audit.data.regions import threshold_regions
 from saliency_audit.model.batches import to_tensor
 from saliency_audit.model.checkpoint import load_checkpoint
@@ -391,11 +391,21 @@ def test_three_classes_train_and_evaluate_from_float_fits_cubes(tiny_demo: Path,
     assert (integrity["problem"] == "non_finite_pixels").sum() == len(list(cutouts.glob("*.fits.gz")))
 
 
-def test_a_regression_runs_end_to_end_on_its_directions(tiny_demo: Path, tmp_path: Path) -> None:
+def test_a_regression_of_per_band_fits_files_runs_end_to_end_on_its_directions(tiny_demo: Path, tmp_path: Path) -> None:
+    from astropy.io import fits
+
+    bands = tmp_path / "bands"
+    for band in "irg":
+        (bands / band).mkdir(parents=True)
+    for jpeg in sorted((tiny_demo / "demo/images").glob("*.jpg")):  # one file per band, fluxes of order 0.01
+        flux = np.asarray(Image.open(jpeg), dtype=np.float32) / 255 * 0.02
+        for k, band in enumerate("irg"):
+            fits.PrimaryHDU(np.flipud(flux[..., k])).writeto(bands / band / f"{jpeg.stem}.fits")
     config = {
         **TINY_DEMO,
         "catalog": str(tiny_demo / "demo/catalog.csv"),
-        "images": str(tiny_demo / "demo/images/{id}.jpg"),
+        "images": str(bands / "{band}" / "{id}.fits"),
+        "image": {**TINY_DEMO["image"], "bands": ["i", "r", "g"]},
         "saliency": {"object": {"method": "masks", "masks": str(tiny_demo / "demo/masks/{id}.png")}},
         "target": {**DEMO_TARGET, "task": "regression", "keep": ["low", "medium", "high"]},
         "train": {"epochs": 4, "lr": 0.01, "batch_size": 16},
@@ -403,6 +413,8 @@ def test_a_regression_runs_end_to_end_on_its_directions(tiny_demo: Path, tmp_pat
     results = tmp_path / "results"
     run_workflow(config, results)
     labels = pd.read_parquet(results / "classes/labels.parquet")
+    clean = pd.read_parquet(results / "catalog/clean.parquet")
+    assert clean["image"].iloc[0] == str(bands / "{band}" / f"{clean['id'].iloc[0]}.fits")
     catalog = pd.read_csv(tiny_demo / "demo/catalog.csv", dtype={"objID": str}).set_index("objID")
     np.testing.assert_allclose(labels["target"], catalog.loc[labels["id"], "metallicity"])
     mean = labels.loc[labels["split"] == "train", "target"].mean()
@@ -412,6 +424,9 @@ def test_a_regression_runs_end_to_end_on_its_directions(tiny_demo: Path, tmp_pat
     assert checkpoint["task"] == "regression" and checkpoint["target_mean"] == pytest.approx(mean)
     model, meta = load_checkpoint(results / "model/model.pt")
     images = open_packed(results / "images/images.npy")
+    first = image_path(str(bands / "{band}" / "{id}.fits"), labels["id"].iloc[0])
+    decoding = Decoding("linear", 0.1, None, ("i", "r", "g"))
+    np.testing.assert_array_equal(images[0], center_crop_pad(load_rgb(first, 10**6, decoding), 48))
     with torch.no_grad():
         expected = (
             meta["target_mean"]

@@ -88,7 +88,9 @@ def check_paths(config: dict[str, Any]) -> None:
     ``{results}``, and every pattern only ``{id}`` (and ``{results}``), with ``{id}`` live (``check_pattern``)."""
     if "{" in config["results"] or "}" in config["results"]:
         raise ConfigError(f"config key results: {config['results']!r} holds braces, which the results folder may not")
-    patterns = {"catalog": (config["catalog"], set()), "images": (config["images"], {"id"})}
+    bands = config["image"].get("bands")
+    image_names = {"id", "band"} if bands else {"id"}
+    patterns = {"catalog": (config["catalog"], set()), "images": (config["images"], image_names)}
     if "masks" in config["saliency"]["object"]:
         patterns["saliency.object.masks"] = (config["saliency"]["object"]["masks"], {"id"})
     for key, (value, allowed) in patterns.items():
@@ -99,9 +101,17 @@ def check_paths(config: dict[str, Any]) -> None:
         others = sorted(set(names) - allowed - {"results"})
         if others:
             wanted = "only {id} (and {results})" if allowed else "no placeholder but {results}"
-            raise ConfigError(f"config key {key}: {value!r} uses {{{others[0]}}}; it may hold {wanted}")
+            hint = "; for one FITS file per band, list the bands in image.bands" if others[0] == "band" else ""
+            raise ConfigError(f"config key {key}: {value!r} uses {{{others[0]}}}; it may hold {wanted}{hint}")
         if "id" in allowed:
             check_pattern(key, value)
+    if bands and "band" not in placeholders(config["images"]):
+        raise ConfigError(
+            f"config key image.bands: {bands} names one file per band, but images {config['images']!r} has no "
+            "{band} placeholder to name them by, e.g. /data/{band}/{id}.fits"
+        )
+    if bands and len(bands) == 2:
+        raise ConfigError(f"config key image.bands: {bands}: an image is one band (gray) or three (red, green, blue)")
 
 
 def check_pattern(key: str, pattern: str) -> None:
@@ -115,11 +125,11 @@ def check_pattern(key: str, pattern: str) -> None:
     """
     parsed = list(string.Formatter().parse(pattern))
     for _, name, spec, conversion in parsed:
-        if name == "id" and (spec or conversion):
-            written = "{id" + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+        if name in ("id", "band") and (spec or conversion):
+            written = f"{{{name}" + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
             raise ConfigError(
-                f"config key {key}: the pattern {pattern!r} writes {written}; write {{id}} itself "
-                "(the file name holds the catalog's id as it is)"
+                f"config key {key}: the pattern {pattern!r} writes {written}; write {{{name}}} itself "
+                "(the file name holds it as it is)"
             )
     if not any(name == "id" for _, name, _, _ in parsed):
         hint = " (doubled braces are literal text)" if "{{" in pattern else ""

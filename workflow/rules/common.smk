@@ -48,7 +48,8 @@ def image_files():
     """The validate_catalog param that changes when any image file appears, disappears or changes."""
     if SIMULATED:
         return "written by simulate_demo"
-    return image_manifest(config["images"])
+    bands = config["image"]["bands"] or [""]
+    return " ".join(image_manifest(config["images"].replace("{band}", band)) for band in bands)
 
 
 @functools.cache
@@ -64,7 +65,7 @@ def mask_files():
 
 
 # How deep images become 8-bit pixels (image.stretch, softening, hdu): validation and packing read them alike.
-DECODING = {key: config["image"][key] for key in ("stretch", "softening", "hdu")}
+DECODING = {key: config["image"][key] for key in ("stretch", "softening", "hdu", "bands")}
 PACKED_PARTS = [res(f"images/part-{i}.npy") for i in range(config["audit"]["shards"])]
 AUDIT_PARTS = [res(f"audit/part-{i}.parquet") for i in range(config["audit"]["shards"])]
 AUDIT_MOMENTS = [res(f"moments/part-{i}.npz") for i in range(config["audit"]["shards"])]

@@ -55,15 +55,25 @@ T = TypeVar("T")
 class Decoding:
     """How pixels of more than 8 bits (16-bit and float images, FITS) become the 8-bit image the model
     sees (``image.stretch``, ``image.softening``), and which extension of a FITS file holds the image
-    (``image.hdu``: a number or EXTNAME; None: the first with an image)."""
+    (``image.hdu``: a number or EXTNAME; None: the first with an image). With ``bands``
+    (``image.bands``), an image is one FITS file per band: its path holds ``{band}``."""
 
     stretch: str
     softening: float
     hdu: int | str | None
+    bands: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, image: dict[str, Any]) -> "Decoding":
-        return cls(image["stretch"], image["softening"], image["hdu"])
+        return cls(image["stretch"], image["softening"], image["hdu"], tuple(image["bands"] or ()))
+
+
+BAND = "{band}"  # the placeholder of the band in a per-band image path
+
+
+def image_path(pattern: str, image_id: str) -> str:
+    """The image path of one id: ``{id}`` filled, ``{band}`` (per-band files) kept for ``decode_rgb``."""
+    return pattern.format(id=image_id, band=BAND)
 
 
 STRETCHES = ("linear", "asinh", "zscale")  # the schema's enum of image.stretch
@@ -176,11 +186,37 @@ def fits_bands(path: str | os.PathLike, max_pixels: float, hdu: int | str | None
     return np.ascontiguousarray(np.flip(bands, axis=1))
 
 
+def band_files(path: str, max_pixels: float, decoding: Decoding) -> np.ndarray:
+    """The bands of a per-band image (``{band}`` in ``path``), each a 2-D FITS file, as B x H x W in the
+    order of ``image.bands``; a missing band is a missing image, bands of other sizes a problem."""
+    planes: list[np.ndarray] = []
+    for band in decoding.bands:
+        file = path.replace(BAND, band)
+        _checked_file(file)
+        if not is_fits(file):
+            raise ImageProblem("unsupported_image", f"{file}: the files of image.bands must be FITS images")
+        plane = fits_bands(file, max_pixels, decoding.hdu)
+        if len(plane) != 1:
+            raise ImageProblem("unsupported_image", f"{file} holds {len(plane)} planes, not one band")
+        if planes and plane.shape != planes[0].shape:
+            raise ImageProblem(
+                "unsupported_image",
+                f"{file} is {plane.shape[2]}x{plane.shape[1]}, but band {decoding.bands[0]!r} is "
+                f"{planes[0].shape[2]}x{planes[0].shape[1]}: the bands of an image must be aligned cutouts",
+            )
+        planes.append(plane)
+    return np.concatenate(planes)
+
+
 def fits_rgb(path: str | os.PathLike, max_pixels: float, decoding: Decoding | None) -> tuple[np.ndarray, int]:
     """A FITS image as H x W x 3 uint8 and the number of non-finite pixels filled (``fill_non_finite``):
-    one band as gray, three bands (red, green, blue) stretched together so that sources keep their
-    colours. A band with no finite value would pack a channel that looks like data: a problem instead."""
-    bands = fits_bands(path, max_pixels, None if decoding is None else decoding.hdu)
+    one band as gray, three bands (red, green, blue: a cube, or one file per band) stretched together
+    so that sources keep their colours. A band with no finite value would pack a channel that looks
+    like data: a problem instead."""
+    if decoding is not None and decoding.bands and BAND in str(path):
+        bands = band_files(str(path), max_pixels, decoding)
+    else:
+        bands = fits_bands(path, max_pixels, None if decoding is None else decoding.hdu)
     if len(bands) not in (1, 3):
         raise ImageProblem(
             "unsupported_image",
@@ -336,6 +372,8 @@ def decode_rgb(path: str | os.PathLike, max_pixels: int, decoding: Decoding | No
     """Decode an image fully, as displayed, to an H x W x 3 uint8 array, with the number of non-finite
     pixels that were filled (``fill_non_finite``), or raise ImageProblem. FITS files are read by
     astropy (``fits_rgb``), every other format by Pillow; ``decoding`` scales the deep ones."""
+    if decoding is not None and decoding.bands and BAND in str(path):
+        return fits_rgb(path, max_pixels, decoding)
     _checked_file(path)
     if is_fits(path):
         return fits_rgb(path, max_pixels, decoding)

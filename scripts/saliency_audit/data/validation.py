@@ -29,11 +29,13 @@ from saliency_audit.data.catalog_csv import (
     read_catalog_text,
 )
 from saliency_audit.data.image_io import (
+    BAND,
     Decoding,
     ImageProblem,
     center_crop_pad,
     crop_window,
     decode_rgb,
+    image_path,
     nearly_constant,
 )
 from saliency_audit.data.number_text import is_blank, is_number, parse_numbers
@@ -216,14 +218,15 @@ def validate(
     for column, key in numeric_columns.items():
         if key == "saliency.truth_column":
             require_truth_numbers(frame[column], column, np.asarray(text.rows))
-    folder = image_folder(images)
-    if folder is not None and not folder.is_dir():
-        raise CatalogError(f"config key images: the image folder {folder} does not exist (pattern {images!r})")
+    for band in decoding.bands if decoding is not None and BAND in images else ("",):
+        folder = image_folder(images.replace(BAND, band))
+        if folder is not None and not folder.is_dir():
+            raise CatalogError(f"config key images: the image folder {folder} does not exist (pattern {images!r})")
 
     ids = frame[id_column].astype("string").str.strip()
     problems = id_problems(ids) + target_problems(frame[target_column], numeric_target, invalid)
     bad_id = {position for position, problem, _ in problems if problem in ("missing_id", "unsafe_id")}
-    paths = {position: images.format(id=ids.iloc[position]) for position in range(len(frame)) if position not in bad_id}
+    paths = {k: image_path(images, ids.iloc[k]) for k in range(len(frame)) if k not in bad_id}
     found, sizes = image_problems(paths, max_pixels, size, nsigma, workers, decoding=decoding)
     problems += found
 
