@@ -139,7 +139,7 @@ def audit_peak_memory(n: int, workdir: Path) -> tuple[float, float]:
     """Peak RSS (MB) and wall time of run_audit over ``n`` synthetic 64 px images, in a fresh process."""
     packed = workdir / f"images-{n}.npy"
     rng = np.random.default_rng(0)
-    with packed_writer(packed, n, 64) as write:
+    with packed_writer(packed, n, 64, 3) as write:
         for start in range(0, n, 10_000):
             write(rng.integers(0, 255, (min(10_000, n - start), 64, 64, 3), dtype=np.uint8))
     script = MEMORY_CHILD.format(scripts=str(Path(__file__).resolve().parents[1] / "scripts"))

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from synthetic import galaxies, write_catalog  # noqa: E402
 
 from saliency_audit.config import with_defaults  # noqa: E402
-from saliency_audit.data.image_io import center_crop_pad, load_rgb, open_packed, packed_writer, read_rows  # noqa: E402
+from saliency_audit.data.image_io import center_crop_pad, load_image, open_packed, packed_writer, read_rows  # noqa: E402
 from saliency_audit.data.packing import pack  # noqa: E402
 from saliency_audit.model.batches import batch_rows, dihedral, to_tensor  # noqa: E402
 from saliency_audit.model.checkpoint import describe_device, select_device  # noqa: E402
@@ -58,7 +58,7 @@ def loaders(folder: Path, n: int) -> dict:
     device = select_device("auto")
 
     def jpeg(rows: np.ndarray) -> torch.Tensor:
-        batch = np.stack(list(pool.map(lambda r: center_crop_pad(load_rgb(paths[r], 10**6), 64), rows)))
+        batch = np.stack(list(pool.map(lambda r: center_crop_pad(load_image(paths[r], 10**6), 64), rows)))
         return to_tensor(batch, *NORM, device)
 
     def packed_rows(rows: np.ndarray) -> torch.Tensor:
@@ -90,7 +90,7 @@ def loading_table(folder: Path, n: int = 8192, rounds: int = 3) -> dict[str, flo
 
 def training_row(arch: str, size: int, n: int, folder: Path) -> dict[str, float]:
     images, table = galaxies(n, size, seed=2)
-    with packed_writer(folder / f"train-{size}.npy", n, size) as write:
+    with packed_writer(folder / f"train-{size}.npy", n, size, 3) as write:
         write(images)
     labels = pd.DataFrame(
         {

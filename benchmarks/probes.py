@@ -121,7 +121,7 @@ def synthetic_data(folder: Path, n: int) -> tuple[np.ndarray, list[str], str]:
     the packed array, the ids (row i is ids[i]) and the mask path pattern."""
     images, masks = cutouts(n)
     ids = [f"s{i:07d}" for i in range(n)]
-    with packed_writer(folder / "images.npy", n, SIZE) as write:
+    with packed_writer(folder / "images.npy", n, SIZE, 3) as write:
         write(images)
     (folder / "masks").mkdir()
     for image_id, mask in zip(ids, masks):

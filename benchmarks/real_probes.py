@@ -52,7 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 from saliency_audit.audit.map_geometry import derive_geometry  # noqa: E402
-from saliency_audit.data.image_io import center_crop_pad, load_rgb  # noqa: E402
+from saliency_audit.data.image_io import center_crop_pad, load_image  # noqa: E402
 from saliency_audit.data.regions import object_regions  # noqa: E402
 from saliency_audit.model.batches import to_tensor  # noqa: E402
 from saliency_audit.model.checkpoint import load_checkpoint  # noqa: E402
@@ -204,7 +204,7 @@ def run_workflow(folder: Path, name: str, stars: pd.DataFrame, settings: dict[st
 
 def load_stamps(paths: list[Path]) -> np.ndarray:
     """Images as the workflow packs them."""
-    return np.stack([center_crop_pad(load_rgb(p, 25_000_000), STAMP) for p in paths])
+    return np.stack([center_crop_pad(load_image(p, 25_000_000), STAMP) for p in paths])
 
 
 def score_truth(results: Path, folder: Path, stars: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -21,6 +21,7 @@ from saliency_audit.config import (
     with_defaults,
 )
 from saliency_audit.data.catalog_csv import DELIMITERS
+from saliency_audit.data.image_io import Decoding
 from saliency_audit.data.regions import METHODS
 from saliency_audit.model.architectures import ARCHS, TORCHVISION
 from saliency_audit.model.training import OPTIMIZERS
@@ -238,7 +239,14 @@ def resolved(**changes: dict) -> dict:
             "per band, list the bands in image.bands",
         ),
         ({"images": "data/{id}.fits", "image": {"bands": ["i", "r", "g"]}}, "has no {band} placeholder"),
-        ({"images": "data/{band}/{id}.fits", "image": {"bands": ["i", "r"]}}, "one band (gray) or three"),
+        (
+            {"images": "data/{band}/{id}.fits", "image": {"bands": ["i", "r"], "channels": 3}},
+            "config key image.channels: 3, but image.bands names 2 bands",
+        ),
+        (
+            {"images": "data/{id}.JPG", "image": {"channels": 5}},
+            "image.channels: 5, but images 'data/{id}.JPG' names JPEG",
+        ),
         ({"images": "data/{band!r}/{id}.fits", "image": {"bands": ["i", "r", "g"]}}, "writes {band!r}"),
         ({"images": "data/{id}/{id.jpg"}, "config key images: 'data/{id}/{id.jpg' has unbalanced braces"),
         ({"catalog": "data/{id}.csv"}, "config key catalog: 'data/{id}.csv' uses {id}"),
@@ -252,8 +260,12 @@ def test_paths_may_hold_only_their_own_placeholders(changes: dict, message: str)
 
 
 def test_per_band_files_are_named_by_image_bands() -> None:
-    config = resolved(images="data/{band}/{id}.fits", image={"bands": ["i", "r", "g"]})
-    check_paths(config)  # accepted
+    for bands in (["i", "r", "g"], ["r", "i"], ["u", "g", "r", "i", "z"]):
+        config = resolved(images="data/{band}/{id}.fits", image={"bands": bands})
+        check_paths(config)  # accepted
+        assert Decoding.from_config(config["image"]).channels == len(bands)
+    check_paths(resolved(images="data/{id}.fits", image={"channels": 5}))  # a cube of five bands
+    assert Decoding.from_config(resolved()["image"]).channels == 3
 
 
 def pattern_keys() -> list[str]:
@@ -307,6 +319,10 @@ def test_a_run_checks_the_placeholders_before_its_first_job() -> None:
         ({"saliency": {"gallery": {"where": "z < 0.1 and @os"}}}, "saliency.gallery.where 'z < 0.1 and @os'"),
         ({"model": {"weights": "w.pth", "checkpoint": "c.pth"}}, "model.weights and model.checkpoint: weights start"),
         ({"image": {"mean": [0.5, 0.5, 0.5]}}, "image.mean and image.std: give both"),
+        (
+            {"image": {"channels": 5, "mean": [0.5] * 3, "std": [0.2] * 3}},
+            "config key image.mean: [0.5, 0.5, 0.5] has 3 values, one per band is needed (5",
+        ),
     ],
 )
 def test_values_that_would_fail_after_training_fail_now(changes: dict, message: str) -> None:

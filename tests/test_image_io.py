@@ -13,15 +13,16 @@ from saliency_audit.data.image_io import (
     ImageProblem,
     center_crop_pad,
     crop_start,
-    decode_rgb,
+    decode_image,
     image_path,
     image_size,
+    load_image,
     load_mask,
-    load_rgb,
     nearly_constant,
     open_packed,
     packed_writer,
     read_rows,
+    shown_rgb,
     stretch_to_uint8,
 )
 from saliency_audit.data.packing import PackedIndex, concatenate, pack
@@ -65,7 +66,7 @@ def test_load_rgb_converts_modes(tmp_path, mode: str) -> None:
     rgb = ramp(20, 30)
     path = tmp_path / "x.png" if mode != "CMYK" else tmp_path / "x.tif"
     Image.fromarray(rgb).convert(mode).save(path)
-    out = load_rgb(path, 10**6)
+    out = load_image(path, 10**6)
     assert out.shape == (20, 30, 3) and out.dtype == np.uint8
     np.testing.assert_array_equal(out, np.asarray(Image.fromarray(rgb).convert(mode).convert("RGB")))
 
@@ -81,7 +82,7 @@ def reference_stretch(values: np.ndarray, sky: np.ndarray | float | None = None)
 def test_a_12_bit_camera_image_uses_the_whole_8_bit_range(tmp_path) -> None:
     values = np.random.default_rng(0).integers(0, 4096, (40, 50)).astype(np.uint16)
     Image.fromarray(values).save(tmp_path / "x.png")
-    out = load_rgb(tmp_path / "x.png", 10**6)
+    out = load_image(tmp_path / "x.png", 10**6)
     np.testing.assert_array_equal(out[..., 0], reference_stretch(values.astype(float)))
     assert (out[..., 0] == out[..., 2]).all() and out.max() == 255 and out.mean() > 100  # not nearly black
 
@@ -93,7 +94,7 @@ def test_16_bit_images_just_above_and_below_255_pack_alike(tmp_path) -> None:
         values = base.copy()
         values[0, 0] = peak
         Image.fromarray(values).save(tmp_path / f"{peak}.png")
-        packed.append(load_rgb(tmp_path / f"{peak}.png", 10**6).astype(int))
+        packed.append(load_image(tmp_path / f"{peak}.png", 10**6).astype(int))
     assert np.abs(packed[0] - packed[1]).max() <= 1  # no 257x jump between the two
 
 
@@ -111,7 +112,7 @@ def test_float_images_of_small_fluxes_are_stretched_not_blackened(tmp_path, kind
     else:
         fits.PrimaryHDU(flux).writeto(path)
         flux = np.flipud(flux)  # FITS rows run bottom-up: Pillow shows the first row at the bottom, as ds9 does
-    out, filled = decode_rgb(path, 10**6)
+    out, filled = decode_image(path, 10**6)
     blank = np.isnan(flux)
     sky = np.median(flux[~blank])  # a blank pixel takes the median, not black
     np.testing.assert_array_equal(out[..., 1], reference_stretch(flux.astype(np.float64), sky))
@@ -119,7 +120,7 @@ def test_float_images_of_small_fluxes_are_stretched_not_blackened(tmp_path, kind
     assert (np.abs(out[blank].astype(int) - np.median(out)) <= 1).all()
 
 
-def test_a_three_band_fits_cube_is_read_as_colour_and_other_cubes_are_refused(tmp_path) -> None:
+def test_a_three_band_fits_cube_is_read_as_colour_and_other_cubes_by_image_channels(tmp_path) -> None:
     from astropy.io import fits
 
     rng = np.random.default_rng(4)
@@ -127,24 +128,32 @@ def test_a_three_band_fits_cube_is_read_as_colour_and_other_cubes_are_refused(tm
     cube[:, 15:25, 15:25] += np.array([0.02, 0.04, 0.06], np.float32)[:, None, None]  # a red source
     cube[1, 0, :4] = np.nan
     fits.PrimaryHDU(cube).writeto(tmp_path / "cube.fits")
-    out = load_rgb(tmp_path / "cube.fits", 10**6)
+    out = load_image(tmp_path / "cube.fits", 10**6)
     sky = np.nanmedian(cube.astype(np.float64), axis=(1, 2))  # per band
     shown = np.flip(cube.astype(np.float64), axis=1).transpose(1, 2, 0)  # rows bottom-up, as one band is shown
     np.testing.assert_array_equal(out, reference_stretch(shown, sky))  # one stretch for the three bands
     source = out[15:25, 15:25].reshape(-1, 3).mean(axis=0)
     assert source[0] < source[1] < source[2] and (out[39, :4, 1] > 0).all()
     fits.PrimaryHDU(cube[None]).writeto(tmp_path / "4d.fits")  # 1 x 3 x H x W: the same image
-    np.testing.assert_array_equal(load_rgb(tmp_path / "4d.fits", 10**6), out)
+    np.testing.assert_array_equal(load_image(tmp_path / "4d.fits", 10**6), out)
 
-    fits.PrimaryHDU(np.ones((5, 16, 16), dtype=np.float32)).writeto(tmp_path / "five.fits")
+    five = np.concatenate([cube, cube[:2] * 0.5])  # u, g, r, i, z: five bands, stretched together
+    fits.PrimaryHDU(five).writeto(tmp_path / "five.fits")
     with pytest.raises(ImageProblem) as error:
-        load_rgb(tmp_path / "five.fits", 10**6)
-    assert error.value.problem == "unsupported_image" and "FITS cube of 5 planes" in error.value.detail
+        load_image(tmp_path / "five.fits", 10**6)
+    assert error.value.problem == "unsupported_image"
+    assert "holds 5 bands, but image.channels is 3" in error.value.detail
+    out5 = load_image(tmp_path / "five.fits", 10**6, Decoding("linear", 0.1, None, channels=5))
+    sky5 = np.nanmedian(five.astype(np.float64), axis=(1, 2))
+    shown5 = np.flip(five.astype(np.float64), axis=1).transpose(1, 2, 0)
+    np.testing.assert_array_equal(out5, reference_stretch(shown5, sky5))
+    with pytest.raises(ImageProblem, match="holds 3 bands, but image.channels is 5"):
+        load_image(tmp_path / "cube.fits", 10**6, Decoding("linear", 0.1, None, channels=5))
     blank = cube.copy()
     blank[2] = np.nan
     fits.PrimaryHDU(blank).writeto(tmp_path / "blank.fits")
     with pytest.raises(ImageProblem, match="band 3 of 3 holds no finite value"):
-        load_rgb(tmp_path / "blank.fits", 10**6)
+        load_image(tmp_path / "blank.fits", 10**6)
 
 
 def test_nearly_constant_images() -> None:
@@ -169,7 +178,7 @@ def test_load_rgb_problems(tmp_path, make, problem: str) -> None:
     path = tmp_path / "x.jpg"
     make(path)
     with pytest.raises(ImageProblem) as error:
-        load_rgb(path, 10**6)
+        load_image(path, 10**6)
     assert error.value.problem == problem and str(path) in error.value.detail
 
 
@@ -178,14 +187,14 @@ def test_truncated_jpeg_is_unreadable(tmp_path) -> None:
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
     path.write_bytes(path.read_bytes()[:400])
     with pytest.raises(ImageProblem, match="unreadable_image"):
-        load_rgb(path, 10**6)
+        load_image(path, 10**6)
 
 
 def test_oversized_image_is_refused_before_decoding(tmp_path) -> None:
     path = tmp_path / "x.png"
     Image.new("RGB", (200, 100)).save(path)
     with pytest.raises(ImageProblem) as error:
-        load_rgb(path, max_pixels=10_000)
+        load_image(path, max_pixels=10_000)
     assert error.value.problem == "image_too_large" and "200x100" in error.value.detail
 
 
@@ -217,16 +226,56 @@ def test_failed_pack_leaves_no_file(tmp_path) -> None:
 
 def test_packed_writer_writes_a_loadable_array_and_refuses_a_short_or_foreign_one(tmp_path) -> None:
     images = np.random.default_rng(3).integers(0, 255, (7, 4, 4, 3), dtype=np.uint8)
-    with packed_writer(tmp_path / "ok.npy", 7, 4) as write:
+    with packed_writer(tmp_path / "ok.npy", 7, 4, 3) as write:
         write(images[:3])
         write(images[3:])
     np.testing.assert_array_equal(open_packed(tmp_path / "ok.npy"), images)
     with pytest.raises(ValueError, match="received 3 of its 7 images"):
-        with packed_writer(tmp_path / "short.npy", 7, 4) as write:
+        with packed_writer(tmp_path / "short.npy", 7, 4, 3) as write:
             write(images[:3])
     with pytest.raises(ValueError, match="cannot append a uint8 block of shape"):
-        with packed_writer(tmp_path / "foreign.npy", 7, 5) as write:
+        with packed_writer(tmp_path / "foreign.npy", 7, 5, 3) as write:
             write(images)
+
+
+def test_five_band_cubes_pack_and_gather_as_five_planes(tmp_path) -> None:
+    from astropy.io import fits
+
+    rng = np.random.default_rng(5)
+    decoding = Decoding("asinh", 0.1, None, channels=5)
+    paths = []
+    for i in range(5):
+        paths.append(str(tmp_path / f"{i}.fits"))
+        fits.PrimaryHDU(rng.normal(0.01, 0.003, (5, 20, 18)).astype(np.float32)).writeto(paths[-1])
+    pack(paths, 16, tmp_path / "one.npy", max_pixels=10**6, decoding=decoding)
+    packed = open_packed(tmp_path / "one.npy")
+    assert packed.shape == (5, 16, 16, 5)
+    np.testing.assert_array_equal(packed[3], center_crop_pad(load_image(paths[3], 10**6, decoding), 16))
+    pack(paths[:2], 16, tmp_path / "a.npy", max_pixels=10**6, decoding=decoding)
+    pack(paths[2:], 16, tmp_path / "b.npy", max_pixels=10**6, decoding=decoding)
+    concatenate([tmp_path / "a.npy", tmp_path / "b.npy"], tmp_path / "gathered.npy", rows=5)
+    np.testing.assert_array_equal(open_packed(tmp_path / "gathered.npy"), packed)
+
+
+def test_jpeg_and_png_are_rgb_or_gray_and_nothing_else(tmp_path) -> None:
+    rgb = np.random.default_rng(6).integers(0, 255, (12, 10, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "x.png")
+    gray = load_image(tmp_path / "x.png", 10**6, Decoding("linear", 0.1, None, channels=1))
+    assert gray.shape == (12, 10, 1)
+    np.testing.assert_array_equal(gray[..., 0], np.asarray(Image.fromarray(rgb).convert("L")))
+    with pytest.raises(ImageProblem) as error:
+        load_image(tmp_path / "x.png", 10**6, Decoding("linear", 0.1, None, channels=5))
+    assert error.value.problem == "unsupported_image" and "image.channels is 5: give FITS files" in error.value.detail
+
+
+def test_figures_show_any_number_of_bands_as_rgb() -> None:
+    pixels = np.random.default_rng(7).integers(0, 255, (2, 4, 4, 5), dtype=np.uint8)
+    np.testing.assert_array_equal(shown_rgb(pixels[..., :3]), pixels[..., :3])
+    np.testing.assert_array_equal(shown_rgb(pixels[..., :1]), np.repeat(pixels[..., :1], 3, axis=-1))
+    two = shown_rgb(pixels[..., :2])
+    np.testing.assert_array_equal(two[..., 1], (pixels[..., 0].astype(int) + pixels[..., 1]) // 2)
+    np.testing.assert_array_equal(two[..., [0, 2]], pixels[..., :2])
+    np.testing.assert_array_equal(shown_rgb(pixels), pixels[..., [0, 2, 4]])  # first, middle, last
 
 
 def test_read_rows_matches_fancy_indexing(tmp_path) -> None:
@@ -264,7 +313,7 @@ def test_gathered_parts_equal_one_pack(tmp_path) -> None:
     [
         (lambda path: path.write_bytes(b"\0" * 400), "no .npy header"),
         (lambda path: path.write_bytes(path.read_bytes()[:200]), "mmap length is greater than file size"),
-        (lambda path: np.save(path, np.zeros((2, 4, 4), np.float32)), "not N x S x S x 3 uint8"),
+        (lambda path: np.save(path, np.zeros((2, 4, 4), np.float32)), "not N x S x S x C uint8"),
     ],
 )
 def test_a_damaged_packed_file_is_named(tmp_path, damage, message) -> None:
@@ -339,7 +388,7 @@ def test_an_exif_orientation_is_applied_as_the_image_is_displayed(tmp_path, orie
     path = tmp_path / "x.png"
     save_oriented(path, stored, orientation)
     displayed = AS_DISPLAYED[orientation](stored)
-    np.testing.assert_array_equal(load_rgb(path, 10**6), displayed)
+    np.testing.assert_array_equal(load_image(path, 10**6), displayed)
     height, width = displayed.shape[:2]
     assert image_size(path) == (width, height)
     mask = np.zeros((12, 20), dtype=bool)
@@ -357,7 +406,7 @@ def test_an_orientation_6_photo_is_turned_in_every_format(tmp_path, suffix: str)
     Image.fromarray(stored).save(plain, **({"quality": 100} if suffix != ".tif" else {}))
     with Image.open(plain) as image:
         decoded = np.asarray(image.convert("RGB"))  # the stored pixels as the codec gives them
-    out = load_rgb(path, 10**6)
+    out = load_image(path, 10**6)
     assert out.shape == (80, 48, 3) and image_size(path) == (48, 80)
     np.testing.assert_array_equal(out, np.rot90(decoded, -1))
     assert load_mask(path, 10**6).shape == (80, 48)
@@ -370,7 +419,7 @@ def test_an_oriented_8_bit_tiff_is_read_whole(tmp_path) -> None:
     displayed = np.rot90(stored, -1)
     for pixels, expected in ((stored, displayed), (stored.astype(np.uint16) * 200, stretch_to_uint8(displayed))):
         save_oriented(tmp_path / "x.tif", pixels, 6)
-        out = load_rgb(tmp_path / "x.tif", 10**6)
+        out = load_image(tmp_path / "x.tif", 10**6)
         assert out.shape == (20, 12, 3)
         np.testing.assert_array_equal(out[..., 0], expected)
         np.testing.assert_array_equal(load_mask(tmp_path / "x.tif", 10**6), displayed != 0)
@@ -387,13 +436,13 @@ def test_a_multi_frame_image_is_refused_not_cut_to_its_first_frame(tmp_path, nam
     first.save(path, save_all=True, append_images=rest, **({"duration": 100} if name.endswith(".gif") else {}))
     with Image.open(path) as image:
         assert image.n_frames == count
-    for load in (load_rgb, load_mask):
+    for load in (load_image, load_mask):
         with pytest.raises(ImageProblem) as error:
             load(path, 10**6)
         assert error.value.problem == "multi_frame" and f"{count} frames" in error.value.detail
     single = tmp_path / f"one{path.suffix}"
     first.save(single)
-    np.testing.assert_array_equal(load_rgb(single, 10**6), np.asarray(first))
+    np.testing.assert_array_equal(load_image(single, 10**6), np.asarray(first))
     assert image_size(single) == (24, 16)
 
 
@@ -403,7 +452,7 @@ def test_image_max_pixels_is_the_only_size_limit(tmp_path) -> None:
     pillows = Image.MAX_IMAGE_PIXELS
     path = tmp_path / "big.png"
     Image.new("1", (10_000, 10_000)).save(path)  # 12 kB
-    for load in (load_rgb, load_mask):
+    for load in (load_image, load_mask):
         with pytest.raises(ImageProblem) as error:
             load(path, 25_000_000)
         assert error.value.problem == "image_too_large"
@@ -423,10 +472,10 @@ def test_pillow_s_own_limit_never_decides(tmp_path, monkeypatch) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with ThreadPoolExecutor(4) as pool:
-            loaded = list(pool.map(lambda _: load_rgb(tmp_path / "x.png", 12_000), range(16)))
+            loaded = list(pool.map(lambda _: load_image(tmp_path / "x.png", 12_000), range(16)))
     assert all(out.shape == (100, 120, 3) for out in loaded)
     with pytest.raises(ImageProblem) as error:
-        load_rgb(tmp_path / "x.png", 11_999)
+        load_image(tmp_path / "x.png", 11_999)
     assert error.value.problem == "image_too_large" and "120x100" in error.value.detail
     assert Image.MAX_IMAGE_PIXELS == 1_000
 
@@ -438,9 +487,9 @@ def test_exif_that_cannot_be_parsed_leaves_the_image_as_stored(tmp_path, suffix:
     Image.fromarray(stored).save(
         path, exif=b"Exif\x00\x00not a TIFF header", **({"lossless": True} if suffix == ".webp" else {})
     )
-    assert load_rgb(path, 10**6).shape == (12, 20, 3) and image_size(path) == (20, 12)
+    assert load_image(path, 10**6).shape == (12, 20, 3) and image_size(path) == (20, 12)
     if suffix != ".jpg":
-        np.testing.assert_array_equal(load_rgb(path, 10**6), stored)
+        np.testing.assert_array_equal(load_image(path, 10**6), stored)
 
 
 def test_a_fits_image_is_found_in_its_extension_compressed_or_gzipped(tmp_path) -> None:
@@ -455,22 +504,22 @@ def test_a_fits_image_is_found_in_its_extension_compressed_or_gzipped(tmp_path) 
     fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(sci, name="SCI")]).writeto(tmp_path / "x.fits.fz")
     expected = reference_stretch(np.flipud(sci).astype(np.float64))
     for name in ("x.fits", "x.fits.gz", "x.fits.fz"):  # the first HDU with an image, whatever the packing
-        out = load_rgb(tmp_path / name, 10**6)
+        out = load_image(tmp_path / name, 10**6)
         assert out.shape == (32, 40, 3) and (out[..., 0] == out[..., 2]).all()
         assert np.abs(out[..., 0].astype(int) - expected).max() <= (0 if name != "x.fits.fz" else 3), name
-    plain = load_rgb(tmp_path / "x.fits", 10**6)
+    plain = load_image(tmp_path / "x.fits", 10**6)
     for hdu in (1, "SCI"):
-        np.testing.assert_array_equal(load_rgb(tmp_path / "x.fits", 10**6, Decoding("linear", 0.1, hdu)), plain)
-    assert np.ptp(load_rgb(tmp_path / "x.fits", 10**6, Decoding("linear", 0.1, "WHT"))) == 0  # that one
+        np.testing.assert_array_equal(load_image(tmp_path / "x.fits", 10**6, Decoding("linear", 0.1, hdu)), plain)
+    assert np.ptp(load_image(tmp_path / "x.fits", 10**6, Decoding("linear", 0.1, "WHT"))) == 0  # that one
     with pytest.raises(ImageProblem) as error:
-        load_rgb(tmp_path / "x.fits", 10**6, Decoding("linear", 0.1, "ERR"))
+        load_image(tmp_path / "x.fits", 10**6, Decoding("linear", 0.1, "ERR"))
     assert error.value.problem == "unsupported_image" and "image.hdu" in error.value.detail
     assert "1: SCI" in error.value.detail and "2: WHT" in error.value.detail
     with pytest.raises(ImageProblem, match="image_too_large|above image.max_pixels"):
-        load_rgb(tmp_path / "x.fits.gz", 1000)  # from the header, before the data
+        load_image(tmp_path / "x.fits.gz", 1000)  # from the header, before the data
     fits.HDUList([fits.PrimaryHDU()]).writeto(tmp_path / "empty.fits")
     with pytest.raises(ImageProblem, match="holds no image"):
-        load_rgb(tmp_path / "empty.fits", 10**6)
+        load_image(tmp_path / "empty.fits", 10**6)
 
 
 @pytest.mark.parametrize("softening", [0.02, 0.1, 0.5])
@@ -502,11 +551,12 @@ def test_one_fits_file_per_band_reads_as_the_cube_of_those_bands(tmp_path) -> No
     decoding = Decoding("asinh", 0.1, None, ("i", "r", "g"))
     path = image_path(str(tmp_path / "{band}" / "{id}.fits"), "obj1")
     assert path == str(tmp_path / "{band}" / "obj1.fits")
-    np.testing.assert_array_equal(load_rgb(path, 10**6, decoding), load_rgb(tmp_path / "cube.fits", 10**6, decoding))
+    cube_image = load_image(tmp_path / "cube.fits", 10**6, decoding)
+    np.testing.assert_array_equal(load_image(path, 10**6, decoding), cube_image)
     (tmp_path / "g" / "obj1.fits").unlink()
     with pytest.raises(ImageProblem) as error:
-        load_rgb(path, 10**6, decoding)
+        load_image(path, 10**6, decoding)
     assert error.value.problem == "missing_image" and str(tmp_path / "g" / "obj1.fits") in error.value.detail
     fits.PrimaryHDU(cube[2, :20]).writeto(tmp_path / "g" / "obj1.fits")
     with pytest.raises(ImageProblem, match="the bands of an image must be aligned cutouts"):
-        load_rgb(path, 10**6, decoding)
+        load_image(path, 10**6, decoding)

@@ -220,6 +220,18 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path) -> None:
         torch.testing.assert_close(loaded(x), model(x))
 
 
+@pytest.mark.parametrize("arch", ["simple_cnn", "resnet18"])
+def test_a_five_band_model_round_trips_with_its_bands(tmp_path, arch) -> None:
+    model = build_model(arch, 2, channels=5).eval()
+    meta = {"arch": arch, "stride": 2, "classes": ["x", "y"], "channels": 5, "mean": [0.1] * 5, "std": [0.2] * 5,
+            "target_layer": model.target_layer}  # fmt: skip
+    save_checkpoint(model, meta, tmp_path / "model.pt")
+    loaded, _ = load_checkpoint(tmp_path / "model.pt")
+    x = torch.randn(2, 5, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+
+
 class Payload:
     """A pickled object whose unpickling would run code: torch.load(weights_only=True) refuses it."""
 

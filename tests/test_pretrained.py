@@ -45,6 +45,16 @@ def test_imagenet_weights_load_but_the_head_of_other_classes_is_skipped(tmp_path
     torch.testing.assert_close(model.head[1].weight, head_before)  # kept its initialisation
 
 
+def test_rgb_weights_start_a_five_band_model_but_its_first_convolution(tmp_path: Path) -> None:
+    state = plain_state(1000, tmp_path / "imagenet.pth")
+    model = build_model(ARCH, 2, channels=5)
+    tensors, _, _ = read_weights(tmp_path / "imagenet.pth", "model.weights")
+    skipped = load_matching(model, tensors, "model.weights", tmp_path / "imagenet.pth")
+    assert skipped == ["body.0.0.weight", "head.1.bias", "head.1.weight"]
+    assert model.body[0][0].weight.shape[1] == 5
+    torch.testing.assert_close(model.body[0][1].running_var, state["features.0.1.running_var"])
+
+
 def test_weights_of_another_network_are_an_error_naming_a_key(tmp_path: Path) -> None:
     torch.save(tvm.get_model("resnet18", weights=None).state_dict(), tmp_path / "resnet.pth")
     tensors, _, _ = read_weights(tmp_path / "resnet.pth", "model.weights")

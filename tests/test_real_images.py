@@ -15,7 +15,7 @@ from astropy.io import fits
 from PIL import Image
 from scipy import ndimage
 
-from saliency_audit.data.image_io import Decoding, center_crop_pad, image_area, load_rgb, nearly_constant
+from saliency_audit.data.image_io import Decoding, center_crop_pad, image_area, load_image, nearly_constant
 from saliency_audit.data.regions import object_regions, segment_regions, threshold_regions
 
 ASTROPY = Path(fits.__file__).parent
@@ -72,7 +72,7 @@ def test_a_12_bit_telescope_image_packs_with_its_structure(tmp_path: Path, m13: 
     flux = (m13 * 1e-5).astype(np.float32)  # calibrated fluxes of order 0.01
     flux[:4] = np.nan  # a blank strip, as survey cutouts have at their edges
     fits.PrimaryHDU(np.flipud(flux)).writeto(tmp_path / "m13.fits")  # FITS rows run bottom-up
-    png, fit = load_rgb(tmp_path / "m13.png", 10**6), load_rgb(tmp_path / "m13.fits", 10**6)
+    png, fit = load_image(tmp_path / "m13.png", 10**6), load_image(tmp_path / "m13.fits", 10**6)
     assert not nearly_constant(png) and png.max() == 255 and len(np.unique(png)) > 200  # the full 8-bit range
     rows = slice(4, None)
     assert np.abs(png[rows].astype(int) - fit[rows].astype(int)).max() <= 1  # the stretch ignores the units
@@ -88,7 +88,7 @@ def test_on_a_real_cluster_asinh_keeps_the_core_that_linear_saturates_and_zscale
     flux = (m13 * 1e-5).astype(np.float32)
     fits.PrimaryHDU(np.flipud(flux)).writeto(tmp_path / "m13.fits")
     shown = {
-        stretch: load_rgb(tmp_path / "m13.fits", 10**6, Decoding(stretch, 0.1, None))[..., 0]
+        stretch: load_image(tmp_path / "m13.fits", 10**6, Decoding(stretch, 0.1, None))[..., 0]
         for stretch in ("linear", "asinh", "zscale")
     }
     core = m13 >= np.percentile(m13, 99)  # the brightest 1%: the cluster's centre and its brightest stars
@@ -98,7 +98,7 @@ def test_on_a_real_cluster_asinh_keeps_the_core_that_linear_saturates_and_zscale
 
 
 def test_a_real_photograph_is_not_constant_and_its_blackened_copy_is(tmp_path: Path) -> None:
-    photo = load_rgb(HOPPER, 10**7)
+    photo = load_image(HOPPER, 10**7)
     assert not nearly_constant(photo)
     assert nearly_constant(np.zeros_like(photo)) and nearly_constant(np.full_like(photo, 255))
 

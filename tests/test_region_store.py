@@ -15,7 +15,7 @@ from test_regions import MAX_PIXELS, SEGMENTS, SIZE, galaxy_and_touching_star
 
 
 def packed(path: Path, images: np.ndarray) -> np.ndarray:
-    with packed_writer(path, len(images), images.shape[1]) as write:
+    with packed_writer(path, len(images), images.shape[1], images.shape[-1]) as write:
         write(images)
     return open_packed(path)
 

@@ -41,6 +41,24 @@ def plain_and_ours(name: str, n_classes: int = 3) -> tuple[torch.nn.Module, torc
     return plain, ours.eval()
 
 
+@pytest.mark.parametrize("name", ["resnet18", "densenet121", "efficientnet_b0", "mobilenet_v3_large"])
+@pytest.mark.parametrize("channels", [2, 5])
+def test_other_numbers_of_bands_change_the_first_convolution_only(name: str, channels: int) -> None:
+    rgb, bands = build_model(f"torchvision:{name}", 3), build_model(f"torchvision:{name}", 3, channels=channels)
+    shapes = {key: tuple(value.shape) for key, value in rgb.state_dict().items()}
+    changed = {key for key, value in bands.state_dict().items() if tuple(value.shape) != shapes[key]}
+    assert bands.state_dict().keys() == shapes.keys() and len(changed) == 1
+    (first,) = changed
+    assert shapes[first][1] == 3 and bands.state_dict()[first].shape[1] == channels
+    x = torch.randn(2, channels, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+    bands.eval()
+    with GradCAM(bands, bands.target_layer) as gradcam:
+        result = gradcam(x)
+    captum = LayerGradCam(bands, find_module(bands, bands.target_layer))
+    expected = captum.attribute(x, target=1, relu_attributions=True).detach()[:, 0]
+    torch.testing.assert_close(result.cams[:, 1], expected, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_the_split_network_is_the_plain_one_and_grad_cam_equals_captum(name: str) -> None:
     plain, ours = plain_and_ours(name)

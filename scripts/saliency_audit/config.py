@@ -15,6 +15,7 @@ import yaml
 
 from saliency_audit.data.catalog_csv import CatalogReadError, catalog_columns, missing_column_message
 from saliency_audit.data.catalog_filter import FilterError, filter_columns, parse_filter
+from saliency_audit.data.image_io import input_channels
 from saliency_audit.model.architectures import FEATURE_WIDTHS, TORCHVISION
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ DEMO_CATALOG = "demo/catalog.csv"
 DEMO_IMAGES = "demo/images/{id}.jpg"
 DEMO_MASKS = "demo/masks/{id}.png"
 DEMO_TRUTH_COLUMN = "shortcut"
+PILLOW_SUFFIXES = (".jpg", ".jpeg", ".png")  # formats that hold gray or RGB only
 
 
 class ConfigError(ValueError):
@@ -110,8 +112,17 @@ def check_paths(config: dict[str, Any]) -> None:
             f"config key image.bands: {bands} names one file per band, but images {config['images']!r} has no "
             "{band} placeholder to name them by, e.g. /data/{band}/{id}.fits"
         )
-    if bands and len(bands) == 2:
-        raise ConfigError(f"config key image.bands: {bands}: an image is one band (gray) or three (red, green, blue)")
+    channels = config["image"].get("channels")
+    if bands and channels is not None and channels != len(bands):
+        raise ConfigError(
+            f"config key image.channels: {channels}, but image.bands names {len(bands)} bands {bands}; "
+            "leave image.channels out to take one per band"
+        )
+    if channels not in (None, 1, 3) and not bands and config["images"].lower().endswith(PILLOW_SUFFIXES):
+        raise ConfigError(
+            f"config key image.channels: {channels}, but images {config['images']!r} names JPEG/PNG files, "
+            "which are gray or RGB (1 or 3); give FITS cubes or one FITS file per band (image.bands)"
+        )
 
 
 def check_pattern(key: str, pattern: str) -> None:
@@ -228,6 +239,10 @@ def check_config(config: dict[str, Any]) -> None:
     image = config["image"]
     if (image.get("mean") is None) != (image.get("std") is None):
         raise ConfigError("config keys image.mean and image.std: give both (the input normalisation) or neither")
+    for key in ("mean", "std"):
+        if image.get(key) is not None and len(image[key]) != input_channels(image):
+            raise ConfigError(f"config key image.{key}: {image[key]} has {len(image[key])} values, one per band "
+                              f"is needed ({input_channels(image)}: image.channels / image.bands)")  # fmt: skip
     audit = config["audit"]
     width = FEATURE_WIDTHS.get(config["model"]["arch"])
     if width is not None and config["pca"]["components"] > width:

@@ -65,7 +65,7 @@ def mask_files():
 
 
 # How deep images become 8-bit pixels (image.stretch, softening, hdu): validation and packing read them alike.
-DECODING = {key: config["image"][key] for key in ("stretch", "softening", "hdu", "bands")}
+DECODING = {key: config["image"][key] for key in ("stretch", "softening", "hdu", "bands", "channels")}
 PACKED_PARTS = [res(f"images/part-{i}.npy") for i in range(config["audit"]["shards"])]
 AUDIT_PARTS = [res(f"audit/part-{i}.parquet") for i in range(config["audit"]["shards"])]
 AUDIT_MOMENTS = [res(f"moments/part-{i}.npz") for i in range(config["audit"]["shards"])]

@@ -93,7 +93,8 @@ def derive_geometry(model: nn.Module, layer: nn.Module, size: int) -> MapGeometr
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, 3, size, size, device=device))
+            first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)  # its bands
+            model(torch.zeros(1, 3 if first is None else first.in_channels, size, size, device=device))
     finally:
         model.train(was_training)
         for handle in handles:

@@ -1,4 +1,4 @@
-"""The one image loader: any PIL format to RGB uint8, centre crop/pad, packed arrays.
+"""The one image loader: any PIL format or FITS file to H x W x C uint8, centre crop/pad, packed arrays.
 
 Every stage that needs pixels goes through here, so a catalog image is read the
 same way when it is validated, packed and shown in a figure.
@@ -56,23 +56,33 @@ class Decoding:
     """How pixels of more than 8 bits (16-bit and float images, FITS) become the 8-bit image the model
     sees (``image.stretch``, ``image.softening``), and which extension of a FITS file holds the image
     (``image.hdu``: a number or EXTNAME; None: the first with an image). With ``bands``
-    (``image.bands``), an image is one FITS file per band: its path holds ``{band}``."""
+    (``image.bands``), an image is one FITS file per band: its path holds ``{band}``. ``channels``
+    (``image.channels``) is the number of bands every image must have: the model's input planes."""
 
     stretch: str
     softening: float
     hdu: int | str | None
     bands: tuple[str, ...] = ()
+    channels: int = 3
 
     @classmethod
     def from_config(cls, image: dict[str, Any]) -> "Decoding":
-        return cls(image["stretch"], image["softening"], image["hdu"], tuple(image["bands"] or ()))
+        bands = tuple(image.get("bands") or ())
+        return cls(image["stretch"], image["softening"], image["hdu"], bands, input_channels(image))
+
+
+def input_channels(image: dict[str, Any]) -> int:
+    """The planes of every image (``image.channels``; unset: one per ``image.bands``, else 3, red green blue)."""
+    if image.get("channels") is not None:
+        return int(image["channels"])
+    return len(image.get("bands") or ()) or 3
 
 
 BAND = "{band}"  # the placeholder of the band in a per-band image path
 
 
 def image_path(pattern: str, image_id: str) -> str:
-    """The image path of one id: ``{id}`` filled, ``{band}`` (per-band files) kept for ``decode_rgb``."""
+    """The image path of one id: ``{id}`` filled, ``{band}`` (per-band files) kept for ``decode_image``."""
     return pattern.format(id=image_id, band=BAND)
 
 
@@ -208,42 +218,68 @@ def band_files(path: str, max_pixels: float, decoding: Decoding) -> np.ndarray:
     return np.concatenate(planes)
 
 
-def fits_rgb(path: str | os.PathLike, max_pixels: float, decoding: Decoding | None) -> tuple[np.ndarray, int]:
-    """A FITS image as H x W x 3 uint8 and the number of non-finite pixels filled (``fill_non_finite``):
-    one band as gray, three bands (red, green, blue: a cube, or one file per band) stretched together
-    so that sources keep their colours. A band with no finite value would pack a channel that looks
-    like data: a problem instead."""
+def fits_image(path: str | os.PathLike, max_pixels: float, decoding: Decoding | None) -> tuple[np.ndarray, int]:
+    """A FITS image as H x W x C uint8 and the number of non-finite pixels filled (``fill_non_finite``):
+    its bands (a cube, bands first, or one file per band) stretched together so that sources keep
+    their colours; with C = 3, one band is shown as gray. A band with no finite value would pack a
+    channel that looks like data: a problem instead."""
+    channels = 3 if decoding is None else decoding.channels
     if decoding is not None and decoding.bands and BAND in str(path):
         bands = band_files(str(path), max_pixels, decoding)
     else:
         bands = fits_bands(path, max_pixels, None if decoding is None else decoding.hdu)
-    if len(bands) not in (1, 3):
+    if len(bands) != channels and not (len(bands) == 1 and channels == 3):
         raise ImageProblem(
             "unsupported_image",
-            f"{path} is a FITS cube of {len(bands)} planes; a FITS file is read as one band or as a cube of three "
-            "(bands first, as red, green, blue); make a three-band cube of the bands to audit",
+            f"{path} holds {len(bands)} band{'s' * (len(bands) > 1)}, but image.channels is {channels}: "
+            "every image must have the model's number of input planes",
         )
     for k, band in enumerate(bands):
         if not np.isfinite(band).any():
             raise ImageProblem("unreadable_image", f"{path}: band {k + 1} of {len(bands)} holds no finite value")
     stretched = stretch_to_uint8(bands, decoding)
     count = int(bands.size - np.isfinite(bands).sum())
-    return np.ascontiguousarray(np.repeat(stretched, 3 // len(bands), axis=0).transpose(1, 2, 0)), count
+    return np.ascontiguousarray(np.repeat(stretched, channels // len(bands), axis=0).transpose(1, 2, 0)), count
 
 
-def _to_rgb(image: Image.Image, decoding: Decoding | None) -> tuple[np.ndarray, int]:
-    """8-bit images (grayscale, palette, alpha, CMYK...) become RGB as Pillow converts them;
-    deeper ones (``DEEP_MODES``) are stretched per image by ``stretch_to_uint8``, their non-finite
-    pixels filled first (the count is returned)."""
+def _to_array(image: Image.Image, decoding: Decoding | None) -> tuple[np.ndarray, int]:
+    """8-bit images (grayscale, palette, alpha, CMYK...) become RGB (or gray, for ``image.channels``
+    1) as Pillow converts them; deeper ones (``DEEP_MODES``) are stretched per image by
+    ``stretch_to_uint8``, their non-finite pixels filled first (the count is returned). Other
+    numbers of channels are FITS's alone."""
+    channels = 3 if decoding is None else decoding.channels
+    if channels not in (1, 3):
+        raise ImageProblem(
+            "unsupported_image",
+            f"a {image.format} image is gray or RGB, but image.channels is {channels}: give FITS files "
+            "(a cube of bands, or one file per band) for other numbers of bands",
+        )
     if image.mode in DEEP_MODES:
         values = np.asarray(image, dtype=np.float64)
         if not np.isfinite(values).any():
             raise ImageProblem("unreadable_image", "no pixel holds a finite value")
         gray = stretch_to_uint8(values, decoding)
-        return np.repeat(gray[..., None], 3, axis=2), int(values.size - np.isfinite(values).sum())
+        return np.repeat(gray[..., None], channels, axis=2), int(values.size - np.isfinite(values).sum())
     if image.mode == "P":
         image = image.convert("RGBA")
+    if channels == 1:
+        return np.asarray(image.convert("L"), dtype=np.uint8)[..., None], 0
     return np.asarray(image.convert("RGB"), dtype=np.uint8), 0
+
+
+def shown_rgb(pixels: np.ndarray) -> np.ndarray:
+    """Images (... x H x W x C uint8) as RGB to look at: three bands as they are (red, green, blue),
+    one as gray, two as (first, their mean, second), more as the first, middle and last band. The
+    model sees every band; only figures use this."""
+    channels = pixels.shape[-1]
+    if channels == 3:
+        return pixels
+    if channels == 1:
+        return np.repeat(pixels, 3, axis=-1)
+    if channels == 2:
+        mean = ((pixels[..., 0].astype(np.uint16) + pixels[..., 1]) // 2).astype(np.uint8)
+        return np.stack([pixels[..., 0], mean, pixels[..., 1]], axis=-1)
+    return np.ascontiguousarray(pixels[..., [0, channels // 2, channels - 1]])
 
 
 def _file_problem(path: str | os.PathLike, error: OSError) -> ImageProblem:
@@ -368,21 +404,22 @@ def _decode(path: str | os.PathLike, max_pixels: int, convert: Callable[[Image.I
         raise ImageProblem("unreadable_image", f"{path}: {error}") from None
 
 
-def decode_rgb(path: str | os.PathLike, max_pixels: int, decoding: Decoding | None = None) -> tuple[np.ndarray, int]:
-    """Decode an image fully, as displayed, to an H x W x 3 uint8 array, with the number of non-finite
-    pixels that were filled (``fill_non_finite``), or raise ImageProblem. FITS files are read by
-    astropy (``fits_rgb``), every other format by Pillow; ``decoding`` scales the deep ones."""
+def decode_image(path: str | os.PathLike, max_pixels: int, decoding: Decoding | None = None) -> tuple[np.ndarray, int]:
+    """Decode an image fully, as displayed, to an H x W x C uint8 array (C: ``image.channels``), with the
+    number of non-finite pixels that were filled (``fill_non_finite``), or raise ImageProblem. FITS
+    files are read by astropy (``fits_image``), every other format by Pillow; ``decoding`` scales the
+    deep ones."""
     if decoding is not None and decoding.bands and BAND in str(path):
-        return fits_rgb(path, max_pixels, decoding)
+        return fits_image(path, max_pixels, decoding)
     _checked_file(path)
     if is_fits(path):
-        return fits_rgb(path, max_pixels, decoding)
-    return _decode(path, max_pixels, lambda image: _to_rgb(image, decoding))
+        return fits_image(path, max_pixels, decoding)
+    return _decode(path, max_pixels, lambda image: _to_array(image, decoding))
 
 
-def load_rgb(path: str | os.PathLike, max_pixels: int, decoding: Decoding | None = None) -> np.ndarray:
-    """Decode an image fully, as displayed, to an H x W x 3 uint8 array, or raise ImageProblem."""
-    return decode_rgb(path, max_pixels, decoding)[0]
+def load_image(path: str | os.PathLike, max_pixels: int, decoding: Decoding | None = None) -> np.ndarray:
+    """Decode an image fully, as displayed, to an H x W x C uint8 array, or raise ImageProblem."""
+    return decode_image(path, max_pixels, decoding)[0]
 
 
 def _to_mask(image: Image.Image) -> np.ndarray:
@@ -398,7 +435,7 @@ def load_mask(path: str | os.PathLike, max_pixels: int) -> np.ndarray:
     """A mask file as an H x W boolean array: non-zero is the object, in the file's own values.
 
     Read as displayed (its EXIF orientation applied), like the image it was drawn on.
-    Not through ``load_rgb``'s stretch, which would turn a 16-bit or float mask (a label map
+    Not through ``load_image``'s stretch, which would turn a 16-bit or float mask (a label map
     of 0 and 1, a segmentation map of object numbers) into a different one.
     """
     _checked_file(path)
@@ -468,7 +505,7 @@ def nearly_constant(image: np.ndarray, levels: int = 2) -> bool:
 
 
 def open_packed(path: str | os.PathLike) -> np.ndarray:
-    """Memory-map the packed N x S x S x 3 uint8 array written by pack_images.
+    """Memory-map the packed N x S x S x C uint8 array written by pack_images (C: the bands).
 
     A damaged file (a truncated copy, a half-synced shared filesystem) stops the job
     with its name instead of feeding garbage pixels to the model.
@@ -481,8 +518,8 @@ def open_packed(path: str | os.PathLike) -> np.ndarray:
         array = np.load(path, mmap_mode="r")
     except (ValueError, OSError, EOFError) as error:
         raise ValueError(f"{path} is not a packed image array ({error}); {advice}") from None
-    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[3] != 3 or array.shape[1] != array.shape[2]:
-        raise ValueError(f"{path} holds a {array.dtype} array of shape {array.shape}, not N x S x S x 3 uint8 images")
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[1] != array.shape[2]:
+        raise ValueError(f"{path} holds a {array.dtype} array of shape {array.shape}, not N x S x S x C uint8 images")
     return array
 
 
@@ -515,10 +552,10 @@ def uint8_writer(
 
 
 def packed_writer(
-    path: str | os.PathLike, rows: int, size: int
+    path: str | os.PathLike, rows: int, size: int, channels: int
 ) -> AbstractContextManager[Callable[[np.ndarray], None]]:
-    """``uint8_writer`` of the packed N x S x S x 3 images."""
-    return uint8_writer(path, (rows, size, size, 3), "images")
+    """``uint8_writer`` of the packed N x S x S x C images."""
+    return uint8_writer(path, (rows, size, size, channels), "images")
 
 
 def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:

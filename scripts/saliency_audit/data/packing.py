@@ -20,7 +20,7 @@ from tqdm import tqdm
 from saliency_audit.data.image_io import (
     Decoding,
     center_crop_pad,
-    load_rgb,
+    load_image,
     open_packed,
     packed_writer,
     read_rows,
@@ -48,7 +48,7 @@ def pack(
     chunk: int = 512,
     decoding: Decoding | None = None,
 ) -> None:
-    """Write the centre-cropped/padded RGB images of ``paths`` to ``out`` as one .npy array (deep images
+    """Write the centre-cropped/padded images of ``paths`` to ``out`` as one .npy array (deep images
     scaled by ``decoding``, as validation read them).
 
     Images are decoded in threads, a chunk at a time, so memory stays bounded by
@@ -56,12 +56,12 @@ def pack(
     """
 
     def decode(path: str) -> np.ndarray:
-        return center_crop_pad(load_rgb(path, max_pixels, decoding), size)
+        return center_crop_pad(load_image(path, max_pixels, decoding), size)
 
     forget_sha256(out)
     with (
         atomic_path(out) as tmp,
-        packed_writer(tmp, len(paths), size) as write,
+        packed_writer(tmp, len(paths), size, 3 if decoding is None else decoding.channels) as write,
         ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
         tqdm(total=len(paths), desc="pack", unit="image", mininterval=2.0) as progress,
     ):
@@ -85,7 +85,7 @@ def concatenate(parts: Sequence[str | os.PathLike], out: str | os.PathLike, rows
     forget_sha256(out)
     with (
         atomic_path(out) as tmp,
-        packed_writer(tmp, total, shapes.pop()[0]) as write,
+        packed_writer(tmp, total, *shapes.pop()[1:]) as write,
         tqdm(total=total, desc="gather", unit="image", mininterval=2.0) as progress,
     ):
         for array in arrays:

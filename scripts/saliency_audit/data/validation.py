@@ -34,7 +34,7 @@ from saliency_audit.data.image_io import (
     ImageProblem,
     center_crop_pad,
     crop_window,
-    decode_rgb,
+    decode_image,
     image_path,
     nearly_constant,
 )
@@ -157,7 +157,7 @@ def image_problems(
     def check(item: tuple[int, str]) -> tuple[int, list[tuple[int, str, str]], tuple[int, int] | None]:
         position, path = item
         try:
-            image, non_finite = decode_rgb(path, max_pixels, decoding)
+            image, non_finite = decode_image(path, max_pixels, decoding)
         except ImageProblem as problem:
             return position, [(position, problem.problem, problem.detail)], None
         height, width = image.shape[:2]

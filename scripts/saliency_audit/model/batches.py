@@ -18,8 +18,8 @@ from saliency_audit.data.image_io import read_rows
 
 def channel_stats(images: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> tuple[list[float], list[float]]:
     """Per-channel mean and std (0-1 scale) over ``rows``, streamed in chunks."""
-    total = np.zeros(3)
-    squares = np.zeros(3)
+    total = np.zeros(images.shape[-1])
+    squares = np.zeros(images.shape[-1])
     count = 0
     for start in range(0, len(rows), chunk):
         block = read_rows(images, np.sort(rows[start : start + chunk])).astype(np.float64) / 255.0
@@ -34,7 +34,7 @@ def channel_stats(images: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> tu
 def to_tensor(
     batch: np.ndarray, mean: list[float], std: list[float], device: torch.device, channels_last: bool = False
 ) -> torch.Tensor:
-    """uint8 N x H x W x 3 -> normalised float N x 3 x H x W on ``device`` (scaled there, not on the host).
+    """uint8 N x H x W x C -> normalised float N x C x H x W on ``device`` (scaled there, not on the host).
 
     For a GPU the uint8 batch is staged in pinned memory, so its copy is asynchronous. The layout is
     settled on the uint8 pixels (a quarter of the bytes) and the scaling runs in place: four times
@@ -43,10 +43,10 @@ def to_tensor(
     x = torch.from_numpy(np.ascontiguousarray(batch))
     if device.type == "cuda":
         x = x.pin_memory()
-    x = x.to(device, non_blocking=True).permute(0, 3, 1, 2)  # N x H x W x 3 is already channels-last
+    x = x.to(device, non_blocking=True).permute(0, 3, 1, 2)  # N x H x W x C is already channels-last
     x = x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=device).view(1, -1, 1, 1)
     return x.float().div_(255.0).sub_(m).div_(s)
 
 

@@ -93,7 +93,8 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
     regression = (
         (checkpoint["target_mean"], checkpoint["target_scale"]) if checkpoint.get("task") == "regression" else None
     )
-    model = build_model(checkpoint["arch"], len(checkpoint["classes"]), checkpoint["stride"], regression)
+    channels = int(checkpoint.get("channels", 3))  # checkpoints before image.channels took RGB
+    model = build_model(checkpoint["arch"], len(checkpoint["classes"]), checkpoint["stride"], regression, channels)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:

@@ -8,7 +8,8 @@ later stage relies on that shape: the audit reads the penultimate vector from
 """
 
 from collections import OrderedDict
-from typing import cast
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -147,25 +148,50 @@ def resnet18_cutout(n_classes: int) -> Classifier:
 
 
 def build_model(
-    arch: str, n_classes: int, stride: int = 2, regression: tuple[float, float] | None = None
+    arch: str,
+    n_classes: int,
+    stride: int = 2,
+    regression: tuple[float, float] | None = None,
+    channels: int = 3,
 ) -> Classifier:
     """Build an untrained model by name (``model.arch`` in the config): ``simple_cnn``, ``resnet18`` or
-    ``torchvision:<name>``. With ``regression`` (the training target's mean and standard deviation),
-    one output read through a ``DirectionHead`` as the two direction classes."""
+    ``torchvision:<name>``, taking images of ``channels`` bands (``image.channels``). With
+    ``regression`` (the training target's mean and standard deviation), one output read through a
+    ``DirectionHead`` as the two direction classes."""
     if regression is not None:
-        model = build_model(arch, 1, stride)
+        model = build_model(arch, 1, stride, channels=channels)
         model.head = DirectionHead(model.head, *regression)
         model.n_classes = 2
         return model
     if arch == "simple_cnn":
-        return simple_cnn(n_classes, stride)
-    if arch == "resnet18":
-        return resnet18_cutout(n_classes)
-    if arch.startswith(TORCHVISION):
+        model = simple_cnn(n_classes, stride)
+    elif arch == "resnet18":
+        model = resnet18_cutout(n_classes)
+    elif arch.startswith(TORCHVISION):
         from saliency_audit.model.torchvision_models import torchvision_classifier  # noqa: PLC0415  (a second to import)
 
-        return torchvision_classifier(arch.removeprefix(TORCHVISION), n_classes)
-    raise ValueError(f"model.arch {arch!r} is not one of {ARCHS} or {TORCHVISION}<name>")
+        model = torchvision_classifier(arch.removeprefix(TORCHVISION), n_classes)
+    else:
+        raise ValueError(f"model.arch {arch!r} is not one of {ARCHS} or {TORCHVISION}<name>")
+    return model if channels == 3 else with_input_channels(model, channels)
+
+
+def with_input_channels(model: Classifier, channels: int) -> Classifier:
+    """``model`` with its first convolution taking ``channels`` bands: the same layer (kernel, stride,
+    padding, groups of one) with new weights, initialised as PyTorch initialises a Conv2d. Every
+    architecture's input passes through its first Conv2d in module order first."""
+    name, first = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    if first.groups != 1:
+        raise ValueError(f"the first convolution of {type(model).__name__} ({name}) is grouped; it cannot take bands")
+    pair = cast(Callable[[Any], tuple[int, int]], tuple)  # a built Conv2d holds its sizes as pairs
+    replacement = nn.Conv2d(
+        channels, first.out_channels, pair(first.kernel_size), pair(first.stride),
+        first.padding if isinstance(first.padding, str) else pair(first.padding), pair(first.dilation),
+        bias=first.bias is not None, padding_mode=first.padding_mode,
+    )  # fmt: skip
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent), leaf, replacement)
+    return model
 
 
 def compiled(module: nn.Module) -> nn.Module:

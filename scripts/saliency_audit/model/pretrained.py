@@ -99,7 +99,8 @@ def import_checkpoint(
         raise ValueError(f"config key model.classes: the model's outputs are {classes}, but the run keeps {kept} "
                          "(target.labels / target.keep, in this order)")  # fmt: skip
     stride = int(stored.get("stride", model_config["stride"]))
-    model = build_model(arch, len(classes), stride)
+    channels = int(images.shape[-1])
+    model = build_model(arch, len(classes), stride, channels=channels)
     renamed = own_names(model, state)
     own = model.state_dict()
     missing = [name for name in own if name not in renamed]
@@ -108,6 +109,7 @@ def import_checkpoint(
         name = (missing or wrong)[0]
         why = "has no tensor" if missing else f"has shape {tuple(renamed[name].shape)}, not {tuple(own[name].shape)},"
         raise ValueError(f"config key {key}: {path} {why} for {name!r} of {arch} with {len(classes)} classes "
+                         f"and {channels} input bands "
                          f"({len(missing)} missing, {len(wrong)} of another shape)")  # fmt: skip
     model.load_state_dict({name: renamed[name] for name in own})
     if "mean" in stored and "std" in stored:
@@ -121,6 +123,7 @@ def import_checkpoint(
         "stride": stride,
         "classes": classes,
         "image_size": int(images.shape[1]),
+        "channels": channels,
         "mean": mean,
         "std": std,
         "target_layer": model.target_layer,

@@ -359,7 +359,7 @@ def fit(
     norm = norm or channel_stats(images, train_rows)
 
     precision = Precision(device)
-    model = build_model(arch, len(classes), stride, regression)
+    model = build_model(arch, len(classes), stride, regression, channels=int(images.shape[-1]))
     source: dict[str, Any] = {"trained_here": True}
     if start_from is not None:
         initial, _, digest = read_weights(start_from, "model.weights")
@@ -464,6 +464,7 @@ def fit(
         "stride": stride,
         "classes": classes,
         "image_size": int(images.shape[1]),
+        "channels": int(images.shape[-1]),
         "mean": norm[0],
         "std": norm[1],
         "target_layer": model.target_layer,

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from saliency_audit.data.image_io import read_rows
+from saliency_audit.data.image_io import read_rows, shown_rgb
 from saliency_audit.model.metrics import roc_curve
 from saliency_audit.report.figures import CLASS_COLOURS, plt, short_label
 
@@ -118,7 +118,7 @@ def top_losses_figure(losses: pd.DataFrame, images: np.ndarray, columns: int = 4
     for ax in axes.flat:
         ax.axis("off")
     for ax, (_, row), image in zip(axes.flat, losses.iterrows(), read_rows(images, losses["row"].to_numpy())):
-        ax.imshow(image)
+        ax.imshow(shown_rgb(image))
         prob = row[f"prob_{row['predicted']}"]
         pair = f"{short_label(row['predicted'])} / {short_label(row['label'])}"
         ax.set_title(f"{pair}\nloss {row['loss']:.2f} · p {prob:.2f}", fontsize=8)

@@ -9,7 +9,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
 from saliency_audit.audit.pca import PCAFit, robust_limits, spread_sample
-from saliency_audit.data.image_io import read_rows
+from saliency_audit.data.image_io import read_rows, shown_rgb
 from saliency_audit.report.figures import BAR_COLOUR, CLASS_COLOURS, plt, short_label
 
 
@@ -91,7 +91,7 @@ def thumbnail_figure(points: pd.DataFrame, images: np.ndarray, classes: list[str
     for (_, row), thumbnail in zip(sample.iterrows(), read_rows(images, sample["row"].to_numpy())):
         colour = CLASS_COLOURS[classes.index(row["label"]) % len(CLASS_COLOURS)]
         box = AnnotationBbox(
-            OffsetImage(thumbnail, zoom=0.5), (row["pc1"], row["pc2"]), frameon=True,
+            OffsetImage(shown_rgb(thumbnail), zoom=0.5), (row["pc1"], row["pc2"]), frameon=True,
             pad=0.1, bboxprops={"edgecolor": colour, "linewidth": 2},
         )  # fmt: skip
         ax.add_artist(box)

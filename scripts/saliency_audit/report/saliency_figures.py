@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from saliency_audit.data.image_io import shown_rgb
 from saliency_audit.model.metrics import top_losses
 from saliency_audit.report.figures import CLASS_COLOURS, plt, safe_name, short_label
 from saliency_audit.saliency.vocabulary import STATE_OK
@@ -52,7 +53,7 @@ def cluster_figure(
             color="#bc1f1f" if row["candidate_shortcut"] else "black",
         )
         for r, (image, cam) in enumerate(examples.get(cluster, [])[:EXAMPLES], start=1):
-            axes[r, column].imshow(image)
+            axes[r, column].imshow(shown_rgb(image))
             size = image.shape[0]
             axes[r, column].imshow(cam, alpha=0.6, cmap="inferno", interpolation="bicubic", extent=(0, size, size, 0))
     fig.suptitle(f"Strategies of predicted '{short_label(name)}': mean Grad-CAM per cluster and examples", fontsize=9)
@@ -110,14 +111,14 @@ def gallery_figure(
     columns = 1 + len(classes)
     fig, axes = plt.subplots(n, columns, figsize=(2.6 * columns, 2.6 * n), squeeze=False, sharey=True)
     for r, (_, row) in enumerate(chosen.iterrows()):
-        axes[r, 0].imshow(images[r])
+        axes[r, 0].imshow(shown_rgb(images[r]))
         axes[r, 0].text(0.5, 0.9, str(row["id"]), transform=axes[r, 0].transAxes, **TEXT)
         verdict = "correct" if row["correct"] else f"true {short_label(row['label'])}"
         predicted = f"pred {short_label(row['predicted'])} ({verdict})"
         axes[r, 0].text(0.5, 0.06, predicted, transform=axes[r, 0].transAxes, **TEXT)
         for k, name in enumerate(classes, start=1):
             ax = axes[r, k]
-            ax.imshow(images[r])
+            ax.imshow(shown_rgb(images[r]))
             ax.imshow(np.clip(cams[r, k - 1], 0, None), alpha=0.6, extent=(0, size, size, 0), interpolation="bicubic",
                       cmap="inferno")  # fmt: skip
             state = row.get(f"state_{name}", STATE_OK)

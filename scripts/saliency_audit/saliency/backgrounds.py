@@ -173,7 +173,7 @@ def view_predictions(
     backgrounds_path, parts_path = Path(scratch) / "backgrounds.npy", Path(scratch) / "parts.npy"
     progress = tqdm(total=n, desc="backgrounds: probe views", unit="img", mininterval=2.0)
     with (
-        packed_writer(backgrounds_path, n, size) as write_backgrounds,
+        packed_writer(backgrounds_path, n, size, images.shape[-1]) as write_backgrounds,
         uint8_writer(parts_path, (n, (size * size + 7) // 8)) as write_parts,
     ):
         for batch in batch_rows(np.arange(n), batch_size, shuffle=False, generator=None):

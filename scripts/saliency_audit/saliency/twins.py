@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from saliency_audit.data.image_io import center_crop_pad, load_rgb, open_packed, read_rows
+from saliency_audit.data.image_io import center_crop_pad, load_image, open_packed, read_rows
 from saliency_audit.data.packing import PackedIndex
 from saliency_audit.model.batches import batch_rows, to_tensor
 from saliency_audit.model.job import load_model
@@ -35,7 +35,7 @@ def twin_table(
     parts = []
     for batch in tqdm(list(batch_rows(np.arange(len(ids)), batch_size, shuffle=False, generator=None)),
                       desc="twins", unit="batch", mininterval=2.0):  # fmt: skip
-        twin = np.stack([center_crop_pad(load_rgb(twins.format(id=i), max_pixels), size) for i in ids[batch]])
+        twin = np.stack([center_crop_pad(load_image(twins.format(id=i), max_pixels), size) for i in ids[batch]])
         views = np.concatenate([read_rows(images, rows[batch]), twin])
         with torch.inference_mode():
             logits = model(to_tensor(views, meta["mean"], meta["std"], device)).float().cpu().numpy()
