@@ -15,12 +15,12 @@ def main(snakemake: Any) -> None:
     start_job(snakemake.log[0])
     params, inputs = snakemake.params, snakemake.input
     labels = read_labels(inputs.labels)
-    key = job_key(snakemake, [inputs.checkpoint, inputs.images], [labels[["id", "class", "split"]]])
+    key = job_key(snakemake, [inputs.checkpoint, inputs.images], [labels[["id", "class", "split", "target"]]])
     with reusable(snakemake.output, key, params.reuse) as reused:
         if reused:
             return
         model, metadata = import_checkpoint(
-            inputs.checkpoint, params.model, params.pixels, open_packed(inputs.images), labels
+            inputs.checkpoint, params.model, params.pixels, open_packed(inputs.images), labels, params.regression
         )
         save_checkpoint(model, metadata, snakemake.output.model)
         print(describe_import(metadata), file=sys.stderr)

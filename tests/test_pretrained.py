@@ -89,6 +89,56 @@ def test_a_plain_state_dict_is_imported_with_its_classes_and_normalisation(tmp_p
     np.testing.assert_allclose(measured["std"], train.std(axis=0), rtol=1e-6)
 
 
+def regression_labels_of(n: int = 12) -> pd.DataFrame:
+    """A regression's labels: its target values and their directions from the training mean."""
+    labels = labels_of(["lower", "higher"], n)
+    labels["target"] = np.linspace(8.0, 9.2, n)
+    labels["class"] = pd.Categorical.from_codes(
+        (labels["target"] > labels["target"][:8].mean()).astype(int), ["lower", "higher"]
+    )
+    return labels
+
+
+def predicted_value(model: torch.nn.Module, meta: dict, x: torch.Tensor) -> torch.Tensor:
+    """The regression's value read back from its direction logits: training mean + higher - lower."""
+    logits = model(x)
+    return meta["target_mean"] + logits[:, 1] - logits[:, 0]
+
+
+def test_a_plain_regression_network_is_audited_through_its_directions(tmp_path: Path) -> None:
+    torch.manual_seed(4)
+    plain = tvm.get_model("mobilenet_v2", weights=None, num_classes=1).eval()
+    torch.save(plain.state_dict(), tmp_path / "regressor.pth")  # one output: the target in its own units
+    labels = regression_labels_of()
+    model, meta = import_checkpoint(tmp_path / "regressor.pth", {"arch": ARCH, "stride": 2}, {}, images_of(),
+                                    labels, regression=True)  # fmt: skip
+    assert meta["task"] == "regression" and meta["classes"] == ["lower", "higher"]
+    assert meta["target_mean"] == pytest.approx(labels["target"][:8].mean())
+    assert meta["target_scale"] == pytest.approx(labels["target"][:8].std(ddof=0))
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(predicted_value(model, meta, x), plain(x)[:, 0], rtol=1e-5, atol=1e-5)
+        logits = model(x)
+    torch.testing.assert_close(logits[:, 0], -logits[:, 1])
+    with pytest.raises(ValueError, match="is a regression model, but target.task is classification"):
+        save_checkpoint(model, meta, tmp_path / "model.pt")
+        import_checkpoint(tmp_path / "model.pt", {"arch": ARCH, "stride": 2}, {}, images_of(), labels_of(["a", "b"]))
+
+
+def test_a_regression_of_another_run_keeps_its_predictions_about_this_run_s_mean(tmp_path: Path) -> None:
+    trained = build_model(ARCH, 2, regression=(8.9, 0.4)).eval()
+    meta = {"arch": ARCH, "stride": 2, "classes": ["lower", "higher"], "mean": [0.5] * 3, "std": [0.25] * 3,
+            "task": "regression", "target_mean": 8.9, "target_scale": 0.4}  # fmt: skip
+    save_checkpoint(trained, meta, tmp_path / "model.pt")
+    labels = regression_labels_of()  # another split: another training mean
+    model, imported = import_checkpoint(tmp_path / "model.pt", {"arch": ARCH, "stride": 2}, {}, images_of(),
+                                        labels, regression=True)  # fmt: skip
+    assert imported["target_mean"] != pytest.approx(8.9) and imported["mean"] == [0.5] * 3
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(predicted_value(model, imported, x), predicted_value(trained, meta, x))
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -99,7 +149,7 @@ def test_a_plain_state_dict_is_imported_with_its_classes_and_normalisation(tmp_p
         ),
         (
             {"arch": "torchvision:mobilenet_v3_small"},
-            r"has no tensor for 'body.1.block.0.0.weight' of torchvision:mobilenet_v3_small with 2 classes",
+            r"has no tensor for 'body.1.block.0.0.weight' of torchvision:mobilenet_v3_small with 2 outputs",
         ),
     ],
 )

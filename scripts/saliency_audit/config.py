@@ -224,9 +224,6 @@ def check_config(config: dict[str, Any]) -> None:
                     f"config key target.{key}: a regression without target.bins has no classes to name or keep; "
                     f"remove target.{key}, or give target.bins to stratify the split by them"
                 )
-    if target.get("task") == "regression" and config["model"].get("checkpoint"):
-        raise ConfigError("config key model.checkpoint: importing a trained regression model is not supported; "
-                          "train it here (model.weights can give its starting weights)")  # fmt: skip
     known = target.get("labels")
     if "keep" in target and known is not None:
         unknown = [k for k in target["keep"] if k not in known]

@@ -24,6 +24,7 @@ if config["model"].get("checkpoint"):
         params:
             model=config["model"],
             pixels=config["image"],
+            regression=config["target"].get("task") == "regression",
             reuse=config["reuse"],
         script:
             "../../scripts/import_model.py"

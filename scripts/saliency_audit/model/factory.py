@@ -81,6 +81,21 @@ class DirectionHead(nn.Module):
         return out
 
 
+def restandardised(value: nn.Module, offset: float, factor: float, mean: float, scale: float) -> DirectionHead:
+    """The ``DirectionHead`` about ``mean`` and ``scale`` of a value head that predicts the target as
+    ``offset + factor * value(features)`` (a plain network's one output: 0, 1; another run's
+    ``DirectionHead``: its own mean and scale). Its last linear layer is rescaled in place, so the
+    prediction stays the same number and Grad-CAM's closed form still applies."""
+    with_weights = [m for m in value.modules() if any(True for _ in m.parameters(recurse=False))]
+    linear = with_weights[-1] if with_weights else None
+    if not isinstance(linear, nn.Linear) or linear.bias is None or linear.out_features != 1:
+        raise ValueError("a regression's value head must end in one linear layer with a bias and one output")
+    with torch.no_grad():
+        linear.weight.mul_(factor / scale)
+        linear.bias.mul_(factor).add_(offset - mean).div_(scale)
+    return DirectionHead(value, mean, scale)
+
+
 def conv_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
     """3x3 conv without bias, BatchNorm, ReLU: the seed's (fastai) ConvLayer."""
     return nn.Sequential(

@@ -11,14 +11,16 @@ plain state_dict or a dict holding one under ``state_dict`` or ``model`` (this w
 import hashlib
 import io
 import os
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
+from saliency_audit.data.classes import DIRECTIONS, training_mean
 from saliency_audit.model.batches import channel_stats
-from saliency_audit.model.factory import Classifier, build_model
+from saliency_audit.model.factory import Classifier, build_model, restandardised
 
 
 def read_weights(path: str | os.PathLike, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
@@ -77,6 +79,7 @@ def import_checkpoint(
     image_config: dict[str, Any],
     images: np.ndarray,
     labels: pd.DataFrame,
+    regression: bool = False,
 ) -> tuple[Classifier, dict[str, Any]]:
     """The trained model of ``model.checkpoint`` with the metadata of this workflow's checkpoints.
 
@@ -84,6 +87,10 @@ def import_checkpoint(
     its own and must agree with the run's) or a plain state_dict of ``model.arch``, whose output
     order is ``model.classes`` and input normalisation ``image.mean`` / ``image.std`` (0-1 scale;
     when absent, measured on the train split as training does). Every tensor must fit.
+
+    With ``regression`` (``target.task: regression``) a plain state_dict has one output, the target
+    in its own units, and a ``model.pt`` is a regression's; either is read through the directions
+    about this run's training mean (``factory.restandardised``), its predictions unchanged.
     """
     key = "model.checkpoint"
     state, stored, digest = read_weights(path, key)
@@ -91,7 +98,13 @@ def import_checkpoint(
     arch = str(stored.get("arch", model_config["arch"]))
     if arch != model_config["arch"]:
         raise ValueError(f"config key {key}: {path} is a {arch} checkpoint, but model.arch is {model_config['arch']}")
-    classes = [str(c) for c in stored.get("classes", model_config.get("classes") or [])]
+    task = "regression" if regression else "classification"
+    if str(stored.get("task", task)) != task:
+        raise ValueError(f"config key {key}: {path} is a {stored['task']} model, but target.task is {task}")
+    if regression:
+        classes = list(DIRECTIONS)
+    else:
+        classes = [str(c) for c in stored.get("classes", model_config.get("classes") or [])]
     if not classes:
         raise ValueError(f"config key model.classes: {path} is a plain state_dict; list the classes of its outputs, "
                          f"in order (the kept classes are {kept})")  # fmt: skip
@@ -100,7 +113,9 @@ def import_checkpoint(
                          "(target.labels / target.keep, in this order)")  # fmt: skip
     stride = int(stored.get("stride", model_config["stride"]))
     channels = int(images.shape[-1])
-    model = build_model(arch, len(classes), stride, channels=channels)
+    trained = (float(stored["target_mean"]), float(stored["target_scale"])) if "target_mean" in stored else None
+    outputs = 1 if regression and trained is None else len(classes)
+    model = build_model(arch, outputs, stride, trained if regression else None, channels)
     renamed = own_names(model, state)
     own = model.state_dict()
     missing = [name for name in own if name not in renamed]
@@ -108,10 +123,18 @@ def import_checkpoint(
     if missing or wrong:
         name = (missing or wrong)[0]
         why = "has no tensor" if missing else f"has shape {tuple(renamed[name].shape)}, not {tuple(own[name].shape)},"
-        raise ValueError(f"config key {key}: {path} {why} for {name!r} of {arch} with {len(classes)} classes "
+        raise ValueError(f"config key {key}: {path} {why} for {name!r} of {arch} with {outputs} outputs "
                          f"and {channels} input bands "
                          f"({len(missing)} missing, {len(wrong)} of another shape)")  # fmt: skip
     model.load_state_dict({name: renamed[name] for name in own})
+    target: dict[str, Any] = {}
+    if regression:
+        train = (labels["split"] == "train").to_numpy()
+        centre, scale = training_mean(labels), float(labels.loc[train, "target"].to_numpy(dtype=np.float64).std())
+        value = cast(nn.Module, model.head.value) if trained is not None else model.head
+        model.head = restandardised(value, *(trained or (0.0, 1.0)), centre, scale)
+        model.n_classes = 2
+        target = {"task": "regression", "target_mean": centre, "target_scale": scale}
     if "mean" in stored and "std" in stored:
         mean, std = [float(v) for v in stored["mean"]], [float(v) for v in stored["std"]]
     elif image_config.get("mean") is not None and image_config.get("std") is not None:
@@ -131,6 +154,7 @@ def import_checkpoint(
         "device": str(stored.get("device", "unknown")),
         "device_name": f"not trained here ({stored.get('device_name', 'unknown device')})",
         "source": {"checkpoint": str(path), "sha256": digest, "trained_here": False},
+        **target,
     }
     return model.eval(), metadata
 
