@@ -20,7 +20,6 @@ def main(snakemake: Any) -> None:
         snakemake.input.images,
         snakemake.input.index,
         params.clusters,
-        params.min_object_energy,
     )
     write_parquet(strategies.clusters, snakemake.output.clusters)
     write_csv(strategies.summary, snakemake.output.summary)

@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import hypergeom
 
 from saliency_audit.audit.map_geometry import MapGeometry
 from saliency_audit.model.metrics import top_losses
@@ -153,11 +154,34 @@ def test_gallery_selection() -> None:
         random_sample(stats, catalog, 5, "redshift > 0.1", seed=0)
 
 
-def test_clusters_off_the_object_are_candidate_shortcuts() -> None:
-    stats = stats_table().assign(cluster=[0, 0, 1, 1, 0, 0, 0, 1])
-    stats["pointing_hit"] = [0.0, 0.0, 1.0, 1.0, 1.0, 1.0, np.nan, 1.0]
-    summary = cluster_summary(stats, 0.5).set_index(["predicted", "cluster"])
-    assert summary.loc[("high", 0), "candidate_shortcut"]  # g0, g1: peaks off the object
-    assert not summary.loc[("high", 1), "candidate_shortcut"]
-    assert summary.loc[("high", 0), "share"] == pytest.approx(0.5)
-    assert summary["n"].sum() == 8
+def cluster_stats(groups: list[tuple[str, int, int, int]], probes: bool = True) -> pd.DataFrame:
+    """Per-image statistics of (predicted class, cluster, images, of which off the object) groups."""
+    rows = []
+    for predicted, cluster, n, off in groups:
+        for k in range(n):
+            rows.append({"id": f"{predicted}{cluster}-{k}", "predicted": predicted, "cluster": cluster,
+                         "energy_in_object": 0.5, "relative_energy": 0.9, "correct": True,
+                         "background_focused": False, "state": "ok", "pointing_hit": float(k >= off)})  # fmt: skip
+    stats = pd.DataFrame(rows)
+    if probes:
+        stats["probe_state"] = "ok"
+        stats["background_reliance"] = 1.0 - stats["pointing_hit"]
+        stats["background_reliant"] = stats["pointing_hit"] == 0.0
+    return stats
+
+
+@pytest.mark.parametrize("probes", [True, False])
+def test_a_candidate_shortcut_is_a_cluster_that_contrasts_with_the_rest_of_its_class(probes: bool) -> None:
+    stats = cluster_stats([("high", 0, 40, 4), ("high", 1, 30, 20), ("high", 2, 3, 2), ("low", 0, 50, 50)], probes)
+    summary = cluster_summary(stats).set_index(["predicted", "cluster"])
+    assert summary["contrast_measure"].eq("background_reliant" if probes else "pointing_miss").all()
+    high = summary.loc["high"]
+    assert high["candidate_shortcut"].tolist() == [False, True, False]
+    # 20 of 30 against 6 of 43 elsewhere in the class; Fisher's exact test written out as a hypergeometric tail
+    assert high.loc[1, "contrast"] == pytest.approx(20 / 30 - 6 / 43)
+    assert high.loc[1, "contrast_p"] == pytest.approx(hypergeom.sf(19, 73, 26, 30))
+    assert high.loc[2, "contrast"] > 0.2 and high.loc[2, "contrast_p"] > 0.01  # 2 of 3: too few to tell
+    assert high["share"].sum() == pytest.approx(1.0) and high["n"].tolist() == [40, 30, 3]
+    # a class that is one cluster is the class's behaviour, not a candidate, however far off the object
+    low = summary.loc[("low", 0)]
+    assert low["off_object_rate"] == 1.0 and np.isnan(low["contrast"]) and not low["candidate_shortcut"]

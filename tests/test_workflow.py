@@ -596,6 +596,9 @@ def test_saliency_outputs_follow_the_contract(tiny_demo: Path) -> None:
     clusters = pd.read_csv(tiny_demo / "saliency/clusters.csv")
     counts = stats["predicted"].value_counts()
     assert clusters.groupby("predicted")["n"].sum().to_dict() == counts[counts > 0].to_dict()
+    assert set(clusters["contrast_measure"]) == {"background_reliant"}  # the probes ran
+    alone = clusters.groupby("predicted")["cluster"].transform("size") == 1
+    assert not clusters.loc[alone, "candidate_shortcut"].any() and clusters.loc[alone, "contrast"].isna().all()
     figures = {p.name for p in (tiny_demo / "saliency").rglob("*.png")}
     assert {"random.png", "top-losses.png", "energy_in_object.png", "backgrounds.png"} <= figures
     for k, name in enumerate(["low", "high"]):

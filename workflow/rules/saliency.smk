@@ -123,7 +123,6 @@ rule strategy_clusters:
         **rule_resources("strategy_clusters"),
     params:
         clusters=config["saliency"]["clusters"],
-        min_object_energy=config["saliency"]["min_object_energy"],
     script:
         "../../scripts/strategy_clusters.py"
 

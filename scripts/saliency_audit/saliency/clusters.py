@@ -2,10 +2,11 @@
 
 Two streaming passes over the audit tables: the first keeps only a short
 feature vector per image (clustering input), the second sums the maps of each
-cluster for its mean map. A cluster whose maps mostly peak outside the object
-(pointing-game hit rate below one half), or whose mean relative energy on the
-object is below ``saliency.min_object_energy``, is a candidate shortcut: a
-recurring way of deciding that rests on the background.
+cluster for its mean map. A cluster is a candidate shortcut by contrast with the
+rest of its class (``contrast``): a recurring way of deciding that rests on the
+background more than the class's other ways do. A class that is one cluster has
+nothing to contrast and no candidate, however low its numbers: that is the
+class's behaviour, which the probes and the summary report.
 """
 
 import os
@@ -31,6 +32,7 @@ from saliency_audit.audit.tables import (
 from saliency_audit.data.image_io import open_packed, read_rows
 from saliency_audit.data.packing import PackedIndex
 from saliency_audit.saliency.strategies import map_features, spectral_clusters
+from saliency_audit.saliency.vocabulary import STATE_OK
 
 EXAMPLES = 4  # example images per cluster in the figure
 
@@ -78,8 +80,38 @@ def cluster_maps(dataset: ds.Dataset, stats: pd.DataFrame, clusters: dict[str, A
     return table[["id", "cluster"]]
 
 
-def cluster_summary(stats: pd.DataFrame, min_object_energy: float) -> pd.DataFrame:
-    """Per predicted class and cluster: size, mean statistics, candidate-shortcut mark."""
+MIN_CONTRAST = 0.2  # a candidate's rate of off-object evidence exceeds the rest of its class's by this much
+MAX_P_VALUE = 0.01  # ... and Fisher's exact test says the rest would rarely show such a difference by chance
+
+
+def off_object(stats: pd.DataFrame) -> tuple[str, pd.Series]:
+    """The per-image evidence that a prediction rests off the object, and its name: the probes' verdict
+    ``background_reliant`` when they ran, else a map that peaks outside the object (pointing miss);
+    images without a verdict (another state) are NaN and count on neither side."""
+    if "background_reliant" in stats:
+        scored = (stats["probe_state"] == STATE_OK).to_numpy()
+        return "background_reliant", stats["background_reliant"].astype(float).where(scored)
+    scored = (stats["state"] == STATE_OK).to_numpy() & stats["pointing_hit"].notna().to_numpy()
+    return "pointing_miss", (1.0 - stats["pointing_hit"].astype(float)).where(scored)
+
+
+def contrast(hits: int, n: int, rest_hits: int, rest_n: int) -> tuple[float, float]:
+    """(rate of a cluster minus that of the rest of its class, one-sided Fisher exact p of it)."""
+    from scipy.stats import fisher_exact  # noqa: PLC0415  (scipy.stats: a second to import)
+
+    if n == 0 or rest_n == 0:
+        return float("nan"), float("nan")
+    table = [[hits, n - hits], [rest_hits, rest_n - rest_hits]]
+    return hits / n - rest_hits / rest_n, float(fisher_exact(table, alternative="greater").pvalue)
+
+
+def cluster_summary(stats: pd.DataFrame) -> pd.DataFrame:
+    """Per predicted class and cluster: size, share, mean statistics, accuracy, the rate of off-object
+    evidence (``off_object``), its contrast with the rest of the class and the candidate-shortcut mark:
+    a contrast of at least ``MIN_CONTRAST`` with a one-sided Fisher p below ``MAX_P_VALUE``."""
+    measure, evidence = off_object(stats)
+    stats = stats.assign(_hit=evidence.fillna(0.0), _scored=evidence.notna())
+    extra = {"background_reliance": ("background_reliance", "mean")} if "background_reliance" in stats else {}
     summary = (
         stats.groupby(["predicted", "cluster"], observed=True)
         .agg(
@@ -89,13 +121,27 @@ def cluster_summary(stats: pd.DataFrame, min_object_energy: float) -> pd.DataFra
             pointing_hit=("pointing_hit", "mean"),
             flag_rate=("background_focused", "mean"),
             accuracy=("correct", "mean"),
+            **extra,
+            hits=("_hit", "sum"),
+            scored=("_scored", "sum"),
         )
         .reset_index()
     )
-    summary["share"] = summary["n"] / summary.groupby("predicted", observed=True)["n"].transform("sum")
-    # off the object: most maps peak outside it, or the mean map keeps too little energy on it
-    summary["candidate_shortcut"] = (summary["pointing_hit"] < 0.5) | (summary["relative_energy"] < min_object_energy)
-    return summary
+    per_class = summary.groupby("predicted", observed=True)
+    summary["share"] = summary["n"] / per_class["n"].transform("sum")
+    summary["clusters_in_class"] = per_class["cluster"].transform("size")
+    summary["contrast_measure"] = measure
+    summary["off_object_rate"] = summary["hits"] / summary["scored"].where(summary["scored"] > 0)
+    rest_hits = per_class["hits"].transform("sum") - summary["hits"]
+    rest_n = per_class["scored"].transform("sum") - summary["scored"]
+    pairs = [
+        contrast(int(h), int(n), int(rh), int(rn)) if k > 1 else (float("nan"), float("nan"))
+        for h, n, rh, rn, k in zip(summary["hits"], summary["scored"], rest_hits, rest_n, summary["clusters_in_class"])
+    ]
+    summary["contrast"] = [c for c, _ in pairs]
+    summary["contrast_p"] = [p for _, p in pairs]
+    summary["candidate_shortcut"] = (summary["contrast"] >= MIN_CONTRAST) & (summary["contrast_p"] < MAX_P_VALUE)
+    return summary.drop(columns=["hits"]).rename(columns={"scored": "n_scored"})
 
 
 def mean_maps(dataset: ds.Dataset, stats: pd.DataFrame, image_size: int) -> dict[tuple[str, int], np.ndarray]:
@@ -166,7 +212,6 @@ def run_strategy_clusters(
     images_path: str | os.PathLike,
     index_path: str | os.PathLike,
     clusters: dict[str, Any],
-    min_object_energy: float,
 ) -> Strategies:
     """Read the rule's inputs (audit tables, localisation statistics, packed images and their index),
     cluster the maps and gather everything the rule writes."""
@@ -176,7 +221,7 @@ def run_strategy_clusters(
     image_size = images.shape[1]
     table = cluster_maps(dataset, stats, clusters, image_size)
     stats = stats.merge(table, on="id", validate="one_to_one")
-    summary = cluster_summary(stats, min_object_energy)
+    summary = cluster_summary(stats)
     means = mean_maps(dataset, stats, image_size)
     examples = cluster_examples(dataset, stats, images, PackedIndex.read(index_path), image_size)
     return Strategies(AuditMeta.read(dataset).classes, table, summary, means, examples)
