@@ -19,6 +19,7 @@ def main(snakemake: Any) -> None:
         snakemake.input.stats,
         snakemake.input.images,
         snakemake.input.index,
+        (snakemake.input.regions, snakemake.input.region_problems),
         params.clusters,
     )
     write_parquet(strategies.clusters, snakemake.output.clusters)

@@ -15,8 +15,10 @@ from astropy.io import fits
 from PIL import Image
 from scipy import ndimage
 
+from saliency_audit.audit.map_geometry import MapGeometry
 from saliency_audit.data.image_io import Decoding, center_crop_pad, image_area, load_image, nearly_constant
 from saliency_audit.data.regions import object_regions, segment_regions, threshold_regions
+from saliency_audit.saliency.strategies import kmeans_clusters, map_features, object_features, spectral_clusters
 
 ASTROPY = Path(fits.__file__).parent
 M13 = ASTROPY / "hdu/compressed/tests/data/m13.fits"
@@ -140,3 +142,44 @@ def test_deblended_segments_find_the_star_of_most_crowded_stamps(m13_stamps: tup
         inside["segments"] += int(objects[k, rows[other], columns[other]].sum())
         inside["threshold"] += int(merged[k, rows[other], columns[other]].sum())
     assert inside["segments"] / found.sum() < 0.05 < 0.5 < inside["threshold"] / found_before.sum(), inside
+
+
+def planted_strategies(m13_stamps: tuple[np.ndarray, ...], planted_every: int) -> tuple[np.ndarray, ...]:
+    """Maps of two ways of deciding on real stars: every map follows its stamp's own star (its light in
+    the deblended object segment, smoothed as a coarse map is); every ``planted_every``-th also, and
+    more, a real neighbouring source (a spot on the brightest pixel of another segment). With the
+    object regions and the truth. Stamps without a segmented star or neighbour are left out."""
+    stamps = m13_stamps[0]
+    objects, neighbours = segment_regions(stamps, 2.0, 5, 0.001)
+    usable = objects.any(axis=(1, 2)) & neighbours.any(axis=(1, 2))
+    stamps, objects, neighbours = stamps[usable], objects[usable], neighbours[usable]
+    light = stamps[..., 0].astype(np.float64)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:STAMP, 0:STAMP]
+    maps, truth = [], []
+    for k in range(len(stamps)):
+        on = ndimage.gaussian_filter(light[k] * objects[k], 1.5)
+        on /= on.max()
+        planted = planted_every > 0 and k % planted_every == 0
+        if planted:
+            ys, xs = np.nonzero(neighbours[k])
+            j = int(np.argmax(light[k][ys, xs]))
+            on = 0.4 * on + np.exp(-((yy - ys[j]) ** 2 + (xx - xs[j]) ** 2) / (2 * 2.0**2))
+        maps.append(on * rng.uniform(0.5, 2.0) + rng.uniform(0, 0.05, on.shape))
+        truth.append(planted)
+    return np.array(maps), objects, np.array(truth)
+
+
+@pytest.mark.parametrize(("planted_every", "purity", "found"), [(2, 0.85, 0.8), (4, 0.5, 0.8)])
+def test_planted_strategies_on_real_stars_are_found_by_their_place_around_the_object(
+    m13_stamps: tuple[np.ndarray, ...], planted_every: int, purity: float, found: float
+) -> None:
+    maps, objects, truth = planted_strategies(m13_stamps, planted_every)
+    result = kmeans_clusters(object_features(maps, objects), 8, seed=0)
+    assert result.n_clusters >= 2 and result.chosen_by == "silhouette"
+    shares = np.array([truth[result.labels == k].mean() for k in range(result.n_clusters)])
+    best = int(np.argmax(shares))  # the planted strategy's cluster: mostly planted maps, holding most of them
+    assert shares[best] >= purity and truth[result.labels == best].sum() >= found * truth.sum()
+    # counterfactual: the profile around the stamp centre (the former default) does not find it
+    radial = spectral_clusters(map_features(maps, "radial", MapGeometry((0.0, 0.0), (1.0, 1.0)), STAMP), 10, 8, 0)
+    assert radial.n_clusters == 1 or max(truth[radial.labels == k].mean() for k in range(radial.n_clusters)) < purity

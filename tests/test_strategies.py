@@ -5,7 +5,14 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from saliency_audit.audit.map_geometry import MapGeometry
-from saliency_audit.saliency.strategies import knn_affinity, map_features, spectral_clusters
+from saliency_audit.saliency.strategies import (
+    EDGE_RINGS,
+    kmeans_clusters,
+    knn_affinity,
+    map_features,
+    object_features,
+    spectral_clusters,
+)
 
 PATCHES_8 = MapGeometry((3.5, 3.5), (8.0, 8.0))  # 8 x 8 cells of 8 px blocks of a 64 px image
 
@@ -84,3 +91,31 @@ def test_labels_are_numbered_by_size() -> None:
 def test_tiny_groups_are_one_cluster() -> None:
     result = spectral_clusters(np.ones((2, 4)), **CLUSTERS)
     assert result.n_clusters == 1 and result.labels.tolist() == [0, 0]
+
+
+def test_object_features_are_shares_on_the_object_and_in_rings_from_its_edge() -> None:
+    region = np.zeros((1, 32, 32), dtype=bool)
+    region[0, 11:21, 11:21] = True  # a 10 px square
+    maps = np.zeros((4, 32, 32))
+    maps[0, 11:21, 11:21] = 1.0  # all on the object
+    maps[1, 15, 22] = 2.0  # 2 px right of the edge: the first ring
+    maps[1, 15, 15] = 2.0
+    maps[2, 15, 30] = 5.0  # 10 px off: beyond the rings' last edge
+    maps[3, 15, 15] = -1.0  # no positive mass
+    features = object_features(maps, np.repeat(region, 4, axis=0))
+    assert features.shape == (4, len(EDGE_RINGS) + 1)
+    np.testing.assert_allclose(features[0], np.eye(len(EDGE_RINGS) + 1)[0])
+    np.testing.assert_allclose(features[1], [0.5, 0.5, 0.0])
+    np.testing.assert_allclose(features[2], [0.0, 0.0, 1.0])
+    assert not features[3].any()
+    assert not object_features(maps[:1], np.zeros((1, 32, 32), dtype=bool)).any()  # no region: no features
+
+
+def test_kmeans_keeps_one_cluster_for_too_few_maps_and_numbers_by_size() -> None:
+    rng = np.random.default_rng(1)
+    few = kmeans_clusters(rng.uniform(size=(8, 3)), 8, seed=0)
+    assert few.n_clusters == 1 and (few.labels == 0).all()
+    two = np.concatenate([rng.normal(0, 0.05, (150, 3)), rng.normal(1, 0.05, (60, 3))])
+    result = kmeans_clusters(two, 8, seed=0)
+    assert result.n_clusters == 2 and np.bincount(result.labels).tolist() == [150, 60]
+    assert result.criterion[0] > result.criterion[-1]  # the silhouette of k = 2 beats the Gaussian reference

@@ -566,7 +566,7 @@ def test_saliency_outputs_follow_the_contract(tiny_demo: Path) -> None:
     ok = stats["state"] == "ok"
     assert stats.loc[ok, "energy_in_object"].between(0, 1).all()
     assert stats["background_focused"].tolist() == (ok & (stats["relative_energy"] < 0.5)).tolist()
-    assert (stats["cluster"] >= 0).all()
+    assert (stats.loc[ok, "cluster"] >= 0).all() and (stats.loc[~ok, "cluster"] == -1).all()  # -1: not clustered
     assert stats["correct"].tolist() == (stats["label"].astype(str) == stats["predicted"].astype(str)).tolist()
 
     summary = pd.read_csv(tiny_demo / "saliency/summary.csv")
@@ -595,7 +595,8 @@ def test_saliency_outputs_follow_the_contract(tiny_demo: Path) -> None:
 
     clusters = pd.read_csv(tiny_demo / "saliency/clusters.csv")
     counts = stats["predicted"].value_counts()
-    assert clusters.groupby("predicted")["n"].sum().to_dict() == counts[counts > 0].to_dict()
+    scored = stats.loc[stats["state"] == "ok", "predicted"].value_counts()  # the others are not clustered
+    assert clusters.groupby("predicted")["n"].sum().to_dict() == scored[scored > 0].to_dict()
     assert set(clusters["contrast_measure"]) == {"background_reliant"}  # the probes ran
     alone = clusters.groupby("predicted")["cluster"].transform("size") == 1
     assert not clusters.loc[alone, "candidate_shortcut"].any() and clusters.loc[alone, "contrast"].isna().all()

@@ -98,6 +98,8 @@ rule strategy_clusters:
         stats=res("saliency/localisation.parquet"),
         images=res("images/images.npy"),
         index=res("images/index.parquet"),
+        regions=REGION_PARTS,
+        region_problems=REGION_PROBLEMS,
     output:
         clusters=res("saliency/clusters.parquet"),
         summary=report(

@@ -31,7 +31,14 @@ from saliency_audit.audit.tables import (
 )
 from saliency_audit.data.image_io import open_packed, read_rows
 from saliency_audit.data.packing import PackedIndex
-from saliency_audit.saliency.strategies import map_features, spectral_clusters
+from saliency_audit.data.region_store import RegionStore
+from saliency_audit.saliency.strategies import (
+    Clustering,
+    kmeans_clusters,
+    map_features,
+    object_features,
+    spectral_clusters,
+)
 from saliency_audit.saliency.vocabulary import STATE_OK
 
 EXAMPLES = 4  # example images per cluster in the figure
@@ -48,36 +55,58 @@ def predicted_maps(batch: Any, classes: list[str], map_shape: Sequence[int]) -> 
     ]
 
 
-def cluster_maps(dataset: ds.Dataset, stats: pd.DataFrame, clusters: dict[str, Any], image_size: int) -> pd.DataFrame:
-    """id, predicted, cluster for every scored image (clustered within its predicted class)."""
+NOT_CLUSTERED = -1  # the cluster of an image without a scored map (no object region, an empty map)
+
+
+def cluster_maps(
+    dataset: ds.Dataset, stats: pd.DataFrame, clusters: dict[str, Any], regions: RegionStore, index: PackedIndex
+) -> pd.DataFrame:
+    """id, cluster for every image of ``stats``, clustered within its predicted class; those without a
+    scored map (state other than ok) are ``NOT_CLUSTERED``: their features would be zeros, which
+    k-means or the graph would make a cluster of their own."""
     meta = AuditMeta.read(dataset)
     classes, map_shape, geometry = meta.classes, meta.map_shape, meta.geometry
-    scored = pa.array(stats["id"].astype(str).unique())
+    ok = stats.loc[(stats["state"] == STATE_OK).to_numpy(), "id"].astype(str)
+    scored = pa.array(ok.unique())
     ids, predicted, vectors = [], [], []
     columns = ["id", "predicted", *(f"cam_{c}" for c in classes)]
-    for batch in audit_batches(dataset, columns, 4096):
+    for batch in audit_batches(dataset, columns, 1024):
         keep = pc.is_in(batch.column("id"), value_set=scored)  # a hash lookup: linear in the images
         if not pc.any(keep).as_py():
             continue
         batch = batch.filter(keep)
-        ids += batch.column("id").to_pylist()
+        batch_ids = batch.column("id").to_pylist()
+        ids += batch_ids
         predicted += batch.column("predicted").to_pylist()
         maps = predicted_maps(batch, classes, map_shape)
-        vectors.append(map_features(maps, clusters["features"], geometry, image_size))
-    features = np.concatenate(vectors)
-    table = pd.DataFrame({"id": ids, "predicted": predicted, "cluster": -1})
+        if clusters["features"] == "object":
+            objects = regions.read(index.rows(batch_ids), batch_ids)[0]
+            vectors.append(object_features(place(maps, geometry, objects.shape[1:]).numpy(), objects))
+        else:
+            vectors.append(map_features(maps, clusters["features"], geometry, regions.size))
+    features = np.concatenate(vectors) if vectors else np.zeros((0, 1))
+    if clusters["features"] == "object" and "background_reliance" in stats:
+        reliance = stats.set_index("id")["background_reliance"].reindex(ids).to_numpy(dtype=np.float64)
+        features = np.column_stack([features, np.clip(np.nan_to_num(reliance), 0.0, 1.0)])
+    table = pd.DataFrame({"id": ids, "predicted": predicted, "cluster": NOT_CLUSTERED})
     for name in classes:
         members = np.flatnonzero(table["predicted"].to_numpy() == name)
         if len(members) == 0:
             continue
-        result = spectral_clusters(features[members], clusters["neighbours"], clusters["max_clusters"], seed=0)
+        result = choose_clusters(features[members], clusters)
         table.loc[members, "cluster"] = result.labels
-        print(
-            f"{name}: {len(members)} maps, {result.n_clusters} clusters, "
-            f"smallest Laplacian eigenvalues {np.round(result.eigenvalues[:6], 4).tolist()}",
-            file=sys.stderr,
-        )
-    return table[["id", "cluster"]]
+        print(f"{name}: {len(members)} maps, {result.n_clusters} clusters by {result.chosen_by} "
+              f"{np.round(result.criterion[:8], 4).tolist()}", file=sys.stderr)  # fmt: skip
+    every = pd.DataFrame({"id": stats["id"].astype(str).to_numpy()})
+    merged = every.merge(table[["id", "cluster"]], on="id", how="left")
+    return merged.fillna({"cluster": NOT_CLUSTERED}).astype({"cluster": int})
+
+
+def choose_clusters(features: np.ndarray, clusters: dict[str, Any]) -> Clustering:
+    """k-means for the object features, the spectral clustering for the map-shaped ones."""
+    if clusters["features"] == "object":
+        return kmeans_clusters(features, clusters["max_clusters"], seed=0)
+    return spectral_clusters(features, clusters["neighbours"], clusters["max_clusters"], seed=0)
 
 
 MIN_CONTRAST = 0.2  # a candidate's rate of off-object evidence exceeds the rest of its class's by this much
@@ -112,6 +141,7 @@ def cluster_summary(stats: pd.DataFrame) -> pd.DataFrame:
     measure, evidence = off_object(stats)
     stats = stats.assign(_hit=evidence.fillna(0.0), _scored=evidence.notna())
     extra = {"background_reliance": ("background_reliance", "mean")} if "background_reliance" in stats else {}
+    stats = stats[stats["cluster"] != NOT_CLUSTERED]
     summary = (
         stats.groupby(["predicted", "cluster"], observed=True)
         .agg(
@@ -211,17 +241,20 @@ def run_strategy_clusters(
     stats_path: str | os.PathLike,
     images_path: str | os.PathLike,
     index_path: str | os.PathLike,
+    regions: tuple[Sequence[str | os.PathLike], Sequence[str | os.PathLike]],
     clusters: dict[str, Any],
 ) -> Strategies:
-    """Read the rule's inputs (audit tables, localisation statistics, packed images and their index),
-    cluster the maps and gather everything the rule writes."""
+    """Read the rule's inputs (audit tables, localisation statistics, packed images and their index,
+    the object regions' parts and problems), cluster the maps and gather everything the rule writes."""
     dataset = audit_dataset(parts)
     stats = pd.read_parquet(stats_path)
     images = open_packed(images_path)
     image_size = images.shape[1]
-    table = cluster_maps(dataset, stats, clusters, image_size)
+    index = PackedIndex.read(index_path)
+    table = cluster_maps(dataset, stats, clusters, RegionStore.open(*regions, len(index)), index)
     stats = stats.merge(table, on="id", validate="one_to_one")
     summary = cluster_summary(stats)
-    means = mean_maps(dataset, stats, image_size)
-    examples = cluster_examples(dataset, stats, images, PackedIndex.read(index_path), image_size)
+    clustered = stats[stats["cluster"] != NOT_CLUSTERED]
+    means = mean_maps(dataset, clustered, image_size)
+    examples = cluster_examples(dataset, clustered, images, index, image_size)
     return Strategies(AuditMeta.read(dataset).classes, table, summary, means, examples)

@@ -7,11 +7,16 @@ k-means; the number of clusters is where the Laplacian's eigenvalues jump (the
 eigengap, taken on a log scale). A recurring strategy, such as looking at a star next to the galaxy,
 shows up as a cluster of its own.
 
-Survey cutouts are centred and have no preferred orientation (training uses
-all eight flips and rotations), so the default features are the map's radial
-profile around the centre: a star at any position angle counts as the same
-strategy. ``features="map"`` clusters the downsampled maps themselves, as the
-original SpRAy does, for data where position matters.
+The default features (``object``) follow the object, not the stamp: the share of
+the map's mass on the object and in rings at growing distances from its edge,
+so a star at any position angle and at any offset of the object counts as the
+same strategy, with the probes' ``background_reliance`` beside them when they
+ran. These are few, bounded numbers with no graph structure to speak of:
+they are grouped by k-means, the number of clusters chosen by the silhouette
+against a single Gaussian family of the same mean and covariance
+(``kmeans_clusters``). ``radial`` (the profile around the stamp centre) and
+``map`` (the downsampled maps themselves, as the original SpRAy) use the
+spectral clustering.
 """
 
 from dataclasses import dataclass
@@ -20,13 +25,19 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from scipy.sparse.linalg import eigsh
 from sklearn.cluster import KMeans
+from sklearn.metrics import silhouette_score
 from sklearn.neighbors import NearestNeighbors
 
 from saliency_audit.audit.map_geometry import MapGeometry, place
 
-FEATURES = ("radial", "map")
+FEATURES = ("object", "radial", "map")
+EDGE_RINGS = (0.0, 4.0)  # px outside the object's edge where each ring starts; the last is open
+MIN_CLUSTER = 5  # maps: a smaller group is not a way of deciding
+SELECTION_SAMPLE = 2000  # maps that the silhouettes (and each Gaussian draw) are measured on
+NULL_DRAWS = 3
 RADIAL_BINS = 12  # rings from the centre to the corner
 MAX_MAP_SIDE = 16
 EIGEN_FLOOR = 1e-3  # "map" features: maps are area-pooled to at most this many cells a side
@@ -36,7 +47,8 @@ EIGEN_FLOOR = 1e-3  # "map" features: maps are area-pooled to at most this many 
 class Clustering:
     labels: np.ndarray  # cluster of each map, 0..n_clusters-1, largest cluster first
     n_clusters: int
-    eigenvalues: np.ndarray  # smallest eigenvalues of the normalised Laplacian, ascending
+    criterion: np.ndarray  # what chose n_clusters: the Laplacian's smallest eigenvalues, or k-means' silhouettes
+    chosen_by: str = "eigengap"  # or "silhouette"
 
 
 def map_features(maps: np.ndarray | torch.Tensor, features: str, geometry: MapGeometry, image_size: int) -> np.ndarray:
@@ -59,6 +71,56 @@ def map_features(maps: np.ndarray | torch.Tensor, features: str, geometry: MapGe
         raise ValueError(f"saliency.clusters.features must be one of {FEATURES}, got {features!r}")
     total = vectors.sum(dim=1, keepdim=True)
     return torch.where(total > 0, vectors / total.clamp(min=1e-30), 0.0).numpy().astype(np.float64)
+
+
+def object_features(maps: np.ndarray, objects: np.ndarray) -> np.ndarray:
+    """B x S x S maps placed on their images and B x S x S object regions -> B x (1 + rings) shares of
+    each map's positive mass: on the object, then in each ring of ``EDGE_RINGS`` from its edge outwards.
+    A map with no mass or an image without a region is all zero."""
+    out = np.zeros((len(maps), len(EDGE_RINGS) + 1))
+    edges = np.asarray(EDGE_RINGS[1:] + (np.inf,))
+    for k, (map_, region) in enumerate(zip(np.clip(maps, 0, None), objects)):
+        total = float(map_.sum())
+        if total <= 0 or not region.any():
+            continue
+        distance = ndimage.distance_transform_edt(~region)  # 0 on the object, px to it elsewhere
+        ring = np.where(region, 0, 1 + np.searchsorted(edges, distance, side="left"))
+        out[k] = np.bincount(ring.ravel(), weights=map_.ravel(), minlength=len(edges) + 1) / total
+    return out
+
+
+def kmeans_clusters(x: np.ndarray, max_clusters: int, seed: int) -> Clustering:
+    """k-means of the rows of ``x`` for k = 2..``max_clusters``; the k of the highest silhouette, kept
+    when it beats what the same k-means finds in a single Gaussian family of ``x``'s mean and
+    covariance (the best of ``NULL_DRAWS`` draws), else one cluster. A k that leaves a cluster
+    of fewer than ``MIN_CLUSTER`` maps is not considered. ``criterion`` holds the silhouettes
+    of k = 2, 3, ... (NaN where not considered) and last the Gaussian reference."""
+    n = len(x)
+    rng = np.random.default_rng(seed)
+
+    def silhouettes(z: np.ndarray) -> tuple[dict[int, float], dict[int, np.ndarray]]:
+        scores, labels = {}, {}
+        for k in range(2, min(max_clusters, len(z) // MIN_CLUSTER) + 1):
+            found = KMeans(k, n_init=4, random_state=seed).fit_predict(z)
+            if np.bincount(found, minlength=k).min() < MIN_CLUSTER or len(np.unique(z, axis=0)) <= k:
+                continue
+            labels[k] = found
+            scores[k] = float(silhouette_score(z, found, sample_size=min(len(z), SELECTION_SAMPLE), random_state=seed))
+        return scores, labels
+
+    scores, labels = silhouettes(x)
+    if not scores:
+        return Clustering(np.zeros(n, dtype=int), 1, np.zeros(1), "silhouette")
+    cov = np.cov(x, rowvar=False)
+    draws = [rng.multivariate_normal(x.mean(axis=0), cov, size=min(n, SELECTION_SAMPLE), method="svd")
+             for _ in range(NULL_DRAWS)]  # fmt: skip
+    reference = max((max(silhouettes(z)[0].values(), default=-1.0) for z in draws), default=-1.0)
+    best = max(scores, key=lambda k: scores[k])
+    record = np.array([scores.get(k, np.nan) for k in range(2, max_clusters + 1)] + [reference])
+    if scores[best] <= reference:
+        return Clustering(np.zeros(n, dtype=int), 1, record, "silhouette")
+    order = np.argsort(-np.bincount(labels[best], minlength=best), kind="stable")
+    return Clustering(np.argsort(order)[labels[best]], best, record, "silhouette")
 
 
 def knn_affinity(x: np.ndarray, k: int) -> sp.csr_matrix:
