@@ -8,7 +8,7 @@ from scipy.stats import hypergeom
 from saliency_audit.audit.map_geometry import MapGeometry
 from saliency_audit.model.metrics import top_losses
 from saliency_audit.saliency.clusters import cluster_summary
-from saliency_audit.saliency.galleries import GalleryError, most_background_focused, random_sample
+from saliency_audit.saliency.galleries import GalleryError, gallery_table, most_background_reliant, random_sample
 from saliency_audit.saliency.stats import image_stats
 from saliency_audit.saliency.summary import (
     headlines,
@@ -145,7 +145,18 @@ def test_image_stats_pick_the_predicted_class_map() -> None:
 
 def test_gallery_selection() -> None:
     stats = stats_table()
-    assert most_background_focused(stats, "high", 2)["id"].tolist() == ["g0", "g1"]
+    high = stats["predicted"] == "high"
+    # without probes: the least map energy on the object, correct and misclassified apart
+    assert most_background_reliant(stats, high & stats["correct"], 2)["id"].tolist() == ["g0", "g1"]
+    assert most_background_reliant(stats, high & ~stats["correct"], 2)["id"].tolist() == ["g7"]
+    # with probes: the highest background_reliance among those with a verdict, whatever the maps say
+    probed = stats.assign(background_reliance=[0.1, 0.0, 0.9, 0.0, 0.0, 0.0, np.nan, 0.3],
+                          probe_state=["ok", "ok", "ok", "ok", "ok", "ok", "empty_object", "ok"])  # fmt: skip
+    chosen = most_background_reliant(probed, high & probed["correct"], 3)
+    assert chosen["id"].tolist() == ["g2", "g0", "g1"]
+    table = gallery_table(chosen)
+    assert table["rank"].tolist() == [1, 2, 3] and table["id"].tolist() == ["g2", "g0", "g1"]
+    assert table["prob_predicted"].tolist() == [0.7, 0.9, 0.8] and "background_reliance" in table
     assert top_losses(stats, CLASSES, 1)["id"].tolist() == ["g7"]  # valid, true low, p(low) = 0.4
     catalog = pd.DataFrame({"z": np.linspace(0.0, 0.14, 8)}, index=stats["id"])
     sample = random_sample(stats, catalog, 5, "0.03 < z < 0.07", seed=0)

@@ -607,6 +607,13 @@ def test_saliency_outputs_follow_the_contract(tiny_demo: Path) -> None:
         assert (f"{k}-{name}.png" in figures) == shown and (f"background-{k}-{name}.png" in figures) == shown
     for figure in (tiny_demo / "saliency").rglob("*.png"):
         assert np.asarray(Image.open(figure).convert("L"), dtype=float).std() > 10, figure
+    for figure in (tiny_demo / "saliency/galleries").glob("*.png"):  # each gallery's ids, in order, beside it
+        shown = pd.read_csv(figure.with_suffix(".csv"), dtype={"id": str})
+        assert shown["rank"].tolist() == list(range(1, len(shown) + 1)) and set(shown["id"]) <= set(stats["id"])
+    background = pd.read_csv(tiny_demo / "saliency/galleries/background-1-high.csv", dtype={"id": str})
+    assert background["correct"].all() and background["background_reliance"].is_monotonic_decreasing
+    for row in clusters[clusters["candidate_shortcut"]].itertuples():
+        assert (tiny_demo / f"saliency/galleries/cluster-{row.cluster}-1-high.png").exists()
 
 
 def test_missing_masks_are_reported_and_skipped(tiny_demo: Path, tmp_path: Path) -> None:

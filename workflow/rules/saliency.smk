@@ -200,6 +200,7 @@ rule galleries:
         regions=REGION_PARTS,
         region_problems=REGION_PROBLEMS,
         clean=res("catalog/clean.parquet"),
+        clusters=res("saliency/clusters.csv"),
     output:
         galleries=report(
             directory(res("saliency/galleries")),

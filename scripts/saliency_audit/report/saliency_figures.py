@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from matplotlib import patheffects
 
 from saliency_audit.data.image_io import shown_rgb
 from saliency_audit.model.metrics import top_losses
@@ -24,7 +25,9 @@ if TYPE_CHECKING:
     from saliency_audit.saliency.clusters import Strategies
     from saliency_audit.saliency.galleries import GalleryInputs
 
-TEXT = {"ha": "center", "color": "white", "fontsize": 8}
+# white on a black outline: readable on a dark sky and on a bright photograph alike
+TEXT = {"ha": "center", "color": "white", "fontsize": 8,
+        "path_effects": [patheffects.withStroke(linewidth=2.2, foreground="black")]}  # fmt: skip
 
 
 def cluster_figure(
@@ -136,28 +139,44 @@ def gallery_figure(
     return fig
 
 
-def _drawn(chosen: pd.DataFrame, title: str, name: str, inputs: GalleryInputs) -> Iterator[tuple[str, plt.Figure]]:
-    """``name`` and the gallery of ``chosen``; nothing (and a log line) when no image was chosen."""
+Gallery = tuple[str, plt.Figure, pd.DataFrame]  # file name, figure, the table of what it shows
+
+
+def _drawn(chosen: pd.DataFrame, title: str, name: str, inputs: GalleryInputs) -> Iterator[Gallery]:
+    """``name``, the gallery of ``chosen`` and its table; nothing (and a log line) when no image was chosen."""
     if chosen.empty:
         print(f"{name}: no image to show", file=sys.stderr)
         return
-    from saliency_audit.saliency.galleries import gallery_panels  # torch-heavy: only when a gallery is drawn
+    from saliency_audit.saliency.galleries import gallery_panels, gallery_table  # torch-heavy: only when drawn
 
     pixels, up, masks, classes = gallery_panels(chosen, inputs)
-    yield name, gallery_figure(chosen, pixels, up, masks, classes, title)
+    yield name, gallery_figure(chosen, pixels, up, masks, classes, title), gallery_table(chosen)
 
 
-def galleries(inputs: GalleryInputs, settings: dict[str, Any]) -> Iterator[tuple[str, plt.Figure]]:
-    """File name and figure of every gallery, each chosen just before it is drawn (the caller saves and
-    closes each before the next): the most background-focused images of each predicted class, a random
-    sample (restricted by ``settings["where"]``) and the top losses of the valid split."""
-    from saliency_audit.saliency.galleries import most_background_focused, random_sample
+def galleries(inputs: GalleryInputs, settings: dict[str, Any]) -> Iterator[Gallery]:
+    """File name, figure and table of every gallery, each chosen just before it is drawn (the caller
+    saves and closes each before the next): per predicted class the correct predictions resting most
+    on the background and the misclassified ones, apart; the members of each candidate shortcut
+    cluster (``inputs.candidates``); a random sample (restricted by
+    ``settings["where"]``) and the top losses of the valid split."""
+    from saliency_audit.saliency.galleries import most_background_reliant, random_sample
 
-    n = settings["n"]
+    n, stats = settings["n"], inputs.stats
+    how = "resting most on the background" if "background_reliance" in stats else "with the least map energy on it"
     for k, name in enumerate(inputs.classes):
-        chosen = most_background_focused(inputs.stats, name, n)
-        title = f"Most background-focused '{short_label(name)}' predictions"
+        predicted = stats["predicted"] == name
+        chosen = most_background_reliant(stats, predicted & stats["correct"], n)
+        title = f"Correct '{short_label(name)}' predictions {how}"
         yield from _drawn(chosen, title, "background-" + safe_name(k, name), inputs)
+        chosen = most_background_reliant(stats, predicted & ~stats["correct"], n)
+        title = f"Misclassified as '{short_label(name)}', {how}"
+        yield from _drawn(chosen, title, "misclassified-" + safe_name(k, name), inputs)
+    for row in inputs.candidates.itertuples():
+        members = (stats["predicted"] == row.predicted) & (stats["cluster"] == row.cluster)
+        chosen = most_background_reliant(stats, members, n)
+        title = f"Candidate shortcut: cluster {row.cluster} of '{short_label(str(row.predicted))}' ({row.n} images)"
+        k = inputs.classes.index(str(row.predicted))
+        yield from _drawn(chosen, title, f"cluster-{row.cluster}-" + safe_name(k, str(row.predicted)), inputs)
     where = settings.get("where")
     label = f" with {where}" if where else ""
     chosen = random_sample(inputs.stats, inputs.catalog, n, where, settings["seed"])

@@ -1,10 +1,14 @@
 """Which images the galleries show (rule ``galleries``: image | Grad-CAM of each class, as in the seed's figures).
 
-Three kinds: the most background-focused images of each predicted class, a
-random sample (optionally restricted by ``saliency.gallery.where``, a filter on
-catalog columns such as ``0.05 < z < 0.08``, see ``catalog_filter``), and the top
-losses of the valid split. The object region is outlined in cyan on every panel;
-``saliency_audit.report.saliency_figures`` draws them.
+Per predicted class, the correct predictions that rest most on the background
+and, apart, the misclassified ones (``most_background_reliant``); per candidate
+shortcut cluster, its members; a random sample (optionally restricted by
+``saliency.gallery.where``, a filter on catalog columns such as ``0.05 < z <
+0.08``, see ``catalog_filter``); and the top losses of the valid split. The
+object region is outlined in cyan on every panel;
+``saliency_audit.report.saliency_figures`` draws them, and each gallery's
+``gallery_table`` (the ids shown, in order, with their statistics) is written
+beside it.
 """
 
 import os
@@ -28,10 +32,32 @@ class GalleryError(ValueError):
     """A gallery setting cannot be applied; the message names the key."""
 
 
-def most_background_focused(stats: pd.DataFrame, name: str, n: int) -> pd.DataFrame:
-    """The ``n`` images predicted as ``name`` with the least map energy on the object."""
-    members = stats[(stats["predicted"] == name) & (stats["state"] == STATE_OK)]
-    return members.nsmallest(n, ["relative_energy", "energy_in_object"])
+def most_background_reliant(stats: pd.DataFrame, members: pd.Series, n: int) -> pd.DataFrame:
+    """The ``n`` images of ``members`` (a boolean mask of ``stats``) whose prediction rests most on the
+    background: the highest ``background_reliance`` of the probes when they ran, else the least map
+    energy on the object. Ranking by the maps alone puts the misclassified images first (their maps
+    are weak everywhere) and hides the shortcut, hence the probes, and galleries of correct and of
+    misclassified predictions apart."""
+    if "background_reliance" in stats:
+        pool = stats[members.to_numpy() & (stats["probe_state"] == STATE_OK).to_numpy()]
+        return pool.sort_values(["background_reliance", "relative_energy"], ascending=[False, True]).head(n)
+    pool = stats[members.to_numpy() & (stats["state"] == STATE_OK).to_numpy()]
+    return pool.nsmallest(n, ["relative_energy", "energy_in_object"])
+
+
+GALLERY_COLUMNS = ("id", "split", "label", "predicted", "correct", "cluster", "relative_energy",
+                   "energy_in_object", "pointing_hit", "background_reliance", "background_reliant",
+                   "background_focused", "state", "probe_state")  # fmt: skip
+
+
+def gallery_table(chosen: pd.DataFrame) -> pd.DataFrame:
+    """The ids a gallery shows, in its order (``rank`` 1 on top), with the statistics it was chosen by
+    and the probability of the predicted class."""
+    table = chosen[[c for c in GALLERY_COLUMNS if c in chosen]].reset_index(drop=True)
+    predicted = chosen["predicted"].astype(str).to_numpy()
+    table.insert(0, "rank", np.arange(1, len(table) + 1))
+    table["prob_predicted"] = [chosen[f"prob_{p}"].iloc[k] for k, p in enumerate(predicted)]
+    return table
 
 
 def random_sample(stats: pd.DataFrame, catalog: pd.DataFrame, n: int, where: str | None, seed: int) -> pd.DataFrame:
@@ -68,7 +94,8 @@ def gallery_panels(
 @dataclass(frozen=True)
 class GalleryInputs:
     """What the galleries are chosen from and drawn with; ``index`` gives each id's row of ``images``
-    and ``regions``, ``catalog`` is the clean catalog indexed by id."""
+    and ``regions``, ``catalog`` is the clean catalog indexed by id, ``candidates`` the rows of
+    clusters.csv marked candidate shortcut."""
 
     dataset: ds.Dataset
     classes: list[str]
@@ -77,6 +104,7 @@ class GalleryInputs:
     index: PackedIndex
     images: np.ndarray
     regions: RegionStore
+    candidates: pd.DataFrame
 
 
 def read_gallery_inputs(
@@ -86,13 +114,16 @@ def read_gallery_inputs(
     index: str | os.PathLike,
     images: str | os.PathLike,
     regions: tuple[Sequence[str | os.PathLike], Sequence[str | os.PathLike]],
+    clusters: str | os.PathLike,
 ) -> GalleryInputs:
     """Open the rule's inputs: audit tables, final stats table, clean catalog, packed images and their index,
-    the regions parts and their problem lists."""
+    the regions parts and their problem lists, the strategy clusters' table."""
     dataset = audit_dataset(parts)
     classes = AuditMeta.read(dataset).classes
     table = pd.read_parquet(stats)
     catalog = pd.read_parquet(clean).set_index("id")
     packed_index = PackedIndex.read(index)
+    summary = pd.read_csv(clusters)
+    candidates = summary[summary["candidate_shortcut"].astype(bool)]
     return GalleryInputs(dataset, classes, table, catalog, packed_index, open_packed(images),
-                         RegionStore.open(*regions, len(packed_index)))  # fmt: skip
+                         RegionStore.open(*regions, len(packed_index)), candidates)  # fmt: skip
