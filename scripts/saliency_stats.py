@@ -19,6 +19,7 @@ def main(snakemake: Any) -> None:
         params.region,
         (params.min_object_energy, params.min_reliance),
         snakemake.output.table,
+        params.object_classes,
     )
     write_csv(problems, snakemake.output.problems)
     print(f"{states.sum()} images scored, {len(problems)} without an object region", file=sys.stderr)

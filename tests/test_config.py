@@ -319,6 +319,7 @@ def test_a_run_checks_the_placeholders_before_its_first_job() -> None:
         ({"saliency": {"gallery": {"where": "z < 0.1 and @os"}}}, "saliency.gallery.where 'z < 0.1 and @os'"),
         ({"model": {"weights": "w.pth", "checkpoint": "c.pth"}}, "model.weights and model.checkpoint: weights start"),
         ({"image": {"mean": [0.5, 0.5, 0.5]}}, "image.mean and image.std: give both"),
+        ({"saliency": {"object_classes": ["high", "sky"]}}, "saliency.object_classes: ['sky'] are not kept classes"),
         (
             {"image": {"channels": 5, "mean": [0.5] * 3, "std": [0.2] * 3}},
             "config key image.mean: [0.5, 0.5, 0.5] has 3 values, one per band is needed (5",

@@ -9,7 +9,7 @@ from saliency_audit.audit.map_geometry import MapGeometry
 from saliency_audit.model.metrics import top_losses
 from saliency_audit.saliency.clusters import cluster_summary
 from saliency_audit.saliency.galleries import GalleryError, gallery_table, most_background_reliant, random_sample
-from saliency_audit.saliency.stats import image_stats
+from saliency_audit.saliency.stats import image_stats, with_probes
 from saliency_audit.saliency.summary import (
     headlines,
     reliance_benchmark,
@@ -127,6 +127,29 @@ def test_reliance_benchmark_against_twins() -> None:
     assert high["recall_reliant"] == pytest.approx(2 / 3) and high["precision_reliant"] == 1.0
     assert high["auroc_background_reliance"] == pytest.approx(2 / 3)  # g2 (0.1) ranks below g7 (0.3)
     assert high["tpr_at_5pct_fpr_background_reliance"] == pytest.approx(2 / 3)
+
+
+def test_a_class_without_an_object_is_never_flagged_and_is_counted_apart() -> None:
+    mask = np.zeros((2, 8, 8), dtype=bool)
+    mask[:, 2:6, 2:6] = True
+    cams = np.zeros((2, 2, 8, 8), dtype=np.float32)
+    cams[:, :, 0, 0] = 1.0  # both maps off the object
+    frame = pd.DataFrame({"id": ["a", "b"], "split": ["valid"] * 2, "label": ["low", "high"],
+                          "predicted": ["low", "high"], "prob_low": [0.9, 0.1], "prob_high": [0.1, 0.9]})  # fmt: skip
+    geometry = MapGeometry((0.0, 0.0), (1.0, 1.0))
+    everywhere = image_stats(frame, cams, mask, CLASSES, 0.5, geometry)
+    assert everywhere["background_focused"].tolist() == [True, True]  # the counterfactual: both flagged
+    out = image_stats(frame, cams, mask, CLASSES, 0.5, geometry, object_classes=["high"])
+    assert out["state"].tolist() == ["no_object_expected", "ok"] and out["background_focused"].tolist() == [False, True]
+    assert out.loc[0, "energy_in_object_low"] == pytest.approx(0.0)  # the statistics are kept
+    probes = pd.DataFrame({"probe_state": ["ok", "ok"], "background_reliance": [0.9, 0.9]}, index=["a", "b"])
+    out = with_probes(out, probes, 0.5)
+    assert out["background_reliant"].tolist() == [False, True]
+    summary = summary_table(out, None).set_index(["group_by", "group"])
+    assert summary.loc[("predicted class", "low"), "no_object_expected"] == 1
+    assert summary.loc[("predicted class", "low"), ["flagged", "reliant"]].tolist() == [0, 0]
+    lines = headlines(summary.reset_index(), None, 0.5, 0.5)
+    assert lines[0].startswith("'low' has no object (saliency.object_classes): its 1 predictions are not scored")
 
 
 def test_image_stats_pick_the_predicted_class_map() -> None:

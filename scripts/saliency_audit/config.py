@@ -229,6 +229,12 @@ def check_config(config: dict[str, Any]) -> None:
         unknown = [k for k in target["keep"] if k not in known]
         if unknown:
             raise ConfigError(f"target.keep names {unknown}, which are not in target.labels {known}")
+    object_classes = config["saliency"].get("object_classes")
+    kept = ["lower", "higher"] if target.get("task") == "regression" else target.get("keep") or known
+    if object_classes is not None and kept is not None:
+        unknown = [name for name in object_classes if name not in kept]
+        if unknown:
+            raise ConfigError(f"config key saliency.object_classes: {unknown} are not kept classes {list(kept)}")
     model = config["model"]  # a missing weights or checkpoint file is a missing input, which Snakemake names
     if model.get("weights") and model.get("checkpoint"):
         raise ConfigError("config keys model.weights and model.checkpoint: weights start a training, a checkpoint "

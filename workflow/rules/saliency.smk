@@ -88,6 +88,7 @@ rule saliency_stats:
         region=config["saliency"]["object"],
         min_object_energy=config["saliency"]["min_object_energy"],
         min_reliance=config["saliency"]["probes"]["min_reliance"],
+        object_classes=config["saliency"].get("object_classes"),
     script:
         "../../scripts/saliency_stats.py"
 

@@ -25,7 +25,7 @@ from saliency_audit.data.catalog_filter import FilterError, evaluate_filter, par
 from saliency_audit.data.image_io import open_packed, read_rows
 from saliency_audit.data.packing import PackedIndex
 from saliency_audit.data.region_store import RegionStore
-from saliency_audit.saliency.vocabulary import STATE_OK
+from saliency_audit.saliency.vocabulary import STATE_NO_OBJECT_EXPECTED, STATE_OK
 
 
 class GalleryError(ValueError):
@@ -38,6 +38,7 @@ def most_background_reliant(stats: pd.DataFrame, members: pd.Series, n: int) -> 
     energy on the object. Ranking by the maps alone puts the misclassified images first (their maps
     are weak everywhere) and hides the shortcut, hence the probes, and galleries of correct and of
     misclassified predictions apart."""
+    members = members & (stats["state"] != STATE_NO_OBJECT_EXPECTED)  # nothing to rest on but the background
     if "background_reliance" in stats:
         pool = stats[members.to_numpy() & (stats["probe_state"] == STATE_OK).to_numpy()]
         return pool.sort_values(["background_reliance", "relative_energy"], ascending=[False, True]).head(n)

@@ -36,7 +36,7 @@ from saliency_audit.data.packing import PackedIndex
 from saliency_audit.data.region_store import PROBLEM_COLUMNS, RegionStore
 from saliency_audit.runtime.atomic_io import atomic_path
 from saliency_audit.saliency.localisation import METRICS, localisation
-from saliency_audit.saliency.vocabulary import STATE_OK
+from saliency_audit.saliency.vocabulary import STATE_NO_OBJECT_EXPECTED, STATE_OK
 
 
 def image_stats(
@@ -46,8 +46,12 @@ def image_stats(
     classes: list[str],
     min_object_energy: float,
     geometry: MapGeometry,
+    object_classes: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Statistics of one batch: ``frame`` has id/split/label/predicted/prob_*, ``cams`` is B x C x h x w."""
+    """Statistics of one batch: ``frame`` has id/split/label/predicted/prob_*, ``cams`` is B x C x h x w.
+    A prediction of a class outside ``object_classes`` (saliency.object_classes; None: every class)
+    has no object to rest on: its state is ``no_object_expected`` and it is never flagged; the
+    statistics of its maps are kept."""
     batch, n_classes = cams.shape[:2]
     scores = localisation(
         cams.reshape(batch * n_classes, *cams.shape[2:]), np.repeat(masks, n_classes, axis=0), geometry
@@ -58,6 +62,9 @@ def image_stats(
     columns = scores.as_columns()
     for name, values in columns.items():
         out[name] = values[chosen]
+    if object_classes is not None:
+        no_object = ~out["predicted"].astype(str).isin(list(object_classes)).to_numpy()
+        out.loc[no_object, "state"] = STATE_NO_OBJECT_EXPECTED
     out["background_focused"] = (out["state"] == STATE_OK).to_numpy() & (out["relative_energy"] < min_object_energy)
     for k, name in enumerate(classes):
         for metric in (*METRICS, "state"):
@@ -71,8 +78,10 @@ def with_probes(stats: pd.DataFrame, probes: pd.DataFrame, min_reliance: float) 
     """``stats`` with the probes' columns (``probes`` is indexed by id) and ``background_reliant``:
     the prediction loses at least ``min_reliance`` of its margin when the background is replaced."""
     out = stats.join(probes, on="id", validate="one_to_one")
-    out["background_reliant"] = (out["probe_state"] == STATE_OK).to_numpy() & (
-        out["background_reliance"].to_numpy() >= min_reliance
+    out["background_reliant"] = (
+        (out["probe_state"] == STATE_OK).to_numpy()
+        & (out["state"] != STATE_NO_OBJECT_EXPECTED).to_numpy()
+        & (out["background_reliance"].to_numpy() >= min_reliance)
     )
     return out
 
@@ -86,17 +95,22 @@ def write_saliency_table(
     thresholds: tuple[float, float],
     out: str | os.PathLike,
     batch_size: int = 1024,
+    object_classes: Sequence[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.Series]:
     """Write the statistics of every image with a region to ``out``; return the region problems
     and the number of images per ``state``.
 
     ``index`` gives each id's row of the packed array, and so of ``regions``; ``region`` is
     saliency.object (for the message when no image has a region); ``probes`` holds the probes'
-    columns indexed by id; ``thresholds`` are (min_object_energy, min_reliance).
+    columns indexed by id; ``thresholds`` are (min_object_energy, min_reliance); ``object_classes``
+    the classes whose evidence is expected on the object (``image_stats``).
     """
     min_object_energy, min_reliance = thresholds
     meta = AuditMeta.read(dataset)
     classes, map_shape, geometry = meta.classes, meta.map_shape, meta.geometry
+    unknown = [name for name in object_classes or () if name not in classes]
+    if unknown:
+        raise ValueError(f"config key saliency.object_classes: {unknown} are not classes of the model {classes}")
     keep = ["id", "split", "label", "predicted", *(f"prob_{c}" for c in classes)]
     problems: list[tuple[int, str, str]] = []
     states = pd.Series(dtype="int64")
@@ -114,7 +128,9 @@ def write_saliency_table(
             usable[[position for position, _, _ in bad]] = False
             if usable.any():
                 cams = read_cams(batch, classes, map_shape)[usable]
-                stats = image_stats(frame[usable], cams, masks[usable], classes, min_object_energy, geometry)
+                stats = image_stats(
+                    frame[usable], cams, masks[usable], classes, min_object_energy, geometry, object_classes
+                )
                 stats = with_probes(stats, probes, min_reliance)
                 table = pa.Table.from_pandas(stats, schema=writer.schema if writer else None, preserve_index=False)
                 writer = writer or pq.ParquetWriter(tmp, table.schema)
@@ -143,6 +159,7 @@ def run_saliency_stats(
     region: dict[str, Any],
     thresholds: tuple[float, float],
     out: str | os.PathLike,
+    object_classes: Sequence[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.Series]:
     """Read the rule's inputs (audit tables, probe parts, the regions parts and their problem lists, the
     packed images' index) and write the statistics table to ``out`` (see ``write_saliency_table``); return
@@ -158,4 +175,5 @@ def run_saliency_stats(
         probes.set_index(probes["id"].astype(str)).drop(columns="id"),
         thresholds,
         out,
+        object_classes=object_classes,
     )

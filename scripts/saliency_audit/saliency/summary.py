@@ -23,6 +23,7 @@ from saliency_audit.model.metrics import binary_auc, tpr_at_fpr
 from saliency_audit.saliency.vocabulary import (
     STATE_EMPTY_MAP,
     STATE_EMPTY_OBJECT,
+    STATE_NO_OBJECT_EXPECTED,
     STATE_OK,
     STATE_UNCERTAIN,
 )
@@ -51,6 +52,7 @@ def group_rows(stats: pd.DataFrame, by: str, column: str | None) -> pd.DataFrame
                 "agreement": float((group["background_reliant"] == group["background_focused"]).mean()),
                 "empty_map_rate": float((group["state"] == STATE_EMPTY_MAP).mean()),
                 "empty_object_rate": float((group["state"] == STATE_EMPTY_OBJECT).mean()),
+                "no_object_expected": int((group["state"] == STATE_NO_OBJECT_EXPECTED).sum()),
                 **{f"mean_{m}": float(group.loc[ok, m].mean()) if ok.any() else np.nan for m in MEANS},
             }
         )
@@ -116,7 +118,8 @@ def summary_table(stats: pd.DataFrame, benchmark: dict[str, Any] | None) -> pd.D
     if benchmark is not None:
         parts.append(benchmark_rows(benchmark))
     table = pd.concat([p for p in parts if not p.empty], ignore_index=True)
-    return table.astype({"n": "Int64", "reliant": "Int64", "uncertain": "Int64", "flagged": "Int64"})
+    counts = {"n": "Int64", "reliant": "Int64", "uncertain": "Int64", "flagged": "Int64", "no_object_expected": "Int64"}
+    return table.astype(counts)
 
 
 def reliance_benchmark(stats: pd.DataFrame, twins: pd.DataFrame) -> dict[str, Any]:
@@ -166,6 +169,10 @@ def headlines(
     what the maps say and how far the two agree; then the benchmarks."""
     lines = []
     for _, row in summary[summary["group_by"] == "predicted class"].iterrows():
+        if row["no_object_expected"] == row["n"]:
+            lines.append(f"'{row['group']}' has no object (saliency.object_classes): its {row['n']} predictions "
+                         "are not scored against one and never flagged.")  # fmt: skip
+            continue
         lines.append(
             f"{row['reliant_rate']:.0%} of '{row['group']}' predictions lose at least {min_reliance:.0%} of their "
             f"margin when the background is replaced, beyond what the fill alone does ({row['reliant']} of "

@@ -10,6 +10,7 @@ STATE_EMPTY_OBJECT = "empty_object"  # the object region has no pixel: no object
 STATE_NO_BACKGROUND = "no_background"  # the object's part covers the whole image: nothing to fill from
 STATE_NO_MARGIN = "no_margin"  # the predicted class ties with another: no margin to lose
 STATE_UNCERTAIN = "uncertain"  # the margin is within what the fill alone does to it (the control): no verdict
+STATE_NO_OBJECT_EXPECTED = "no_object_expected"  # predicted as a class with no object (saliency.object_classes)
 PROBED_STATES = (STATE_OK, STATE_UNCERTAIN)  # the images shown to the model under every view
 
 # The probes' views, as suffixes of their columns (margin<view>_<class>, prob<view>, accuracy<view>)
