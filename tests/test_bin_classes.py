@@ -235,3 +235,42 @@ def test_the_regression_histogram_marks_the_training_mean() -> None:
     labels, counts = make_labels(catalog(list(values)), REGRESSION, SPLIT)
     figure = histogram_figure(values, REGRESSION, counts, 0.5)
     assert [t.get_text() for t in figure.axes[0].texts] == ["training mean 0.5"]
+
+
+def variants_catalog(sources: int, copies: int, seed: int = 3) -> pd.DataFrame:
+    """``copies`` cutouts of each of ``sources`` objects, which share the object's value and class."""
+    values = np.random.default_rng(seed).uniform(8.15, 9.25, sources)
+    frame = catalog(list(np.repeat(values, copies)))
+    frame["source"] = [f"src{i // copies}" for i in range(len(frame))]
+    return frame
+
+
+@pytest.mark.parametrize("target", [NUMERIC, REGRESSION])
+def test_rows_of_one_group_stay_in_one_split_stratified_as_far_as_groups_allow(target: dict) -> None:
+    frame = variants_catalog(300, 4)
+    grouped = {**SPLIT, "group_column": "source"}
+    labels, _ = make_labels(frame, target, grouped)
+    sources = frame.set_index("id").loc[labels["id"], "source"].to_numpy()
+    assert (pd.Series(labels["split"].to_numpy()).groupby(sources).nunique() == 1).all()  # no object in both
+    strata = labels["class"] if target is NUMERIC else pd.qcut(labels["target"], 10, labels=False)
+    shares = pd.Series(labels["split"].to_numpy() == "valid").groupby(strata.to_numpy()).mean()
+    assert shares.between(0.15, 0.25).all(), shares  # each class (or decile) near its 20%
+    again, _ = make_labels(frame, target, grouped)
+    assert again["split"].tolist() == labels["split"].tolist()  # reproducible by seed
+    # the counterfactual: a row-by-row split puts most objects in both splits
+    plain, _ = make_labels(frame, target, SPLIT)
+    assert (pd.Series(plain["split"].to_numpy()).groupby(sources).nunique() == 2).mean() > 0.5
+
+
+def test_few_groups_keep_every_class_in_training_and_bad_group_columns_are_named() -> None:
+    frame = catalog(list(np.repeat([8.2, 8.3, 8.4, 9.2, 9.25], 10)))  # three low objects, two high
+    frame["source"] = [f"src{i // 10}" for i in range(len(frame))]
+    labels, _ = make_labels(frame, NUMERIC, {**SPLIT, "group_column": "source"})
+    assert (labels.groupby("class", observed=True)["split"].apply(lambda s: (s == "train").any())).all()
+    per_class = pd.crosstab(labels["class"], labels["split"])
+    assert (per_class > 0).all().all() and per_class.loc["low", "valid"] == per_class.loc["high", "valid"] == 10
+    with pytest.raises(ClassError, match="split.group_column"):
+        make_labels(frame, NUMERIC, {**SPLIT, "group_column": "sorce"})
+    frame.loc[3, "source"] = None
+    with pytest.raises(ClassError, match="split.group_column 'source' is empty for id 'g3'"):
+        make_labels(frame, NUMERIC, {**SPLIT, "group_column": "source"})

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from saliency_audit.data.catalog_csv import missing_column_message
+
 
 class ClassError(ValueError):
     """The classes cannot be trained on; the message shows the counts per class."""
@@ -50,6 +52,60 @@ def stratified_split(classes: pd.Series, valid_fraction: float, seed: int) -> np
         n_valid = min(max(n_valid, 1), len(members) - 1)
         split[rng.permutation(members)[:n_valid]] = "valid"
     return split
+
+
+def grouped_split(classes: pd.Series, groups: pd.Series, valid_fraction: float, seed: int) -> np.ndarray:
+    """'train'/'valid' per row with every group (a source, an object, a patient: the rows that share a
+    ``groups`` value) in one split, each class's valid share as near ``valid_fraction`` as whole
+    groups allow: groups in a seeded random order join valid while they bring a class nearer its
+    target than past it, and never take a class's last training group; a class left without a valid
+    row then gets its smallest group that can go.
+
+    Several cutouts of one object in both splits (augmented copies, overlapping stamps, repeated
+    observations) let the model be checked on what it has seen: the valid score then overstates it."""
+    codes = classes.cat.codes.to_numpy()
+    n_classes = len(classes.cat.categories)
+    group_codes, _ = pd.factorize(groups.astype(str), sort=True)
+    per_group = np.zeros((group_codes.max() + 1, n_classes), dtype=np.int64)
+    np.add.at(per_group, (group_codes, codes), 1)
+    total = per_group.sum(axis=0)
+    remaining = np.round(valid_fraction * total).astype(np.int64)
+    training = total.copy()
+    in_valid = np.zeros(len(per_group), dtype=bool)
+
+    def movable(g: int) -> bool:  # leaves every class it holds a training row
+        return not ((training - per_group[g] <= 0) & (per_group[g] > 0)).any()
+
+    for g in np.random.default_rng(seed).permutation(len(per_group)).tolist():
+        counts = per_group[g]
+        gain = np.minimum(counts, np.maximum(remaining, 0)).sum()
+        overshoot = np.maximum(counts - np.maximum(remaining, 0), 0).sum()
+        if gain > overshoot and movable(g):
+            in_valid[g] = True
+            remaining -= counts
+            training -= counts
+    for c in np.flatnonzero(training == total):
+        options = [g for g in np.flatnonzero(~in_valid & (per_group[:, c] > 0)).tolist() if movable(g)]
+        if options:
+            g = min(options, key=lambda k: int(per_group[k].sum()))
+            in_valid[g] = True
+            training -= per_group[g]
+    return np.where(in_valid[group_codes], "valid", "train").astype(object)
+
+
+def split_rows(strata: pd.Series, clean_rows: pd.DataFrame, split: dict[str, Any]) -> np.ndarray:
+    """The train/valid split of the kept rows: grouped by ``split.group_column`` when set, else stratified."""
+    column = split.get("group_column")
+    if not column:
+        return stratified_split(strata, split["valid_fraction"], split["seed"])
+    if column not in clean_rows.columns:
+        raise ClassError(missing_column_message(column, "split.group_column", [str(c) for c in clean_rows.columns]))
+    groups = clean_rows[column].fillna("").astype(str)
+    if (groups == "").any():
+        row = int(np.flatnonzero((groups == "").to_numpy())[0])
+        raise ClassError(f"split.group_column {column!r} is empty for id {clean_rows['id'].iloc[row]!r}: "
+                         "every row needs its group")  # fmt: skip
+    return grouped_split(strata, groups.reset_index(drop=True), split["valid_fraction"], split["seed"])
 
 
 OUTSIDE = "(outside every class)"
@@ -87,7 +143,7 @@ def make_labels(
             f"counts per class: {shown}; outside every class: {int(classes.isna().sum())}; "
             f"target.keep: {keep}"
         )
-    labels["split"] = stratified_split(labels["class"], split["valid_fraction"], split["seed"])
+    labels["split"] = split_rows(labels["class"], clean[kept], split)
 
     per_split = pd.crosstab(labels["class"], labels["split"]).reindex(columns=["train", "valid"], fill_value=0)
     counts = pd.DataFrame({"catalog": catalog_counts, "kept": catalog_counts.index.isin(keep)})
@@ -136,7 +192,7 @@ def regression_labels(
     else:
         groups = min(QUANTILE_GROUPS, len(labels) // 2)
         strata = pd.Series(pd.qcut(labels["target"].rank(method="first"), groups, labels=False)).astype("category")
-    labels["split"] = stratified_split(strata, split["valid_fraction"], split["seed"])
+    labels["split"] = split_rows(strata, clean[kept], split)
     mean = training_mean(labels)
     higher = (labels["target"] > mean).to_numpy()
     labels["class"] = pd.Categorical.from_codes(higher.astype(int), categories=DIRECTIONS, ordered=True)
