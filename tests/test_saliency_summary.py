@@ -81,7 +81,7 @@ def test_benchmark_without_shortcut_images_says_so() -> None:
 def test_summary_rows_per_group() -> None:
     stats = stats_table()
     truth = pd.Series([1, 1, 0, 0, 0, 0, 0, 0], index=stats["id"])
-    summary = summary_table(stats, shortcut_benchmark(stats, truth, "shortcut"))
+    summary = summary_table(stats, shortcut_benchmark(stats, truth, "shortcut"), truth.to_numpy() > 0)
     row = summary.set_index(["group_by", "group"])
     assert row.loc[("all", "all"), "n"] == 8
     assert row.loc[("all", "all"), "flagged"] == 3
@@ -93,8 +93,14 @@ def test_summary_rows_per_group() -> None:
     assert row.loc[("true class", "low"), "mean_energy_in_object"] == pytest.approx(np.mean([0.7, 0.6, 0.5]))
     assert row.loc[("prediction", "incorrect"), "n"] == 2
     assert row.loc[("split", "valid"), "n"] == 4
-    assert row.loc[("shortcut in true class", "high: shortcut"), "flag_rate"] == 1.0
-    assert row.loc[("shortcut in true class", "high: clean"), "auroc_energy_in_object"] == pytest.approx(1.0)
+    shortcut, clean = (
+        row.loc[("shortcut in true class", "high: shortcut")],
+        row.loc[("shortcut in true class", "high: clean")],
+    )
+    assert (shortcut["n"], shortcut["flagged"], shortcut["flag_rate"]) == (2, 2, 1.0)  # g0, g1: complete rows
+    assert (clean["n"], clean["flagged"], clean["reliant"]) == (2, 1, 0)  # g2, g3 (its predicted-low map is off)
+    assert shortcut["auroc_energy_in_object"] == pytest.approx(1.0) and pd.isna(clean["auroc_energy_in_object"])
+    assert row.loc[("shortcut in true class", "high: shortcut"), "mean_energy_in_object"] == pytest.approx(0.25)
 
 
 def test_headlines_name_class_and_rate() -> None:

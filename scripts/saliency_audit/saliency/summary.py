@@ -88,26 +88,29 @@ def shortcut_benchmark(stats: pd.DataFrame, truth: pd.Series, truth_column: str)
     return result
 
 
-def benchmark_rows(benchmark: dict[str, Any]) -> pd.DataFrame:
-    """The benchmark as summary rows: shortcut and clean images of each scored class."""
+def benchmark_rows(stats: pd.DataFrame, benchmark: dict[str, Any], planted: np.ndarray) -> pd.DataFrame:
+    """The benchmark as summary rows: the shortcut and the clean images of each scored class, each a full
+    group row (counts, both verdicts, means: the flags of the predicted-class map, as every row). The
+    AUROCs that separate the two are one number per pair, on the shortcut row only: of the class's own
+    map (``auroc_energy_in_object``) and of the predicted-class map (``..._predicted``, the map the
+    flags use)."""
     rows = []
+    by = f"{benchmark['truth_column']} in true class"
     for name, scores in benchmark.get("classes", {}).items():
-        for kind in ("shortcut", "clean"):
-            rows.append(
-                {
-                    "group_by": f"{benchmark['truth_column']} in true class",
-                    "group": f"{name}: {kind}",
-                    "n": scores[f"n_{kind}"],
-                    "flag_rate": scores[f"flag_rate_{kind}"],
-                    **{key: value for key, value in scores.items() if key.startswith("auroc_")},
-                }
-            )
-    return pd.DataFrame(rows)
+        in_class = (stats["label"].astype(str) == name).to_numpy()
+        for kind, members in (("shortcut", in_class & planted), ("clean", in_class & ~planted)):
+            row = group_rows(stats[members], by, None).assign(group=f"{name}: {kind}")
+            if kind == "shortcut":
+                row = row.assign(**{key: value for key, value in scores.items() if key.startswith("auroc_")})
+            rows.append(row)
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
-def summary_table(stats: pd.DataFrame, benchmark: dict[str, Any] | None) -> pd.DataFrame:
+def summary_table(
+    stats: pd.DataFrame, benchmark: dict[str, Any] | None, planted: np.ndarray | None = None
+) -> pd.DataFrame:
     """All group rows of ``summary.csv`` (all, true class, predicted class, split, outcome), then the
-    benchmark's rows when the catalog has a truth column."""
+    benchmark's rows when the catalog has a truth column (``planted``: the images that have it set)."""
     parts = [
         group_rows(stats, "all", None),
         group_rows(stats, "true class", "label"),
@@ -115,8 +118,8 @@ def summary_table(stats: pd.DataFrame, benchmark: dict[str, Any] | None) -> pd.D
         group_rows(stats, "split", "split"),
         group_rows(stats.assign(outcome=np.where(stats["correct"], "correct", "incorrect")), "prediction", "outcome"),
     ]
-    if benchmark is not None:
-        parts.append(benchmark_rows(benchmark))
+    if benchmark is not None and planted is not None:
+        parts.append(benchmark_rows(stats, benchmark, planted))
     table = pd.concat([p for p in parts if not p.empty], ignore_index=True)
     counts = {"n": "Int64", "reliant": "Int64", "uncertain": "Int64", "flagged": "Int64", "no_object_expected": "Int64"}
     return table.astype(counts)
@@ -239,6 +242,6 @@ def run_saliency_summary(
     benchmark = benchmark or {"truth_column": truth_column, "classes": {}, "note": "no truth column"}
     if twins_path:
         benchmark["reliance"] = reliance_benchmark(stats, pd.read_parquet(twins_path))
-    summary = summary_table(stats, benchmark if truth_column is not None else None)
+    summary = summary_table(stats, benchmark if truth_column is not None else None, planted)
     lines = headlines(summary, benchmark, min_object_energy, min_reliance)
     return SaliencySummary(stats, benchmark, summary, lines, planted)
