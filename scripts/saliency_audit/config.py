@@ -15,6 +15,7 @@ import yaml
 
 from saliency_audit.data.catalog_csv import CatalogReadError, catalog_columns, missing_column_message
 from saliency_audit.data.catalog_filter import FilterError, filter_columns, parse_filter
+from saliency_audit.data.classes import DIRECTIONS
 from saliency_audit.data.image_io import input_channels
 from saliency_audit.model.architectures import FEATURE_WIDTHS, TORCHVISION
 
@@ -230,7 +231,7 @@ def check_config(config: dict[str, Any]) -> None:
         if unknown:
             raise ConfigError(f"target.keep names {unknown}, which are not in target.labels {known}")
     object_classes = config["saliency"].get("object_classes")
-    kept = ["lower", "higher"] if target.get("task") == "regression" else target.get("keep") or known
+    kept = DIRECTIONS if target.get("task") == "regression" else target.get("keep") or known
     if object_classes is not None and kept is not None:
         unknown = [name for name in object_classes if name not in kept]
         if unknown:

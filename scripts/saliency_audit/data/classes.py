@@ -158,6 +158,11 @@ def training_mean(labels: pd.DataFrame) -> float:
     return float(labels.loc[(labels["split"] == "train").to_numpy(), "target"].to_numpy(dtype=np.float64).mean())
 
 
+def training_scale(labels: pd.DataFrame) -> float:
+    """A regression's training-split standard deviation: the unit its model's output is trained in."""
+    return float(labels.loc[(labels["split"] == "train").to_numpy(), "target"].to_numpy(dtype=np.float64).std())
+
+
 def predicted_values(logits: Any, mean: float) -> np.ndarray:
     """A regression's predictions from its N x 2 direction logits (``model.factory.DirectionHead``, columns
     in ``DIRECTIONS``' order): the training mean plus the logit of ``higher`` minus that of ``lower``."""

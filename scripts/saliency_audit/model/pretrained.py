@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from saliency_audit.data.classes import DIRECTIONS, training_mean
+from saliency_audit.data.classes import DIRECTIONS, training_mean, training_scale
 from saliency_audit.model.batches import channel_stats
 from saliency_audit.model.factory import Classifier, build_model, restandardised
 
@@ -129,8 +129,7 @@ def import_checkpoint(
     model.load_state_dict({name: renamed[name] for name in own})
     target: dict[str, Any] = {}
     if regression:
-        train = (labels["split"] == "train").to_numpy()
-        centre, scale = training_mean(labels), float(labels.loc[train, "target"].to_numpy(dtype=np.float64).std())
+        centre, scale = training_mean(labels), training_scale(labels)
         value = cast(nn.Module, model.head.value) if trained is not None else model.head
         model.head = restandardised(value, *(trained or (0.0, 1.0)), centre, scale)
         model.n_classes = 2

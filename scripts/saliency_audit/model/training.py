@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from saliency_audit.data.classes import predicted_values, training_mean
+from saliency_audit.data.classes import predicted_values, training_mean, training_scale
 from saliency_audit.data.image_io import read_rows
 from saliency_audit.model.batches import batch_rows, channel_stats, dihedral, prefetch, to_tensor
 from saliency_audit.model.checkpoint import describe_device
@@ -350,7 +350,7 @@ def fit(
     regression: tuple[float, float] | None = None
     if regression_loss is not None:
         values = labels["target"].to_numpy(dtype=np.float64)
-        regression = (training_mean(labels), float(values[train_rows].std()))
+        regression = (training_mean(labels), training_scale(labels))
         codes = ((values - regression[0]) / regression[1]).astype(np.float32)  # what the loss compares
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
