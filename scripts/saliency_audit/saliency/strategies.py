@@ -100,9 +100,10 @@ def kmeans_clusters(x: np.ndarray, max_clusters: int, seed: int) -> Clustering:
 
     def silhouettes(z: np.ndarray) -> tuple[dict[int, float], dict[int, np.ndarray]]:
         scores, labels = {}, {}
-        for k in range(2, min(max_clusters, len(z) // MIN_CLUSTER) + 1):
+        distinct = len(np.unique(z, axis=0))  # k-means cannot make more clusters than distinct rows
+        for k in range(2, min(max_clusters, len(z) // MIN_CLUSTER, distinct - 1) + 1):
             found = KMeans(k, n_init=4, random_state=seed).fit_predict(z)
-            if np.bincount(found, minlength=k).min() < MIN_CLUSTER or len(np.unique(z, axis=0)) <= k:
+            if np.bincount(found, minlength=k).min() < MIN_CLUSTER:
                 continue
             labels[k] = found
             scores[k] = float(silhouette_score(z, found, sample_size=min(len(z), SELECTION_SAMPLE), random_state=seed))
