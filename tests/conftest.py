@@ -2,9 +2,11 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from helpers import TINY_DEMO, run_workflow
+from real_images import m13_image, m13_star_stamps
 
 
 @pytest.fixture(scope="session")
@@ -13,6 +15,18 @@ def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     results = tmp_path_factory.mktemp("tiny") / "results"
     run_workflow(TINY_DEMO, results)
     return results
+
+
+@pytest.fixture(scope="session")
+def m13() -> np.ndarray:
+    """M13, the globular cluster that astropy ships (300 x 300 integers)."""
+    return m13_image()
+
+
+@pytest.fixture(scope="session")
+def m13_stamps(m13: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 32 px stamp on every star of M13, with the stars' rows and columns (real_images.m13_star_stamps)."""
+    return m13_star_stamps(m13)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -59,6 +59,10 @@ def test_report_renders_with_captions_headline_and_provenance(tiny_demo: Path, t
             continue
         opening = " ".join(re.sub(r"[*`]", "", caption.read_text()).split()[:6])
         assert opening in text, f"caption {caption.name} missing"
+    pairs = pd.read_csv(tiny_demo / "catalog/near_duplicates.csv")
+    assert list(pairs.columns) == ["id_a", "id_b", "split_a", "split_b", "distance"]
+    crossing = int((pairs["split_a"] != pairs["split_b"]).sum())
+    assert f"Near-duplicates: {len(pairs)} pairs of kept images within distance 0.15, {crossing} of them" in text
     provenance = pd.read_csv(tiny_demo / "provenance/provenance.csv")
     assert {"python", "torch", "torchvision", "snakemake", "pandas", "pyarrow", "numpy", "galsim"} <= set(
         provenance.loc[provenance["section"] == "package", "item"]

@@ -137,3 +137,28 @@ rule gather_images:
         **rule_resources("gather_images"),
     script:
         "../../scripts/gather_images.py"
+
+
+rule near_duplicates:
+    input:
+        images=res("images/images.npy"),
+        labels=res("classes/labels.parquet"),
+    output:
+        table=report(
+            res("catalog/near_duplicates.csv"),
+            caption="../report/near_duplicates.rst",
+            category="Data",
+            labels={"table": "near-duplicate pairs"},
+        ),
+    log:
+        logfile("near_duplicates"),
+    benchmark:
+        bench("near_duplicates")
+    conda:
+        ENVIRONMENT
+    resources:
+        **rule_resources("near_duplicates"),
+    params:
+        max_distance=config["split"]["near_duplicate_distance"],
+    script:
+        "../../scripts/near_duplicates.py"

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from saliency_audit.data.near_duplicates import crossing_pairs, read_near_duplicates
 from saliency_audit.report.text import rst_text
 
 
@@ -22,8 +23,8 @@ def _json(path: Path) -> dict[str, Any] | None:
 
 
 def report_facts(results: str | Path, config: dict[str, Any]) -> dict[str, Any]:
-    """run (the catalog, target, model and results folder), class_counts, metrics, headlines;
-    each of the last three may be missing."""
+    """run (the catalog, target, model and results folder), class_counts, metrics, near_duplicates
+    (pairs, crossing, distance), headlines; each but the first may be missing."""
     results = Path(results)
     facts: dict[str, Any] = {
         "run": {
@@ -51,6 +52,14 @@ def report_facts(results: str | Path, config: dict[str, Any]) -> dict[str, Any]:
     if metrics is not None:
         names = ("accuracy", "roc_auc", "f1", "rmse", "mae", "r2", "nmad")
         facts["metrics"] = {k: float(metrics[k]) for k in names if metrics.get(k) is not None}
+    duplicates = results / "catalog/near_duplicates.csv"
+    if duplicates.is_file():
+        table = read_near_duplicates(duplicates)
+        facts["near_duplicates"] = {
+            "pairs": len(table),
+            "crossing": crossing_pairs(table),
+            "distance": rst_text(config["split"]["near_duplicate_distance"]),
+        }
     headline = _json(results / "saliency/headline.json")
     if headline is not None:
         facts["headlines"] = [rst_text(line, max_length=2000) for line in headline["headlines"]]
