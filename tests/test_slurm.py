@@ -33,7 +33,7 @@ SLURM_OPTIONS = (
     "--slurm-no-account",
 )  # fmt: skip
 LOCAL_RULES = {"all", "validate_catalog", "bin_classes", "saliency_summary", "provenance"}
-JOB_RULES = {"simulate_demo", "pack_images", "gather_images", "train", "evaluate", "audit", "regions", "probes",
+JOB_RULES = {"simulate_demo", "pack_images", "gather_images", "near_duplicates", "train", "evaluate", "audit", "regions", "probes",
              "pca", "saliency_stats", "strategy_clusters", "score_twins", "galleries", "backgrounds"}  # fmt: skip
 
 
@@ -123,6 +123,7 @@ def test_a_damaged_packed_part_fails_only_its_audit_and_regions_shards(runs: dic
         "regions_0": {"COMPLETED"}, "regions_2": {"COMPLETED"}, "regions_1": {"FAILED"},
         "probes_0": {"COMPLETED"}, "probes_2": {"COMPLETED"},  # probes_1 waits for its audit and regions
         "score_twins": {"COMPLETED"},  # reads the gathered array, which was packed before the damage
+        "near_duplicates": {"COMPLETED"},  # likewise
     }, failed.jobs  # fmt: skip
     assert "images/part-1.npy is not a packed image array (no .npy header)" in runs["failed_shard_log"]
     assert sorted(runs["kept"]) == ["part-0.parquet", "part-2.parquet"]
@@ -131,7 +132,8 @@ def test_a_damaged_packed_part_fails_only_its_audit_and_regions_shards(runs: dic
 def test_the_rerun_redoes_only_what_the_damaged_part_feeds(runs: dict) -> None:
     names = sorted(name for name, _ in runs["repaired"].jobs)
     assert names == [
-        "audit_1", "backgrounds", "evaluate", "galleries", "gather_images", "pack_images_1", "pca", "probes_1",
+        "audit_1", "backgrounds", "evaluate", "galleries", "gather_images", "near_duplicates", "pack_images_1", "pca",
+        "probes_1",
         "regions_1", "saliency_stats", "score_twins", "strategy_clusters",
     ]  # fmt: skip
     audit = runs["results"] / "audit"
