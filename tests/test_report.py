@@ -63,6 +63,11 @@ def test_report_renders_with_captions_headline_and_provenance(tiny_demo: Path, t
     assert list(pairs.columns) == ["id_a", "id_b", "split_a", "split_b", "distance"]
     crossing = int((pairs["split_a"] != pairs["split_b"]).sum())
     assert f"Near-duplicates: {len(pairs)} pairs of kept images within distance 0.15, {crossing} of them" in text
+    problems = pd.read_csv(tiny_demo / "eval/label_problems.csv")
+    assert list(problems.columns)[:4] == ["id", "split", "label", "suggested"]
+    valid = int((problems["split"] == "valid").sum())
+    assert f"Likely label problems: {len(problems)} images whose label the model and their nearest" in text
+    assert f"{valid} in the valid split and {len(problems) - valid} in the training split" in text
     provenance = pd.read_csv(tiny_demo / "provenance/provenance.csv")
     assert {"python", "torch", "torchvision", "snakemake", "pandas", "pyarrow", "numpy", "galsim"} <= set(
         provenance.loc[provenance["section"] == "package", "item"]

@@ -73,3 +73,29 @@ rule pca:
         target=config["target"],
     script:
         "../../scripts/pca.py"
+
+
+rule label_problems:
+    input:
+        parts=AUDIT_PARTS,
+        moments=AUDIT_MOMENTS,
+        labels=res("classes/labels.parquet"),
+    output:
+        table=report(
+            res("eval/label_problems.csv"),
+            caption="../report/label_problems.rst",
+            category="Data",
+            labels={"table": "likely label problems"},
+        ),
+    log:
+        logfile("label_problems"),
+    benchmark:
+        bench("label_problems")
+    conda:
+        ENVIRONMENT
+    resources:
+        **rule_resources("label_problems"),
+    params:
+        target=config["target"],
+    script:
+        "../../scripts/label_problems.py"

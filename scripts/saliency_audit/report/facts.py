@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from saliency_audit.audit.label_problems import count_by_split
 from saliency_audit.data.near_duplicates import crossing_pairs, read_near_duplicates
 from saliency_audit.report.text import rst_text
 
@@ -24,7 +25,7 @@ def _json(path: Path) -> dict[str, Any] | None:
 
 def report_facts(results: str | Path, config: dict[str, Any]) -> dict[str, Any]:
     """run (the catalog, target, model and results folder), class_counts, metrics, near_duplicates
-    (pairs, crossing, distance), headlines; each but the first may be missing."""
+    (pairs, crossing, distance), label_problems (total, train, valid), headlines; each but the first may be missing."""
     results = Path(results)
     facts: dict[str, Any] = {
         "run": {
@@ -60,6 +61,10 @@ def report_facts(results: str | Path, config: dict[str, Any]) -> dict[str, Any]:
             "crossing": crossing_pairs(table),
             "distance": rst_text(config["split"]["near_duplicate_distance"]),
         }
+    problems = results / "eval/label_problems.csv"
+    if problems.is_file():
+        table = pd.read_csv(problems, dtype={"split": str}, keep_default_na=False, usecols=["split"])
+        facts["label_problems"] = {"total": len(table), **count_by_split(table)}
     headline = _json(results / "saliency/headline.json")
     if headline is not None:
         facts["headlines"] = [rst_text(line, max_length=2000) for line in headline["headlines"]]
