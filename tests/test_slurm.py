@@ -35,7 +35,7 @@ SLURM_OPTIONS = (
 LOCAL_RULES = {"all", "validate_catalog", "bin_classes", "saliency_summary", "provenance"}
 JOB_RULES = {"simulate_demo", "pack_images", "gather_images", "near_duplicates", "train", "evaluate", "audit",
              "regions", "probes", "pca", "label_problems", "saliency_stats", "strategy_clusters", "score_twins",
-             "galleries", "backgrounds"}  # fmt: skip
+             "galleries", "backgrounds", "explorer"}  # fmt: skip
 
 
 @dataclass
@@ -133,8 +133,9 @@ def test_a_damaged_packed_part_fails_only_its_audit_and_regions_shards(runs: dic
 def test_the_rerun_redoes_only_what_the_damaged_part_feeds(runs: dict) -> None:
     names = sorted(name for name, _ in runs["repaired"].jobs)
     assert names == [
-        "audit_1", "backgrounds", "evaluate", "galleries", "gather_images", "label_problems", "near_duplicates",
-        "pack_images_1", "pca", "probes_1", "regions_1", "saliency_stats", "score_twins", "strategy_clusters",
+        "audit_1", "backgrounds", "evaluate", "explorer", "galleries", "gather_images", "label_problems",
+        "near_duplicates", "pack_images_1", "pca", "probes_1", "regions_1", "saliency_stats", "score_twins",
+        "strategy_clusters",
     ]  # fmt: skip
     audit = runs["results"] / "audit"
     assert {name: (audit / name).stat().st_mtime_ns for name in runs["kept"]} == runs["kept"]

@@ -280,7 +280,7 @@ def test_dry_run_lists_every_stage(tmp_path: Path) -> None:
     for rule in ("simulate_demo", "validate_catalog", "bin_classes", "pack_images", "gather_images", "train",
                  "evaluate", "audit", "regions", "probes", "pca", "saliency_stats", "strategy_clusters",
                  "score_twins", "saliency_summary", "galleries", "backgrounds", "near_duplicates",
-                 "label_problems"):  # fmt: skip
+                 "label_problems", "explorer"):  # fmt: skip
         assert rule in out
     assert not any((tmp_path / "results").iterdir())
 

@@ -24,3 +24,33 @@ rule provenance:
         workflow_dir=WORKFLOW_DIR,
     script:
         "../../scripts/provenance.py"
+
+
+rule explorer:
+    input:
+        pcs=res("pca/pca.parquet"),
+        labels=res("classes/labels.parquet"),
+        predictions=res("eval/predictions.parquet"),
+        stats=res("saliency/stats.parquet"),
+        parts=AUDIT_PARTS,
+        images=res("images/images.npy"),
+        index=res("images/index.parquet"),
+    output:
+        page=report(
+            res("explorer.html"),
+            caption="../report/explorer.rst",
+            category="Explorer",
+            labels={"page": "audit explorer"},
+        ),
+    log:
+        logfile("explorer"),
+    benchmark:
+        bench("explorer")
+    conda:
+        ENVIRONMENT
+    resources:
+        **rule_resources("explorer"),
+    params:
+        max_thumbnails=config["explorer"]["max_thumbnails"],
+    script:
+        "../../scripts/explorer.py"
