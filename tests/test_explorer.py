@@ -22,6 +22,7 @@ from saliency_audit.report.explorer import (
     sprite_sheet,
 )
 
+HOSTILE_SPLIT = '<a href="https://example.org/x">valid</a> &amp; <b>b</b>'
 HOSTILE = [
     "<script>document.title='pwned'</script>",
     "</script><img src=x id=injected-a onerror=\"document.title='pwned'\">",
@@ -40,7 +41,7 @@ def synthetic_points(n_side: int = 12) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "id": ids,
-            "split": np.where(np.arange(n) % 5 == 0, "valid", "train"),
+            "split": np.where(np.arange(n) % 5 == 0, HOSTILE_SPLIT, "train"),
             "label": label,
             "predicted": predicted,
             "correct": label == predicted,
@@ -110,6 +111,14 @@ def test_the_page_works_offline_hovers_filters_selects_and_shows_strings_as_text
                 column, row = tile_of_point[k] % 64, tile_of_point[k] // 64
                 assert position == f"{-column * 144}px {-row * 144}px"
         assert page.evaluate("document.getElementById('injected-a')") is None
+
+        # catalog classes in the legend stay text: plotly would otherwise draw <a href> as a live link
+        page.evaluate("(() => { const s = document.getElementById('colour'); s.value = 'split';"
+                      " s.dispatchEvent(new Event('change')); })()")  # fmt: skip
+        legend = "document.querySelector('.legend') ? document.querySelector('.legend').textContent : ''"
+        assert page.wait_for(f"({legend}).includes('<a href=')")
+        assert page.evaluate(f"({legend}).includes({HOSTILE_SPLIT!r})")
+        assert page.evaluate("document.querySelectorAll('.legend a, .legend [href]').length") == 0
 
         # a filter changes the points shown to exactly the images that pass it
         page.evaluate("(() => { const s = document.getElementById('filter-label'); s.value = 'high';"
