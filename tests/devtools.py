@@ -46,14 +46,19 @@ class Page:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float = 60.0) -> Any:
-        """Poll ``expression`` until it is truthy; return its value."""
+        """Poll ``expression`` until it is truthy (an exception counts as false: the page may still be
+        loading); return its value."""
         end = time.monotonic() + timeout
+        last = None
         while time.monotonic() < end:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except RuntimeError as error:
+                value, last = None, error
             if value:
                 return value
             time.sleep(0.2)
-        raise AssertionError(f"still false after {timeout} s: {expression}")
+        raise AssertionError(f"still false after {timeout} s: {expression} (last error: {last})")
 
     def mouse(self, kind: str, x: float, y: float, buttons: int = 0) -> None:
         button = "left" if kind in ("mousePressed", "mouseReleased") or buttons else "none"
@@ -84,7 +89,7 @@ def open_page(url: str, width: int = 1400, height: int = 900) -> Iterator[Page]:
             page = Page(target["webSocketDebuggerUrl"])
             page.send("Page.enable")
             page.send("Page.navigate", url=url)
-            page.wait_for("document.readyState === 'complete'")
+            page.wait_for(f"location.href === {json.dumps(url)} && document.readyState === 'complete'")
             yield page
             page.socket.close()
         finally:

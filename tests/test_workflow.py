@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,7 @@ def read_output(path: Path) -> None:
         ".pt": lambda p: torch.load(p, weights_only=True),
         ".png": lambda p: Image.open(p).load(),
         ".jpg": lambda p: Image.open(p).load(),
+        ".html": lambda p: HTMLParser().feed(p.read_text(encoding="utf-8")),
     }
     assert path.suffix in readers, f"no reader for {path}"
     readers[path.suffix](path)
