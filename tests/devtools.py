@@ -4,8 +4,11 @@ Every request to a host is refused: the browser's proxy is a closed local port, 
 needs the network renders nothing.
 """
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -70,12 +73,15 @@ def open_page(url: str, width: int = 1400, height: int = 900) -> Iterator[Page]:
     """``url`` in a fresh headless Chromium with no network."""
     if CHROMIUM is None:
         pytest.fail("chromium is not installed; `make test` installs it (Debian package chromium)")
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+    # the profile is removed once the whole process group (renderers, crash handler) is gone
+    with tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True) as profile:
         command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                    "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
                    f"--user-data-dir={profile}", "--remote-debugging-port=0", f"--window-size={width},{height}",
                    "about:blank"]  # fmt: skip
-        browser = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        browser = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         try:
             port_file = Path(profile) / "DevToolsActivePort"
             end = time.monotonic() + 60
@@ -93,5 +99,7 @@ def open_page(url: str, width: int = 1400, height: int = 900) -> Iterator[Page]:
             yield page
             page.socket.close()
         finally:
-            browser.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(browser.pid, signal.SIGKILL)
             browser.wait(timeout=30)
+            time.sleep(0.5)  # let the killed children's files close
