@@ -99,33 +99,35 @@ def near_pairs(
     probability >= 0.995 at the threshold, see the module): columns a, b, distance, sorted by
     a then b. Rows with a zero (blank) descriptor take part in no pair.
 
-    The candidates of one table are checked ``chunk`` pairs at a time and only the pairs found are
-    kept."""
+    The candidates of one table are checked ``chunk`` pairs at a time in the orientation that found
+    them; the pairs kept are measured once, at the end, over all eight orientations."""
     flat = described.reshape(len(described), -1)
     width = WIDTH * max(max_distance, 0.01)
     rng = np.random.default_rng(seed)
     directions = rng.standard_normal((TABLES * HASHES, flat.shape[1])).astype(np.float32)
     offsets = rng.uniform(0.0, width, TABLES * HASHES).astype(np.float32)
-    blank = ~np.any(flat != 0, axis=1)
-    index = _signatures(flat, directions, offsets, width)
-    found = [pd.DataFrame({"a": np.empty(0, np.int64), "b": np.empty(0, np.int64), "distance": np.empty(0)})]
+    usable = np.flatnonzero(np.any(flat != 0, axis=1))  # a blank descriptor pairs with nothing
+    index = _signatures(flat[usable], directions, offsets, width)
+    indexed = [pd.DataFrame({"sig": index[:, table], "b": usable}) for table in range(TABLES)]
+    found = [np.empty((0, 2), np.int64)]
     steps = tqdm(total=8 * TABLES, desc="near-duplicates", unit="table", disable=not progress, mininterval=2.0)
     for oriented in orientations(described):
-        queries = _signatures(np.ascontiguousarray(oriented.reshape(len(flat), -1)), directions, offsets, width)
+        turned_all = np.ascontiguousarray(oriented.reshape(len(flat), -1))
+        queries = _signatures(turned_all[usable], directions, offsets, width)
         for table in range(TABLES):
-            indexed = pd.DataFrame({"sig": index[~blank, table], "b": np.flatnonzero(~blank)})
-            asked = pd.DataFrame({"sig": queries[~blank, table], "a": np.flatnonzero(~blank)})
-            candidates = asked.merge(indexed, on="sig")[["a", "b"]].to_numpy()
+            asked = pd.DataFrame({"sig": queries[:, table], "a": usable})
+            candidates = asked.merge(indexed[table], on="sig")[["a", "b"]].to_numpy()
             candidates = candidates[candidates[:, 0] != candidates[:, 1]]
             for start in range(0, len(candidates), chunk):
                 a, b = candidates[start : start + chunk].T
-                turned = oriented[a].reshape(len(a), -1)  # the orientation that found the pair first
-                close = _gaps(turned, flat[b]) <= max_distance
-                a, b = np.minimum(a[close], b[close]), np.maximum(a[close], b[close])
-                found.append(pd.DataFrame({"a": a, "b": b, "distance": distances(described, a, b)}))
+                close = _gaps(turned_all[a], flat[b]) <= max_distance  # the orientation that found the pair
+                found.append(np.sort(np.stack([a[close], b[close]], axis=1), axis=1))
             steps.update()
     steps.close()
-    pairs = pd.concat(found, ignore_index=True).drop_duplicates(["a", "b"])
+    unique = np.unique(np.concatenate(found), axis=0)  # each pair measured once, however often it was found
+    pairs = pd.DataFrame(
+        {"a": unique[:, 0], "b": unique[:, 1], "distance": distances(described, unique[:, 0], unique[:, 1])}
+    )
     pairs = pairs[pairs["distance"] <= max_distance]
     return pairs.sort_values(["a", "b"], ignore_index=True)
 
