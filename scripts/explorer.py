@@ -12,7 +12,8 @@ def main(snakemake: Any) -> None:
     start_job(snakemake.log[0])
     inputs, out = snakemake.input, snakemake.output.page
     shown, thumbnailed = write_explorer(inputs.pcs, inputs.labels, inputs.predictions, inputs.stats, inputs.parts,
-                                        inputs.images, inputs.index, snakemake.params.max_thumbnails, out)  # fmt: skip
+                                        inputs.images, inputs.index, (inputs.regions, inputs.region_problems),
+                                        snakemake.params.max_thumbnails, out)  # fmt: skip
     print(
         f"explorer: {shown} images, {thumbnailed} with a thumbnail, {os.path.getsize(out) / 1e6:.1f} MB",
         file=sys.stderr,

@@ -1,5 +1,6 @@
-"""The audit explorer: the page's data and thumbnails, and the page itself in headless Chromium with
-no network (hover, filters, a box selection, hostile catalog strings shown as text)."""
+"""The audit explorer: the page's data and tiles, and the page itself in headless Chromium with no
+network (hover, pin, filters, ranges, the linked histogram, a box selection, hostile catalog strings
+shown as text)."""
 
 import csv
 import io
@@ -10,24 +11,29 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 from matplotlib import colormaps
+from PIL import Image
 
+import saliency_audit.report.explorer as explorer
 from devtools import open_page
 from saliency_audit.report.explorer import (
     OVERLAY_ALPHA,
+    SPRITE_COLUMNS,
     THUMBNAIL,
+    SpriteSheets,
     choose_thumbnails,
     explorer_html,
     explorer_points,
-    overlay,
-    sprite_sheet,
+    panel_tiles,
 )
 
 HOSTILE_SPLIT = '<a href="https://example.org/x">valid</a> &amp; <b>b</b>'
 HOSTILE = [
     "<script>document.title='pwned'</script>",
     "</script><img src=x id=injected-a onerror=\"document.title='pwned'\">",
-    "{{SPRITE}} {{DATA}} & \"quoted\" 'single'",
+    "{{SPRITES}} {{DATA}} & \"quoted\" 'single'",
 ]
+CLASSES = ["high", "low"]
+INFERNO = np.round(colormaps["inferno"](np.arange(256) / 255)[:, :3] * 255)
 
 
 def synthetic_points(n_side: int = 12) -> pd.DataFrame:
@@ -38,6 +44,7 @@ def synthetic_points(n_side: int = 12) -> pd.DataFrame:
     ids[:3] = HOSTILE
     label = np.where(xx.ravel() < n_side // 2, "low", "high")
     predicted = np.where(yy.ravel() < 2, np.where(label == "low", "high", "low"), label)
+    probability = np.linspace(0.5, 1.0, n)
     return pd.DataFrame(
         {
             "id": ids,
@@ -45,7 +52,7 @@ def synthetic_points(n_side: int = 12) -> pd.DataFrame:
             "label": label,
             "predicted": predicted,
             "correct": label == predicted,
-            "probability": np.linspace(0.5, 1.0, n),
+            "probability": probability,
             "target": np.linspace(8.0, 9.3, n),
             "pc1": xx.ravel().astype(float),
             "pc2": yy.ravel().astype(float),
@@ -54,19 +61,70 @@ def synthetic_points(n_side: int = 12) -> pd.DataFrame:
             "background_focused": np.arange(n) % 4 == 0,
             "background_reliance": np.linspace(-0.2, 0.9, n),
             "background_reliant": np.arange(n) % 6 == 0,
-            "cluster": np.arange(n) % 3,
+            "cluster": np.where(np.arange(n) % 11 == 0, np.nan, np.arange(n) % 3),
+            "prob_high": np.where(predicted == "high", probability, 1 - probability),
+            "prob_low": np.where(predicted == "low", probability, 1 - probability),
         }
     )
 
 
-def write_page(points: pd.DataFrame, folder: Path) -> tuple[Path, np.ndarray]:
-    rng = np.random.default_rng(0)
-    tiles = rng.integers(0, 255, (len(points), THUMBNAIL, THUMBNAIL, 3), dtype=np.uint8)
-    tile_of_point = np.arange(len(points))
-    tile_of_point[5] = -1  # sampled out
+def synthetic_tiles(n: int) -> np.ndarray:
+    """n x 4 tiles: a smooth cutout of its own colour, two ramps as maps, a disc of its own radius."""
+    yy, xx = np.mgrid[:THUMBNAIL, :THUMBNAIL] / (THUMBNAIL - 1)
+    tiles = np.zeros((n, 4, THUMBNAIL, THUMBNAIL, 3), np.uint8)
+    for k in range(n):
+        colour = np.array([(37 * k) % 200 + 30, (91 * k) % 200 + 30, (53 * k) % 200 + 30])
+        tiles[k, 0] = np.clip(colour * (0.6 + 0.4 * xx[..., None]), 0, 255)
+        tiles[k, 1] = np.round(255 * xx)[..., None]
+        tiles[k, 2] = np.round(255 * yy * (0.5 + 0.5 * (k % 2)))[..., None]
+        radius = 8 + k % 12
+        disc = (xx * (THUMBNAIL - 1) - 24) ** 2 + (yy * (THUMBNAIL - 1) - 24) ** 2 <= radius**2
+        tiles[k, 3] = np.where(disc, 255, 0)[..., None]
+    return tiles
+
+
+def write_page(points: pd.DataFrame, folder: Path) -> tuple[Path, np.ndarray, np.ndarray]:
+    """The page of ``points`` (point 5 sampled out) on sheets of 256 tiles, so that hovers cross sheets."""
+    tiles = synthetic_tiles(len(points))
+    first_tile = np.arange(len(points)) * 4
+    first_tile[5] = -1
+    sheets = SpriteSheets()
+    sheets.add(tiles[first_tile >= 0].reshape(-1, THUMBNAIL, THUMBNAIL, 3))
+    first_tile[first_tile >= 0] = np.arange(len(points) - 1) * 4
     page = folder / "explorer.html"
-    page.write_text(explorer_html(points, tile_of_point, sprite_sheet(tiles)), encoding="utf-8")
-    return page, tile_of_point
+    page.write_text(explorer_html(points, first_tile, sheets.finish()), encoding="utf-8")
+    return page, first_tile, tiles
+
+
+def blended(tiles: np.ndarray, c: int | None, outline: bool) -> np.ndarray:
+    """The reference of what the page shows: the cutout under class c's map (inferno at alpha 0.6),
+    the object's boundary (object pixels with a 4-neighbour outside) in cyan."""
+    out = tiles[0].astype(float)
+    if c is not None:
+        out = (1 - OVERLAY_ALPHA) * out + OVERLAY_ALPHA * INFERNO[tiles[1 + c][..., 0]]
+    if outline:
+        inside = tiles[-1][..., 0] > 127
+        padded = np.pad(inside, 1, mode="edge")
+        edge = inside & ~(padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:])
+        out[edge] = (0, 255, 255)
+    return out
+
+
+def canvas_pixels(page, selector: str) -> np.ndarray:
+    """The RGB pixels of a canvas, scaled down by block means to THUMBNAIL x THUMBNAIL."""
+    width, data = page.evaluate(
+        f"(() => {{ const c = document.querySelector({selector!r});"
+        " return [c.width, Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.width).data)]; })()"
+    )
+    rgb = np.asarray(data, float).reshape(width, width, 4)[..., :3]
+    f = width // THUMBNAIL
+    return rgb.reshape(THUMBNAIL, f, THUMBNAIL, f, 3).mean(axis=(1, 3))
+
+
+def composite(page, k: int, c: int, outline: bool) -> np.ndarray:
+    """What the page composes for point k (class c, -1: the cutout alone), as an RGB array."""
+    data = page.evaluate(f"composite({k}, {c}, {str(outline).lower()}).then((d) => Array.from(d.data))")
+    return np.asarray(data, float).reshape(THUMBNAIL, THUMBNAIL, 4)[..., :3]
 
 
 def point_pixel(page, k: int) -> tuple[float, float]:
@@ -81,76 +139,146 @@ def point_pixel(page, k: int) -> tuple[float, float]:
     )
 
 
+def drag(page, x0: float, y0: float, x1: float, y1: float) -> None:
+    """A mouse drag from (x0, y0) to (x1, y1)."""
+    page.mouse("mouseMoved", x0, y0)
+    page.mouse("mousePressed", x0, y0, buttons=1)
+    for t in np.linspace(0, 1, 8):
+        page.mouse("mouseMoved", x0 + t * (x1 - x0), y0 + t * (y1 - y0), buttons=1)
+    page.mouse("mouseReleased", x1, y1, buttons=1)
+
+
+def choose(page, select: str, value: str) -> None:
+    page.evaluate(f"(() => {{ const s = document.getElementById({select!r}); s.value = {value!r};"
+                  " s.dispatchEvent(new Event('change')); })()")  # fmt: skip
+
+
 PLOTTED = "document.getElementById('scatter').data.reduce((n, t) => n + t.x.length, 0)"
 
 
-def test_the_page_works_offline_hovers_filters_selects_and_shows_strings_as_text(tmp_path: Path) -> None:
+def test_the_page_works_offline_hovers_filters_selects_and_shows_strings_as_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(explorer, "SHEET_TILES", 256)  # 572 tiles on three sheets
     points = synthetic_points()
-    page_path, tile_of_point = write_page(points, tmp_path)
+    page_path, first_tile, tiles = write_page(points, tmp_path)
     html = page_path.read_text()
     assert "<script src" not in html and "<link" not in html  # everything inline
+    assert html.count("data:image/jpeg;base64,") == 3
+    root = "document.getElementById('explorer').dataset"
     with open_page(page_path.as_uri()) as page:
         n = len(points)
-        assert page.wait_for(f"document.getElementById('explorer').dataset.visible === '{n}'")
-        assert page.evaluate("document.getElementById('explorer').dataset.nImages") == str(n)
+        assert page.wait_for(f"{root}.visible === '{n}'")
+        assert page.evaluate(f"{root}.nImages") == str(n)
         assert page.evaluate(PLOTTED) == n  # one point per image, drawn by plotly.js from the page itself
         assert page.evaluate("document.title") == "saliency-audit explorer"
         assert page.evaluate("document.getElementById('injected-a')") is None
 
-        # hover: the image's id, values and thumbnail tile; a hostile id is shown as its own text
-        for k in (1, 40, 5):
+        # hover: the image's id and values, and its cutout under the predicted class's map, from any sheet
+        for k in (1, 70, 130, 5):
             x, y = point_pixel(page, k)
             page.mouse("mouseMoved", x + 1, y + 1)
-            assert page.wait_for(f"document.getElementById('explorer').dataset.hovered === {points['id'][k]!r}")
+            assert page.wait_for(f"{root}.drawn === {points['id'][k]!r}")
             values = page.evaluate("document.getElementById('values').textContent")
             assert points["id"][k] in values and points["predicted"][k] in values
-            position = page.evaluate("document.getElementById('thumb').style.backgroundPosition")
-            if tile_of_point[k] < 0:
-                assert "no thumbnail" in page.evaluate("document.getElementById('thumb').textContent")
-            else:
-                column, row = tile_of_point[k] % 64, tile_of_point[k] // 64
-                assert position == f"{-column * 144}px {-row * 144}px"
+            if first_tile[k] < 0:
+                assert "no thumbnail" in page.evaluate("document.getElementById('thumb-note').textContent")
+                continue
+            shown = canvas_pixels(page, "#thumb")
+            c = CLASSES.index(points["predicted"][k])
+            own = np.abs(shown - blended(tiles[k], c, False)).mean()
+            assert own < 6  # JPEG and the canvas's scaling
+            assert np.abs(shown - blended(tiles[k + 1], c, False)).mean() > 3 * own  # not a neighbour's tile
+            for c in (-1, 0, 1):  # the page's blend against the reference, tile by tile
+                reference = blended(tiles[k], None if c < 0 else c, False)
+                assert np.abs(composite(page, k, c, False) - reference).max() <= 12
         assert page.evaluate("document.getElementById('injected-a')") is None
 
+        # click pins the image: the cutout and every class's map with the object's outline, probabilities
+        k = 70
+        x, y = point_pixel(page, k)
+        page.mouse("mouseMoved", x, y)
+        page.mouse("mousePressed", x, y, buttons=1)
+        page.mouse("mouseReleased", x, y, buttons=1)
+        assert page.wait_for(f"{root}.pinnedDrawn === {points['id'][k]!r}")
+        captions = page.evaluate(
+            "Array.from(document.querySelectorAll('#pinned-maps figcaption'), (f) => f.textContent)"
+        )
+        assert captions == ["image"] + [f"{c} \u00b7 p = {points[f'prob_{c}'][k]:.3f}" for c in CLASSES]
+        for position, c in enumerate((None, 0, 1)):
+            reference = blended(tiles[k], c, True)
+            shown = canvas_pixels(page, f"#pinned-maps figure:nth-child({position + 1}) canvas")
+            assert np.abs(shown - reference).mean() < 8
+            drawn = composite(page, k, -1 if c is None else c, True)
+            cyan = np.all(reference == (0, 255, 255), axis=-1)
+            assert cyan.sum() > 20 and np.array_equal(np.all(drawn == (0, 255, 255), axis=-1), cyan)
+        page.mouse("mouseMoved", *point_pixel(page, 5))  # a hover elsewhere keeps the pin
+        assert page.wait_for(f"{root}.drawn === {points['id'][5]!r}")
+        assert page.evaluate(f"{root}.pinned") == points["id"][k]
+
         # catalog classes in the legend stay text: plotly would otherwise draw <a href> as a live link
-        page.evaluate("(() => { const s = document.getElementById('colour'); s.value = 'split';"
-                      " s.dispatchEvent(new Event('change')); })()")  # fmt: skip
+        choose(page, "colour", "split")
         legend = "document.querySelector('.legend') ? document.querySelector('.legend').textContent : ''"
         assert page.wait_for(f"({legend}).includes('<a href=')")
         assert page.evaluate(f"({legend}).includes({HOSTILE_SPLIT!r})")
         assert page.evaluate("document.querySelectorAll('.legend a, .legend [href]').length") == 0
 
-        # a filter changes the points shown to exactly the images that pass it
-        page.evaluate("(() => { const s = document.getElementById('filter-label'); s.value = 'high';"
-                      " s.dispatchEvent(new Event('change')); })()")  # fmt: skip
-        high = int((points["label"] == "high").sum())
-        assert page.wait_for(f"document.getElementById('explorer').dataset.visible === '{high}'")
-        assert page.evaluate(PLOTTED) == high
-        page.evaluate("(() => { const s = document.getElementById('filter-flag'); s.value = 'background_reliant';"
-                      " s.dispatchEvent(new Event('change')); })()")  # fmt: skip
-        both = int(((points["label"] == "high") & points["background_reliant"]).sum())
-        assert page.wait_for(f"document.getElementById('explorer').dataset.visible === '{both}'")
-        for name in ("filter-label", "filter-flag"):
-            page.evaluate(f"(() => {{ const s = document.getElementById('{name}'); s.value = '';"
-                          " s.dispatchEvent(new Event('change')); })()")  # fmt: skip
-        assert page.wait_for(f"document.getElementById('explorer').dataset.visible === '{n}'")
+        # filters change the points shown to exactly the images that pass them
+        choose(page, "filter-label", "high")
+        high = points["label"] == "high"
+        assert page.wait_for(f"{root}.visible === '{high.sum()}'")
+        assert page.evaluate(PLOTTED) == high.sum()
+        choose(page, "filter-flag", "background_reliant")
+        assert page.wait_for(f"{root}.visible === '{(high & points['background_reliant']).sum()}'")
+        choose(page, "filter-flag", "")
+        choose(page, "filter-cluster", "2")
+        assert page.wait_for(f"{root}.visible === '{(high & (points['cluster'] == 2)).sum()}'")
+        for name in ("filter-label", "filter-cluster"):
+            choose(page, name, "")
+        assert page.wait_for(f"{root}.visible === '{n}'")
+
+        # a range of a statistic; the linked histogram counts the images shown
+        choose(page, "range-stat", "relative_energy")
+        page.evaluate("(() => { const a = document.getElementById('range-min'),"
+                      " b = document.getElementById('range-max'); a.value = '0.2'; b.value = '0.6';"
+                      " b.dispatchEvent(new Event('change')); })()")  # fmt: skip
+        energy = points["relative_energy"]
+        in_range = (energy >= 0.2) & (energy <= 0.6)
+        assert page.wait_for(f"{root}.visible === '{in_range.sum()}'")
+        assert page.evaluate("document.getElementById('histogram').data[0].x.length") == in_range.sum()
+        assert "relative_energy" in page.evaluate("document.getElementById('ranges').textContent")
+        page.evaluate("document.getElementById('clear-ranges').click()")
+        assert page.wait_for(f"{root}.visible === '{n}'")
+        assert page.evaluate("document.getElementById('histogram').data[0].x.length") == energy.notna().sum()
+
+        # a box dragged on the histogram keeps that range of the statistic
+        edge = ("(() => { const gd = document.getElementById('histogram'), L = gd._fullLayout,"
+                " r = gd.getBoundingClientRect(); return [r.left + L._size.l + L.xaxis.l2p(%s),"
+                " r.top + L._size.t + L._size.h / 2]; })()")  # fmt: skip
+        (hx0, hy), (hx1, _) = page.evaluate(edge % "0.3"), page.evaluate(edge % "0.5")
+        drag(page, hx0, hy, hx1, hy)
+        assert page.wait_for("ranges.relative_energy !== undefined")
+        lo, hi = page.evaluate("ranges.relative_energy")
+        assert abs(lo - 0.3) < 0.03 and abs(hi - 0.5) < 0.03
+        kept = (energy >= lo) & (energy <= hi)
+        assert page.wait_for(f"{root}.visible === '{kept.sum()}'")
+        page.evaluate("document.getElementById('clear-ranges').click()")
+        assert page.wait_for(f"{root}.visible === '{n}'")
 
         # a box drawn with the mouse selects the points inside it; their ids are listed and exported
         page.evaluate("Plotly.relayout(document.getElementById('scatter'), {dragmode: 'select'}).then(() => true)")
         (x0, y0), (x1, y1) = point_pixel(page, 0), point_pixel(page, 3 * 12 + 4)  # pc1 0..4, pc2 0..3
-        box = (x0 - 8, y1 - 8, x1 + 8, y0 + 8)
-        page.mouse("mouseMoved", box[0], box[3])
-        page.mouse("mousePressed", box[0], box[3], buttons=1)
-        for t in np.linspace(0, 1, 8):
-            page.mouse("mouseMoved", box[0] + t * (box[2] - box[0]), box[3] + t * (box[1] - box[3]), buttons=1)
-        page.mouse("mouseReleased", box[2], box[1], buttons=1)
+        drag(page, x0 - 8, y0 + 8, x1 + 8, y1 - 8)
         inside = points[(points["pc1"] <= 4) & (points["pc2"] <= 3)]
-        selected = "document.getElementById('explorer').dataset.selected"
+        selected = f"{root}.selected"
         assert page.wait_for(f"{selected} !== '0' && {selected}") == str(len(inside))
         listed = page.evaluate("document.getElementById('selected-ids').value").split("\n")
         assert sorted(listed) == sorted(inside["id"])
         exported = list(csv.DictReader(io.StringIO(page.evaluate("csv()"))))
         assert sorted(row["id"] for row in exported) == sorted(inside["id"])  # hostile ids round-trip as text
+        histogram = "document.getElementById('histogram').data"
+        assert page.wait_for(f"{histogram}.length === 2")
+        assert page.evaluate(f"{histogram}[1].x.length") == inside["relative_energy"].notna().sum()
 
 
 def test_points_join_pca_labels_predictions_and_statistics() -> None:
@@ -165,6 +293,7 @@ def test_points_join_pca_labels_predictions_and_statistics() -> None:
     assert points["id"].tolist() == ["b", "a", "c"]
     assert points["correct"].tolist() == [False, True, False]
     np.testing.assert_allclose(points["probability"], [0.6, 0.9, 0.8])
+    np.testing.assert_allclose(points[["prob_x", "prob_y"]], [[0.6, 0.4], [0.9, 0.1], [0.2, 0.8]])
     assert points["background_focused"].tolist() == [False, True, False]
     assert points["background_reliant"].tolist() == [False, False, False]
     assert np.isnan(points.loc[0, "relative_energy"]) and points.loc[1, "relative_energy"] == 0.3
@@ -183,14 +312,42 @@ def test_thumbnails_go_to_the_flagged_first_then_to_every_label_and_prediction()
     np.testing.assert_array_equal(choose_thumbnails(points, 1000), np.arange(400))
 
 
-def test_overlay_blends_the_inferno_map_at_alpha_0_6() -> None:
-    pixels = np.full((1, THUMBNAIL, THUMBNAIL, 3), 100, np.uint8)
-    maps = np.zeros((1, THUMBNAIL, THUMBNAIL))
-    maps[0, :, THUMBNAIL // 2 :] = 5.0  # the right half at the map's peak, the left at zero
-    tile = overlay(pixels, maps)[0].astype(float)
-    for value, column in ((0.0, 4), (1.0, THUMBNAIL - 5)):
-        expected = (1 - OVERLAY_ALPHA) * 100 + OVERLAY_ALPHA * 255 * np.asarray(colormaps["inferno"](value)[:3])
-        np.testing.assert_allclose(tile[THUMBNAIL // 2, column], expected, atol=1.5)
+def test_tiles_hold_the_cutout_each_class_map_scaled_to_its_peak_and_the_object() -> None:
+    size = 96
+    pixels = np.full((1, size, size, 1), 100, np.uint8)
+    maps = np.zeros((1, 2, size, size))
+    maps[0, 0, :, size // 2 :] = 5.0  # class 0: the right half at its peak, the left at zero
+    maps[0, 1] = -1.0  # class 1: nothing left after the ReLU
+    yy, xx = np.mgrid[:size, :size]
+    masks = ((yy - 48) ** 2 + (xx - 48) ** 2 <= 20**2)[None]
+    tiles = panel_tiles(pixels, maps, masks)
+    assert tiles.shape == (1, 4, THUMBNAIL, THUMBNAIL, 3)
+    assert (tiles[0, 0] == 100).all()  # the grey band shown as grey
+    assert (tiles[0, 1, :, :20] == 0).all() and (tiles[0, 1, :, -20:] == 255).all()
+    assert (tiles[0, 2] == 0).all()
+    region = tiles[0, 3, ..., 0] == 255
+    assert region[24, 24] and not region[2, 2]
+    assert abs(region.sum() - np.pi * 10**2) < 20  # the disc at half the scale
+
+
+def test_sprite_sheets_hold_every_tile_in_order_across_sheets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(explorer, "SHEET_TILES", 128)
+    tiles = np.zeros((300, THUMBNAIL, THUMBNAIL, 3), np.uint8)
+    tiles[:, :, :, 0] = (np.arange(300) % 256)[:, None, None]
+    tiles[:, :, :, 1] = (np.arange(300) // 256 * 200)[:, None, None]
+    sheets = SpriteSheets()
+    sheets.add(tiles[:100])
+    sheets.add(tiles[100:])
+    jpegs = sheets.finish()
+    assert len(jpegs) == 3
+    decoded = [np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), float) for jpeg in jpegs]
+    assert decoded[2].shape == (THUMBNAIL, SPRITE_COLUMNS * THUMBNAIL, 3)  # 44 tiles: one row
+    for g in range(300):
+        at = g % 128
+        r, c = divmod(at, SPRITE_COLUMNS)
+        y, x = r * THUMBNAIL, c * THUMBNAIL
+        tile = decoded[g // 128][y + 8 : y + THUMBNAIL - 8, x + 8 : x + THUMBNAIL - 8]
+        np.testing.assert_allclose(tile.mean(axis=(0, 1))[:2], tiles[g, 0, 0, :2], atol=3)
 
 
 @pytest.mark.workflow
@@ -205,6 +362,11 @@ def test_the_demo_run_writes_an_explorer_of_every_audited_image(tiny_demo: Path)
         page.mouse("mouseMoved", x, y)
         hovered = page.wait_for("document.getElementById('explorer').dataset.hovered")  # '' until a hover
         assert hovered in pd.read_parquet(tiny_demo / "pca/pca.parquet")["id"].tolist()
-        assert page.evaluate("document.getElementById('thumb').style.backgroundImage").startswith(
-            'url("data:image/jpeg'
-        )
+        assert page.wait_for(f"document.getElementById('explorer').dataset.drawn === {hovered!r}")
+        page.mouse("mousePressed", x, y, buttons=1)
+        page.mouse("mouseReleased", x, y, buttons=1)
+        assert page.wait_for(f"document.getElementById('explorer').dataset.pinnedDrawn === {hovered!r}")
+        classes = page.evaluate("D.classes")
+        assert page.evaluate("document.querySelectorAll('#pinned-maps canvas').length") == 1 + len(classes)
+        maps = [composite(page, 0, c, False) for c in range(len(classes))]
+        assert all(np.abs(m - composite(page, 0, -1, False)).mean() > 1 for m in maps)  # a map is drawn on each

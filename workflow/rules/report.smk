@@ -35,6 +35,8 @@ rule explorer:
         parts=AUDIT_PARTS,
         images=res("images/images.npy"),
         index=res("images/index.parquet"),
+        regions=REGION_PARTS,
+        region_problems=REGION_PROBLEMS,
     output:
         page=report(
             res("explorer.html"),

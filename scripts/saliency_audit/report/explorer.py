@@ -1,12 +1,16 @@
 """The audit explorer (rule ``explorer``): one self-contained HTML page, every audited image a point
 at its PCA position, coloured by a choice of label, prediction, flag, cluster or statistic; hovering
-a point shows its cutout under the predicted class's Grad-CAM (inferno, alpha 0.6) and its values.
+a point shows its cutout under the predicted class's Grad-CAM (inferno, alpha 0.6) and its values;
+clicking pins it with the maps of every class and the object's outline.
 
-The page works offline: the plotly.js bundle that the ``plotly`` package ships, the data and one JPEG
-sprite sheet of thumbnails are inlined; nothing is requested from any host. Catalog strings reach
-the page only as JSON data (``<`` escaped) and are shown with ``textContent``, never parsed as HTML.
-Above ``max_thumbnails`` images, flagged images get thumbnails first, then a sample stratified by
-label and prediction; the others are points only.
+The page works offline: the plotly.js bundle that the ``plotly`` package ships, the data and JPEG
+sprite sheets of 48 px tiles are inlined; nothing is requested from any host. Each thumbnailed image
+has ``2 + classes`` consecutive tiles: its cutout, each class's placed map (grey, ReLU'd and scaled
+to its own maximum, as in the galleries) and its object region (white). The page blends them with
+matplotlib's inferno table, so one cutout serves every class. Catalog strings reach the page only as
+JSON data (``<`` escaped) and are shown with ``textContent``, never parsed as HTML. Above
+``max_thumbnails`` images, flagged images get thumbnails first, then a sample stratified by label
+and prediction; the others are points only.
 """
 
 import base64
@@ -21,18 +25,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.dataset as ds
 from matplotlib import colormaps
 from PIL import Image
 
-from saliency_audit.audit.map_geometry import place
-from saliency_audit.audit.tables import AuditMeta, audit_dataset, read_cams
-from saliency_audit.data.image_io import open_packed, read_rows, shown_rgb
+from saliency_audit.audit.tables import audit_dataset
+from saliency_audit.data.image_io import open_packed, shown_rgb
 from saliency_audit.data.packing import PackedIndex
+from saliency_audit.data.region_store import RegionStore
 from saliency_audit.runtime.atomic_io import atomic_path
+from saliency_audit.saliency.galleries import placed_panels
 
-THUMBNAIL = 48  # px of a thumbnail in the sprite sheet
-SPRITE_COLUMNS = 64  # thumbnails per sprite row
+THUMBNAIL = 48  # px of a tile in the sprite sheets
+SPRITE_COLUMNS = 64  # tiles per sprite row
+SHEET_TILES = SPRITE_COLUMNS * 64  # tiles per sheet: 3072 x 3072 px, decoded only when a tile of it is shown
 OVERLAY_ALPHA = 0.6
 POINT_COLUMNS = [
     "id", "split", "label", "predicted", "correct", "probability", "target", "pc1", "pc2", "pc3",
@@ -44,8 +49,9 @@ FLAGS = ("background_focused", "background_reliant")
 def explorer_points(
     pcs: pd.DataFrame, labels: pd.DataFrame, predictions: pd.DataFrame, stats: pd.DataFrame
 ) -> pd.DataFrame:
-    """One row per audited image (``pcs``' order): its PCA position, label, prediction and the
-    saliency statistics where it has them (NaN / False where it has none)."""
+    """One row per audited image (``pcs``' order): its PCA position, label, prediction, the probability
+    of each class (``prob_<class>``) and the saliency statistics where it has them (NaN / False where
+    it has none)."""
     points = pcs.merge(labels[["id", "split", "target"]], on="id", how="left", validate="one_to_one")
     predicted = predictions.set_index("id").loc[points["id"]]
     probs = predicted[[c for c in predicted.columns if c.startswith("prob_")]].to_numpy()
@@ -53,16 +59,19 @@ def explorer_points(
     points["predicted"] = predicted["predicted"].astype(str).to_numpy()
     points["correct"] = points["label"] == points["predicted"]
     points["probability"] = probs.max(axis=1)
+    prob_columns = [c for c in predicted.columns if c.startswith("prob_")]
+    for column in prob_columns:
+        points[column] = predicted[column].to_numpy(np.float64)
     wanted = [c for c in ("relative_energy", *FLAGS, "background_reliance", "cluster") if c in stats.columns]
     points = points.merge(stats[["id", *wanted]], on="id", how="left", validate="one_to_one")
     for column in POINT_COLUMNS:
         if column not in points.columns:
             points[column] = np.nan
     for flag in FLAGS:
-        points[flag] = points[flag].fillna(False).astype(bool)
+        points[flag] = points[flag].eq(True).to_numpy(bool)  # NaN (no statistics) is not flagged
     if "pc3" not in pcs.columns:
         points["pc3"] = 0.0
-    return points[POINT_COLUMNS].reset_index(drop=True)
+    return points[POINT_COLUMNS + prob_columns].reset_index(drop=True)
 
 
 def choose_thumbnails(points: pd.DataFrame, limit: int, seed: int = 0) -> np.ndarray:
@@ -86,53 +95,79 @@ def choose_thumbnails(points: pd.DataFrame, limit: int, seed: int = 0) -> np.nda
     return np.sort(chosen.astype(np.int64))
 
 
-def overlay(pixels: np.ndarray, maps: np.ndarray) -> np.ndarray:
-    """Thumbnails (B x THUMBNAIL x THUMBNAIL x 3 uint8) of ``pixels`` (B x S x S x C) under their placed
-    maps (B x S x S; ReLU'd and scaled to their own maximum), inferno at alpha 0.6 like the galleries."""
-    positive = np.clip(maps, 0.0, None)
-    peak = positive.reshape(len(maps), -1).max(axis=1)
-    scaled = positive / np.where(peak > 0, peak, 1.0)[:, None, None]
-    coloured = colormaps["inferno"](scaled)[..., :3]
-    tiles = []
-    for image, heat in zip(pixels, coloured):
-        blend = (1 - OVERLAY_ALPHA) * shown_rgb(image).astype(np.float64) / 255.0 + OVERLAY_ALPHA * heat
-        tile = Image.fromarray(np.clip(np.round(blend * 255), 0, 255).astype(np.uint8))
-        tiles.append(np.asarray(tile.resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BILINEAR)))
-    return np.stack(tiles) if tiles else np.zeros((0, THUMBNAIL, THUMBNAIL, 3), np.uint8)
+def _resized(plane: np.ndarray, resample: Image.Resampling) -> np.ndarray:
+    """One float plane resized to THUMBNAIL x THUMBNAIL."""
+    image = Image.fromarray(np.asarray(plane, dtype=np.float32))
+    return np.asarray(image.resize((THUMBNAIL, THUMBNAIL), resample))
 
 
-def thumbnails(
-    ids: Sequence[str], predicted: Sequence[str], parts: Sequence[str | os.PathLike], images: str | os.PathLike,
-    index: str | os.PathLike, chunk: int = 512,
-) -> np.ndarray:  # fmt: skip
-    """The overlaid thumbnails of ``ids`` (the predicted class's map), in that order, a chunk at a time."""
+def panel_tiles(pixels: np.ndarray, maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """The tiles of each image (B x (2 + C) x THUMBNAIL x THUMBNAIL x 3 uint8) from its pixels (B x S x S x
+    bands), placed maps (B x C x S x S) and object region (B x S x S): the cutout as shown, each map
+    ReLU'd and scaled to its own maximum (grey), the region (white where more than half a tile pixel
+    is object)."""
+    n, classes = maps.shape[:2]
+    tiles = np.zeros((n, 2 + classes, THUMBNAIL, THUMBNAIL, 3), np.uint8)
+    for k in range(n):
+        shown = Image.fromarray(shown_rgb(pixels[k]))
+        tiles[k, 0] = np.asarray(shown.resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BILINEAR))
+        for c in range(classes):
+            positive = np.clip(maps[k, c], 0.0, None)
+            peak = positive.max()
+            grey = _resized(positive / peak if peak > 0 else positive, Image.Resampling.BILINEAR)
+            tiles[k, 1 + c] = np.round(np.clip(grey, 0, 1) * 255).astype(np.uint8)[..., None]
+        inside = _resized(masks[k].astype(np.float32), Image.Resampling.BOX)
+        tiles[k, 1 + classes] = np.where(inside > 0.5, 255, 0).astype(np.uint8)[..., None]
+    return tiles
+
+
+class SpriteSheets:
+    """Tiles laid out SPRITE_COLUMNS to a row, SHEET_TILES to a sheet, each full sheet encoded as JPEG
+    at once (only one sheet of pixels is held); tile ``g`` is on sheet ``g // SHEET_TILES``."""
+
+    def __init__(self) -> None:
+        self.sheets: list[bytes] = []
+        self.filled = 0
+        self.sheet = np.zeros((SHEET_TILES // SPRITE_COLUMNS * THUMBNAIL, SPRITE_COLUMNS * THUMBNAIL, 3), np.uint8)
+
+    def add(self, tiles: np.ndarray) -> None:
+        """Append tiles (K x THUMBNAIL x THUMBNAIL x 3 uint8) in order."""
+        for tile in tiles:
+            r, c = divmod(self.filled, SPRITE_COLUMNS)
+            self.sheet[r * THUMBNAIL : (r + 1) * THUMBNAIL, c * THUMBNAIL : (c + 1) * THUMBNAIL] = tile
+            self.filled += 1
+            if self.filled == SHEET_TILES:
+                self._encode()
+
+    def _encode(self) -> None:
+        rows = int(np.ceil(self.filled / SPRITE_COLUMNS))
+        buffer = io.BytesIO()
+        # 4:4:4: subsampled colour would bleed across the tiles' edges
+        Image.fromarray(self.sheet[: rows * THUMBNAIL]).save(buffer, "JPEG", quality=90, subsampling=0)
+        self.sheets.append(buffer.getvalue())
+        self.sheet[:] = 0
+        self.filled = 0
+
+    def finish(self) -> list[bytes]:
+        """The JPEG sheets (at least one)."""
+        if self.filled or not self.sheets:
+            self._encode()
+        return self.sheets
+
+
+def sprite_sheets(
+    ids: Sequence[str], parts: Sequence[str | os.PathLike], images: str | os.PathLike, index: str | os.PathLike,
+    regions: tuple[Sequence[str | os.PathLike], Sequence[str | os.PathLike]], chunk: int = 1024,
+) -> list[bytes]:  # fmt: skip
+    """The sprite sheets of the tiles of ``ids`` (``panel_tiles``), in that order, a chunk at a time."""
     dataset = audit_dataset(parts)
-    meta = AuditMeta.read(dataset)
     packed, rows = open_packed(images), PackedIndex.read(index)
-    out = np.zeros((len(ids), THUMBNAIL, THUMBNAIL, 3), np.uint8)
+    store = RegionStore.open(*regions, len(rows))
+    sheets = SpriteSheets()
     for start in range(0, len(ids), chunk):
-        part = list(ids[start : start + chunk])
-        table = dataset.to_table(filter=ds.field("id").isin(part))
-        order = pd.Series(np.arange(table.num_rows), index=table.column("id").to_pylist()).loc[part].to_numpy()
-        cams = read_cams(table, meta.classes, meta.map_shape)[order]
-        which = np.array([meta.classes.index(p) for p in predicted[start : start + chunk]])
-        chosen = cams[np.arange(len(part)), which]
-        pixels = read_rows(packed, rows.rows(part))
-        size = pixels.shape[1]
-        out[start : start + len(part)] = overlay(pixels, place(chosen, meta.geometry, (size, size)).numpy())
-    return out
-
-
-def sprite_sheet(tiles: np.ndarray) -> bytes:
-    """The thumbnails laid out SPRITE_COLUMNS to a row, as one JPEG."""
-    rows = max(1, int(np.ceil(len(tiles) / SPRITE_COLUMNS)))
-    sheet = np.zeros((rows * THUMBNAIL, SPRITE_COLUMNS * THUMBNAIL, 3), np.uint8)
-    for k, tile in enumerate(tiles):
-        r, c = divmod(k, SPRITE_COLUMNS)
-        sheet[r * THUMBNAIL : (r + 1) * THUMBNAIL, c * THUMBNAIL : (c + 1) * THUMBNAIL] = tile
-    buffer = io.BytesIO()
-    Image.fromarray(sheet).save(buffer, "JPEG", quality=85)
-    return buffer.getvalue()
+        pixels, maps, masks, _ = placed_panels(dataset, ids[start : start + chunk], packed, rows, store)
+        sheets.add(panel_tiles(pixels, maps, masks).reshape(-1, THUMBNAIL, THUMBNAIL, 3))
+    return sheets.finish()
 
 
 def plotly_bundle() -> str:
@@ -146,8 +181,9 @@ def _json_script(data: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def page_data(points: pd.DataFrame, tiles: np.ndarray) -> dict[str, Any]:
-    """The page's data: columns of the points (NaN as null) and each point's tile (-1: none)."""
+def page_data(points: pd.DataFrame, first_tile: np.ndarray) -> dict[str, Any]:
+    """The page's data: columns of the points (NaN as null), the classes and each one's probabilities,
+    each point's first tile (-1: none) and the inferno table the page blends maps with."""
     columns = {}
     for name in POINT_COLUMNS:
         values = points[name]
@@ -157,22 +193,31 @@ def page_data(points: pd.DataFrame, tiles: np.ndarray) -> dict[str, Any]:
             columns[name] = [None if not np.isfinite(v) else round(float(v), 5) for v in values.to_numpy(np.float64)]
         else:
             columns[name] = values.astype(str).tolist()
+    classes = [c.removeprefix("prob_") for c in points.columns if c.startswith("prob_")]
+    inferno = np.round(colormaps["inferno"](np.linspace(0, 1, 256))[:, :3] * 255).astype(int)
     return {
         "n": len(points),
         "columns": columns,
-        "tile": tiles.tolist(),
+        "classes": classes,
+        "probs": [np.round(points[f"prob_{c}"].to_numpy(np.float64), 5).tolist() for c in classes],
+        "tile": first_tile.tolist(),
+        "tiles_per_image": 2 + len(classes),
         "thumbnail": THUMBNAIL,
         "sprite_columns": SPRITE_COLUMNS,
+        "sheet_tiles": SHEET_TILES,
+        "alpha": OVERLAY_ALPHA,
+        "inferno": inferno.ravel().tolist(),
     }
 
 
-def explorer_html(points: pd.DataFrame, tile_of_point: np.ndarray, sprite: bytes) -> str:
-    """The whole page: plotly.js, the data, the sprite sheet and the page's own script, inlined."""
+def explorer_html(points: pd.DataFrame, first_tile: np.ndarray, sheets: Sequence[bytes]) -> str:
+    """The whole page: plotly.js, the data, the sprite sheets and the page's own script, inlined."""
     template = (resources.files("saliency_audit.report") / "explorer_template.html").read_text(encoding="utf-8")
+    urls = ["data:image/jpeg;base64," + base64.b64encode(sheet).decode("ascii") for sheet in sheets]
     values = {
         "N_IMAGES": str(len(points)),
-        "SPRITE": "data:image/jpeg;base64," + base64.b64encode(sprite).decode("ascii"),
-        "DATA": _json_script(page_data(points, tile_of_point)),
+        "SPRITES": _json_script(urls),
+        "DATA": _json_script(page_data(points, first_tile)),
         "PLOTLY": plotly_bundle().replace("</script", "<\\/script"),
     }
     return re.sub(r"\{\{([A-Z_]+)\}\}", lambda match: values[match.group(1)], template)  # one pass
@@ -180,7 +225,8 @@ def explorer_html(points: pd.DataFrame, tile_of_point: np.ndarray, sprite: bytes
 
 def write_explorer(
     pcs: str | os.PathLike, labels: str | os.PathLike, predictions: str | os.PathLike, stats: str | os.PathLike,
-    parts: Sequence[str | os.PathLike], images: str | os.PathLike, index: str | os.PathLike, max_thumbnails: int,
+    parts: Sequence[str | os.PathLike], images: str | os.PathLike, index: str | os.PathLike,
+    regions: tuple[Sequence[str | os.PathLike], Sequence[str | os.PathLike]], max_thumbnails: int,
     out: str | os.PathLike,
 ) -> tuple[int, int]:  # fmt: skip
     """Write the explorer page of a run to ``out``; return the images shown and those with a thumbnail."""
@@ -188,11 +234,9 @@ def write_explorer(
         pd.read_parquet(pcs), pd.read_parquet(labels), pd.read_parquet(predictions), pd.read_parquet(stats)
     )
     chosen = choose_thumbnails(points, max_thumbnails)
-    tiles = thumbnails(
-        points["id"].iloc[chosen].tolist(), points["predicted"].iloc[chosen].tolist(), parts, images, index
-    )
-    tile_of_point = np.full(len(points), -1, dtype=np.int64)
-    tile_of_point[chosen] = np.arange(len(chosen))
+    sheets = sprite_sheets(points["id"].iloc[chosen].tolist(), parts, images, index, regions)
+    first_tile = np.full(len(points), -1, dtype=np.int64)
+    first_tile[chosen] = np.arange(len(chosen)) * (2 + sum(c.startswith("prob_") for c in points.columns))
     with atomic_path(out) as tmp:
-        Path(tmp).write_text(explorer_html(points, tile_of_point, sprite_sheet(tiles)), encoding="utf-8")
+        Path(tmp).write_text(explorer_html(points, first_tile, sheets), encoding="utf-8")
     return len(points), len(chosen)

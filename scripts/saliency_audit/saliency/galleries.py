@@ -73,23 +73,32 @@ def random_sample(stats: pd.DataFrame, catalog: pd.DataFrame, n: int, where: str
     return pool.sample(min(n, len(pool)), random_state=seed).sort_values("id")
 
 
+def placed_panels(
+    dataset: ds.Dataset, ids: Sequence[str], images: np.ndarray, index: PackedIndex, regions: RegionStore
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """What a panel of each of ``ids`` shows, in that order: its pixels, every class's map placed on
+    them (N x C x size x size), its object region, and the classes. The one reader behind the
+    galleries and the explorer: only the id and map columns of the audit tables are read."""
+    meta = AuditMeta.read(dataset)
+    classes = meta.classes
+    ids = [str(i) for i in ids]
+    table = dataset.to_table(columns=["id", *(f"cam_{c}" for c in classes)], filter=ds.field("id").isin(ids))
+    order = pd.Series(np.arange(table.num_rows), index=table.column("id").to_pylist()).loc[ids].to_numpy()
+    cams = read_cams(table, classes, meta.map_shape)[order]
+    rows = index.rows(ids)
+    pixels = read_rows(images, rows)
+    masks, _, _ = regions.read(rows, ids)
+    size = pixels.shape[1]
+    up = place(cams.reshape(-1, *cams.shape[2:]), meta.geometry, (size, size)).numpy()
+    return pixels, up.reshape(len(ids), len(classes), size, size), masks, classes
+
+
 def gallery_panels(
     chosen: pd.DataFrame, inputs: "GalleryInputs"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """What a gallery of ``chosen`` shows: their pixels, every class's map placed on them
-    (N x C x size x size), their object regions, and the classes."""
-    meta = AuditMeta.read(inputs.dataset)
-    classes = meta.classes
-    ids = chosen["id"].astype(str).tolist()
-    table = inputs.dataset.to_table(filter=ds.field("id").isin(ids))
-    order = pd.Series(np.arange(table.num_rows), index=table.column("id").to_pylist()).loc[ids].to_numpy()
-    cams = read_cams(table, classes, meta.map_shape)[order]
-    pixels = read_rows(inputs.images, inputs.index.rows(ids))
-    masks, _, _ = inputs.regions.read(inputs.index.rows(ids), ids)
-    size = pixels.shape[1]
-    up = place(cams.reshape(-1, *cams.shape[2:]), meta.geometry, (size, size)).numpy()
-    up = up.reshape(len(ids), len(classes), size, size)
-    return pixels, up, masks, classes
+    """What a gallery of ``chosen`` shows (``placed_panels`` of its ids)."""
+    return placed_panels(inputs.dataset, chosen["id"].astype(str).tolist(), inputs.images, inputs.index,
+                         inputs.regions)  # fmt: skip
 
 
 @dataclass(frozen=True)
