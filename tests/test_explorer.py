@@ -298,6 +298,8 @@ def test_points_join_pca_labels_predictions_and_statistics() -> None:
     assert points["background_reliant"].tolist() == [False, False, False]
     assert np.isnan(points.loc[0, "relative_energy"]) and points.loc[1, "relative_energy"] == 0.3
     assert (points["pc3"] == 0).all() and points["split"].tolist() == ["valid", "train", "train"]
+    one_axis = explorer_points(pcs[["id", "pc1"]], labels, predictions, stats)  # pca.components: 1
+    assert (one_axis["pc2"] == 0).all() and one_axis["pc1"].tolist() == [1.0, 2.0, 3.0]
 
 
 def test_thumbnails_go_to_the_flagged_first_then_to_every_label_and_prediction() -> None:

@@ -25,15 +25,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from matplotlib import colormaps
 from PIL import Image
 
-from saliency_audit.audit.tables import audit_dataset
+from saliency_audit.audit.tables import AuditMeta, audit_batches, audit_dataset
 from saliency_audit.data.image_io import open_packed, shown_rgb
 from saliency_audit.data.packing import PackedIndex
 from saliency_audit.data.region_store import RegionStore
 from saliency_audit.runtime.atomic_io import atomic_path
-from saliency_audit.saliency.galleries import placed_panels
+from saliency_audit.saliency.galleries import map_columns, panels_of
 
 THUMBNAIL = 48  # px of a tile in the sprite sheets
 SPRITE_COLUMNS = 64  # tiles per sprite row
@@ -69,8 +71,9 @@ def explorer_points(
             points[column] = np.nan
     for flag in FLAGS:
         points[flag] = points[flag].eq(True).to_numpy(bool)  # NaN (no statistics) is not flagged
-    if "pc3" not in pcs.columns:
-        points["pc3"] = 0.0
+    for axis in ("pc2", "pc3"):  # pca.components below 3: the missing axes are flat
+        if axis not in pcs.columns:
+            points[axis] = 0.0
     return points[POINT_COLUMNS + prob_columns].reset_index(drop=True)
 
 
@@ -157,17 +160,23 @@ class SpriteSheets:
 
 def sprite_sheets(
     ids: Sequence[str], parts: Sequence[str | os.PathLike], images: str | os.PathLike, index: str | os.PathLike,
-    regions: tuple[Sequence[str | os.PathLike], Sequence[str | os.PathLike]], chunk: int = 1024,
-) -> list[bytes]:  # fmt: skip
-    """The sprite sheets of the tiles of ``ids`` (``panel_tiles``), in that order, a chunk at a time."""
+    regions: tuple[Sequence[str | os.PathLike], Sequence[str | os.PathLike]], batch_size: int = 512,
+) -> tuple[list[bytes], list[str]]:  # fmt: skip
+    """The sprite sheets of the tiles of ``ids`` (``panel_tiles``) and the ids in the order of their
+    tiles: one pass over the audit tables' id and map columns, a batch at a time."""
     dataset = audit_dataset(parts)
+    meta = AuditMeta.read(dataset)
     packed, rows = open_packed(images), PackedIndex.read(index)
     store = RegionStore.open(*regions, len(rows))
-    sheets = SpriteSheets()
-    for start in range(0, len(ids), chunk):
-        pixels, maps, masks, _ = placed_panels(dataset, ids[start : start + chunk], packed, rows, store)
-        sheets.add(panel_tiles(pixels, maps, masks).reshape(-1, THUMBNAIL, THUMBNAIL, 3))
-    return sheets.finish()
+    wanted = pa.array(sorted({str(i) for i in ids}), type=pa.string())
+    sheets, order = SpriteSheets(), []
+    for batch in audit_batches(dataset, map_columns(meta.classes), batch_size):
+        chosen = batch.filter(pc.is_in(batch.column("id"), value_set=wanted))
+        if chosen.num_rows:
+            pixels, maps, masks = panels_of(chosen, meta, packed, rows, store)
+            sheets.add(panel_tiles(pixels, maps, masks).reshape(-1, THUMBNAIL, THUMBNAIL, 3))
+            order += chosen.column("id").to_pylist()
+    return sheets.finish(), order
 
 
 def plotly_bundle() -> str:
@@ -234,9 +243,10 @@ def write_explorer(
         pd.read_parquet(pcs), pd.read_parquet(labels), pd.read_parquet(predictions), pd.read_parquet(stats)
     )
     chosen = choose_thumbnails(points, max_thumbnails)
-    sheets = sprite_sheets(points["id"].iloc[chosen].tolist(), parts, images, index, regions)
+    sheets, order = sprite_sheets(points["id"].iloc[chosen].tolist(), parts, images, index, regions)
     first_tile = np.full(len(points), -1, dtype=np.int64)
-    first_tile[chosen] = np.arange(len(chosen)) * (2 + sum(c.startswith("prob_") for c in points.columns))
+    tiles_per_image = 2 + sum(c.startswith("prob_") for c in points.columns)
+    first_tile[pd.Index(points["id"]).get_indexer(order)] = np.arange(len(order)) * tiles_per_image
     with atomic_path(out) as tmp:
         Path(tmp).write_text(explorer_html(points, first_tile, sheets), encoding="utf-8")
     return len(points), len(chosen)

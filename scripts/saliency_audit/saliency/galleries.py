@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as ds
 
 from saliency_audit.audit.map_geometry import place
@@ -73,32 +74,37 @@ def random_sample(stats: pd.DataFrame, catalog: pd.DataFrame, n: int, where: str
     return pool.sample(min(n, len(pool)), random_state=seed).sort_values("id")
 
 
-def placed_panels(
-    dataset: ds.Dataset, ids: Sequence[str], images: np.ndarray, index: PackedIndex, regions: RegionStore
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """What a panel of each of ``ids`` shows, in that order: its pixels, every class's map placed on
-    them (N x C x size x size), its object region, and the classes. The one reader behind the
-    galleries and the explorer: only the id and map columns of the audit tables are read."""
-    meta = AuditMeta.read(dataset)
-    classes = meta.classes
-    ids = [str(i) for i in ids]
-    table = dataset.to_table(columns=["id", *(f"cam_{c}" for c in classes)], filter=ds.field("id").isin(ids))
-    order = pd.Series(np.arange(table.num_rows), index=table.column("id").to_pylist()).loc[ids].to_numpy()
-    cams = read_cams(table, classes, meta.map_shape)[order]
+def map_columns(classes: Sequence[str]) -> list[str]:
+    """The audit-table columns a panel reads: the id and each class's map."""
+    return ["id", *(f"cam_{c}" for c in classes)]
+
+
+def panels_of(
+    table: pa.Table | pa.RecordBatch, meta: AuditMeta, images: np.ndarray, index: PackedIndex, regions: RegionStore
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a panel of each row of ``table`` (``map_columns``) shows, in its order: its pixels, every
+    class's map placed on them (N x C x size x size) and its object region. The one reader behind
+    the galleries and the explorer."""
+    ids = [str(i) for i in table.column("id").to_pylist()]
+    cams = read_cams(table, meta.classes, meta.map_shape)
     rows = index.rows(ids)
     pixels = read_rows(images, rows)
     masks, _, _ = regions.read(rows, ids)
     size = pixels.shape[1]
     up = place(cams.reshape(-1, *cams.shape[2:]), meta.geometry, (size, size)).numpy()
-    return pixels, up.reshape(len(ids), len(classes), size, size), masks, classes
+    return pixels, up.reshape(len(ids), len(meta.classes), size, size), masks
 
 
 def gallery_panels(
     chosen: pd.DataFrame, inputs: "GalleryInputs"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """What a gallery of ``chosen`` shows (``placed_panels`` of its ids)."""
-    return placed_panels(inputs.dataset, chosen["id"].astype(str).tolist(), inputs.images, inputs.index,
-                         inputs.regions)  # fmt: skip
+    """What a gallery of ``chosen`` shows, in its order (``panels_of`` its rows), and the classes."""
+    meta = AuditMeta.read(inputs.dataset)
+    ids = chosen["id"].astype(str).tolist()
+    table = inputs.dataset.to_table(columns=map_columns(meta.classes), filter=ds.field("id").isin(ids))
+    order = pd.Series(np.arange(table.num_rows), index=table.column("id").to_pylist()).loc[ids].to_numpy()
+    pixels, maps, masks = panels_of(table.take(order), meta, inputs.images, inputs.index, inputs.regions)
+    return pixels, maps, masks, meta.classes
 
 
 @dataclass(frozen=True)
