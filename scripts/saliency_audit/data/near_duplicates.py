@@ -5,8 +5,10 @@ the validation split and inflate its accuracy.
 Each image is described by its grey level (the mean of its bands) box-averaged to 32 x 32, minus its
 mean, scaled to unit length. The distance of two images is the smallest Euclidean distance between
 the first's descriptor and the second's under the eight flips and quarter turns: 0 for copies,
-``sqrt(2 (1 - r))`` for thumbnails of correlation ``r``, 2 at most. A descriptor of a blank image is
-zero and gets no pair (validation already reports such images).
+``sqrt(2 (1 - r))`` for thumbnails of correlation ``r``, 2 at most. Descriptors are computed in
+float64 and stored in float32; distances up to ``ROUNDING`` above the threshold count as within it,
+so that a flipped colour copy, whose box sums round differently, is found even at threshold 0. A
+descriptor of a blank image is zero and gets no pair (validation already reports such images).
 
 The search checks only a small share of the pairs (locality-sensitive hashing for Euclidean
 distance, Datar et al. 2004). A table cuts the descriptors' space along ``HASHES`` random directions
@@ -32,6 +34,7 @@ DESCRIPTOR_SIZE = 32  # px of the grey thumbnail compared
 TABLES = 48  # hash tables
 HASHES = 10  # random directions per table: a pair must share the slab of all of them to be checked
 WIDTH = 4.0  # slab width in thresholds: a pair at the threshold shares one slab with probability 0.80
+ROUNDING = 1e-5  # distance that float32 descriptors of one picture can differ by
 COLUMNS = ["id_a", "id_b", "split_a", "split_b", "distance"]
 
 
@@ -51,7 +54,7 @@ def descriptors(images: np.ndarray, chunk: int = 1024, progress: bool = False) -
     out = np.empty((n, DESCRIPTOR_SIZE, DESCRIPTOR_SIZE), dtype=np.float32)
     starts = range(0, n, chunk)
     for start in tqdm(starts, desc="describe", unit="chunk", disable=not progress, mininterval=2.0):
-        block = read_rows(images, np.arange(start, min(start + chunk, n))).mean(axis=3, dtype=np.float32)
+        block = read_rows(images, np.arange(start, min(start + chunk, n))).mean(axis=3, dtype=np.float64)
         small = _box_average(block, DESCRIPTOR_SIZE)
         small -= small.mean(axis=(1, 2), keepdims=True)
         norms = np.sqrt((small**2).sum(axis=(1, 2), keepdims=True))
@@ -68,12 +71,13 @@ def orientations(described: np.ndarray) -> Iterator[np.ndarray]:
 
 
 def _gaps(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The Euclidean distance of each row of ``x`` to the same row of ``y``; exactly 0 for equal rows."""
-    square = np.einsum("ij,ij->i", x, x, dtype=np.float64) + np.einsum("ij,ij->i", y, y, dtype=np.float64)
-    return np.sqrt(np.clip(square - 2.0 * np.einsum("ij,ij->i", x, y, dtype=np.float64), 0.0, None))
+    """The Euclidean distance of each row of ``x`` to the same row of ``y``: from the differences, not
+    from |x|^2 + |y|^2 - 2xy, whose cancellation makes rows one rounding apart look 3e-4 apart."""
+    difference = x - y
+    return np.sqrt(np.einsum("ij,ij->i", difference, difference, dtype=np.float64))
 
 
-def distances(described: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 65536) -> np.ndarray:
+def distances(described: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 16384) -> np.ndarray:
     """The distance of each pair (``a[i]``, ``b[i]``): the least over the eight orientations of ``b``."""
     best = np.empty(len(a))
     for start in range(0, len(a), chunk):
@@ -93,7 +97,7 @@ def _signatures(flat: np.ndarray, directions: np.ndarray, offsets: np.ndarray, w
 
 
 def near_pairs(
-    described: np.ndarray, max_distance: float, chunk: int = 65536, seed: int = 0, progress: bool = False
+    described: np.ndarray, max_distance: float, chunk: int = 16384, seed: int = 0, progress: bool = False
 ) -> pd.DataFrame:
     """The pairs of rows (a < b) of ``described`` within ``max_distance`` (each such pair with
     probability >= 0.995 at the threshold, see the module): columns a, b, distance, sorted by
@@ -120,7 +124,7 @@ def near_pairs(
             candidates = candidates[candidates[:, 0] != candidates[:, 1]]
             for start in range(0, len(candidates), chunk):
                 a, b = candidates[start : start + chunk].T
-                close = _gaps(turned_all[a], flat[b]) <= max_distance  # the orientation that found the pair
+                close = _gaps(turned_all[a], flat[b]) <= max_distance + ROUNDING  # the orientation that found it
                 found.append(np.sort(np.stack([a[close], b[close]], axis=1), axis=1))
             steps.update()
     steps.close()
@@ -128,7 +132,7 @@ def near_pairs(
     pairs = pd.DataFrame(
         {"a": unique[:, 0], "b": unique[:, 1], "distance": distances(described, unique[:, 0], unique[:, 1])}
     )
-    pairs = pairs[pairs["distance"] <= max_distance]
+    pairs = pairs[pairs["distance"] <= max_distance + ROUNDING]
     return pairs.sort_values(["a", "b"], ignore_index=True)
 
 
