@@ -19,6 +19,7 @@ from saliency_audit.audit.label_problems import (
     label_problem_table,
     nearest_edges,
     neighbour_votes,
+    split_thresholds,
 )
 
 CLASSES = ["face", "other"]
@@ -67,6 +68,29 @@ def test_thresholds_are_per_class_means_and_the_other_class_must_reach_its_own()
     # image 4 (labelled 0) gives class 1 only 0.55 < 0.7: not confidently of class 1
     assert confident_other(probs, labels, thresholds).tolist() == [-1, -1, -1, -1, -1]
     assert confident_other(probs, np.array([1, 1, 1, 1, 0]), thresholds).tolist() == [0, 0, -1, -1, -1]
+
+
+def test_each_split_is_held_to_its_own_thresholds() -> None:
+    # training probabilities learnt from the labels sit near 1; the valid split's are lower
+    train = [[0.99, 0.01]] * 40 + [[0.01, 0.99]] * 40
+    valid = [[0.7, 0.3]] * 5 + [[0.3, 0.7]] * 5 + [[0.25, 0.75]]  # the last is labelled 0
+    probs = np.array(train + valid)
+    labels = np.array([0] * 40 + [1] * 40 + [0] * 5 + [1] * 5 + [0])
+    splits = np.array(["train"] * 80 + ["valid"] * 11)
+    thresholds = split_thresholds(probs, labels, splits)
+    np.testing.assert_allclose(thresholds[0], [0.99, 0.99])
+    np.testing.assert_allclose(thresholds[-1], [(0.7 * 5 + 0.25) / 6, 0.7])
+    assert confident_other(probs, labels, thresholds)[-1] == 1  # 0.75 reaches the valid split's 0.7
+    assert confident_other(probs, labels, class_thresholds(probs, labels))[-1] == -1  # pooled: 0.93, hidden
+    rows = pd.DataFrame({"id": [f"i{k}" for k in range(91)], "split": splits, "class": np.array(["a", "b"])[labels],
+                         "target": np.nan})  # fmt: skip
+    features = np.where(labels == 1, 5.0, 0.0)[:, None] + np.linspace(0, 0.01, 91)[:, None]
+    features[-1] = 5.0  # among the class-1 images
+    table = label_problem_table(rows, probs, ["a", "b"], features)
+    assert table["id"].tolist() == ["i90"] and table["threshold_suggested"].tolist() == pytest.approx([0.7])
+    # a split without images of a class falls back to the pooled threshold
+    lone = split_thresholds(probs[:41], labels[:41], np.array(["train"] * 40 + ["valid"]))
+    np.testing.assert_allclose(lone[-1], class_thresholds(probs[:41], labels[:41]))
 
 
 def test_neighbours_vote_without_the_image_itself() -> None:

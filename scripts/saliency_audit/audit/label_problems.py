@@ -5,16 +5,19 @@ Two independent witnesses, in the spirit of confident learning (Northcutt et al.
 cleanlab's neighbour checks:
 
 - *the model*: an image labelled ``i`` is confidently of another class ``j`` when its probability
-  of ``j`` reaches ``j``'s threshold, the mean probability of ``j`` over the images labelled ``j``
-  (per class, so a class the model is shy of is not ignored); ``j`` is the most probable such class;
+  of ``j`` reaches ``j``'s threshold, the mean probability of ``j`` over the images of its split
+  labelled ``j`` (per class, so a class the model is shy of is not ignored); ``j`` is the most
+  probable such class;
 - *its neighbours*: of its ``NEIGHBOURS`` nearest images in the model's activation space (the leading
   ``FEATURES`` principal axes of the penultimate activations), most carry the label ``j``.
 
 An image is listed when both point to the same other class. The training split's probabilities
-were learnt from these labels and are optimistic: a wrong label there is harder to see than in the
-valid split, so the two are counted apart. For a binned target, each listed image also gets the
-distance of its target value to the nearest edge of its bin and the class across that edge: a
-value near an edge is more likely a measurement that fell on the wrong side than a wrong image.
+were learnt from these labels and are optimistic (near 1): pooled with them, the thresholds would
+sit above what the valid split's images reach, so each split is held to its own thresholds; a wrong
+label among the training images is still harder to see, so the two splits are counted apart. For a
+binned target, each listed image also gets the distance of its target value to the nearest edge of
+its bin and the class across that edge: a value near an edge is more likely a measurement that fell
+on the wrong side than a wrong image.
 """
 
 import os
@@ -43,10 +46,22 @@ def class_thresholds(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.array([probs[labels == j, j].mean() if (labels == j).any() else np.nan for j in range(probs.shape[1])])
 
 
+def split_thresholds(probs: np.ndarray, labels: np.ndarray, splits: np.ndarray) -> np.ndarray:
+    """Per image and class (N x C): ``class_thresholds`` among the images of its split; the pooled
+    threshold where its split holds no image labelled with the class."""
+    pooled = class_thresholds(probs, labels)
+    out = np.empty_like(probs, dtype=np.float64)
+    for split in np.unique(splits):
+        rows = splits == split
+        own = class_thresholds(probs[rows], labels[rows])
+        out[rows] = np.where(np.isnan(own), pooled, own)
+    return out
+
+
 def confident_other(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Per image: the most probable class other than its label whose probability reaches that class's
-    threshold, or -1 when none does."""
-    reaching = probs >= thresholds[None, :]
+    threshold (``thresholds``: per class, C, or per image and class, N x C), or -1 when none does."""
+    reaching = probs >= thresholds
     reaching[np.arange(len(labels)), labels] = False
     masked = np.where(reaching, probs, -np.inf)
     best = masked.argmax(axis=1)
@@ -89,7 +104,7 @@ def label_problem_table(
     """The likely label problems among ``rows`` (id, split, class, target; in the order of ``probs``,
     N x C in ``classes``' order, and ``features``, N x F), most confident contradiction first."""
     labels = pd.Categorical(rows["class"].astype(str), categories=classes).codes.astype(np.int64)
-    thresholds = class_thresholds(probs, labels)
+    thresholds = split_thresholds(probs, labels, rows["split"].astype(str).to_numpy())
     other = confident_other(probs, labels, thresholds)
     votes = neighbour_votes(features, labels, len(classes))
     majority = votes.argmax(axis=1)
@@ -103,7 +118,7 @@ def label_problem_table(
             "suggested": np.asarray(classes, dtype=object)[suggested],
             "prob_label": probs[listed, labels[listed]],
             "prob_suggested": probs[listed, suggested],
-            "threshold_suggested": thresholds[suggested],
+            "threshold_suggested": thresholds[listed, suggested],
             "neighbours_suggested": votes[listed, suggested],
             "target": rows["target"].to_numpy()[listed],
         }
