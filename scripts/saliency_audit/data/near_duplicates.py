@@ -88,12 +88,19 @@ def distances(described: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 
     return best
 
 
-def _signatures(flat: np.ndarray, directions: np.ndarray, offsets: np.ndarray, width: float) -> np.ndarray:
+def _signatures(
+    flat: np.ndarray, directions: np.ndarray, offsets: np.ndarray, width: float, chunk: int = 65536
+) -> np.ndarray:
     """The slabs of ``TABLES`` x ``HASHES`` random ``directions`` that each row of ``flat`` falls in,
-    mixed into one integer per table (N x TABLES)."""
-    slabs = np.floor((flat @ directions.T + offsets) / width).astype(np.int64).reshape(len(flat), TABLES, HASHES)
+    mixed into one integer per table (N x TABLES), ``chunk`` rows at a time: the projections of a
+    million rows at once would take 10 GB."""
     mixing = np.random.default_rng(1).integers(1, 2**62, HASHES, dtype=np.int64) | 1
-    return (slabs * mixing).sum(axis=2)  # wraps around: a collision of different slabs is ~2^-64
+    out = np.empty((len(flat), TABLES), dtype=np.int64)
+    for start in range(0, len(flat), chunk):
+        part = flat[start : start + chunk]
+        slabs = np.floor((part @ directions.T + offsets) / width).astype(np.int64).reshape(len(part), TABLES, HASHES)
+        out[start : start + len(part)] = (slabs * mixing).sum(axis=2)  # wraps around: collisions are ~2^-64
+    return out
 
 
 def near_pairs(
@@ -127,8 +134,9 @@ def near_pairs(
                 close = _gaps(turned_all[a], flat[b]) <= max_distance + ROUNDING  # the orientation that found it
                 found.append(np.sort(np.stack([a[close], b[close]], axis=1), axis=1))
             steps.update()
+        found = [np.unique(np.concatenate(found), axis=0)]  # a pair found by many tables is kept once
     steps.close()
-    unique = np.unique(np.concatenate(found), axis=0)  # each pair measured once, however often it was found
+    unique = found[0]  # each pair measured once, however often it was found
     pairs = pd.DataFrame(
         {"a": unique[:, 0], "b": unique[:, 1], "distance": distances(described, unique[:, 0], unique[:, 1])}
     )
