@@ -2,8 +2,11 @@
 network (hover, pin, filters, ranges, the linked histogram, a box selection, hostile catalog strings
 shown as text)."""
 
+import base64
 import csv
 import io
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,8 @@ from PIL import Image
 
 import saliency_audit.report.explorer as explorer
 from devtools import open_page
+from saliency_audit.data.image_io import open_packed, shown_rgb
+from saliency_audit.data.packing import PackedIndex
 from saliency_audit.report.explorer import (
     OVERLAY_ALPHA,
     SPRITE_COLUMNS,
@@ -24,6 +29,7 @@ from saliency_audit.report.explorer import (
     explorer_html,
     explorer_points,
     panel_tiles,
+    write_explorer,
 )
 
 HOSTILE_SPLIT = '<a href="https://example.org/x">valid</a> &amp; <b>b</b>'
@@ -32,7 +38,8 @@ HOSTILE = [
     "</script><img src=x id=injected-a onerror=\"document.title='pwned'\">",
     "{{SPRITES}} {{DATA}} & \"quoted\" 'single'",
 ]
-CLASSES = ["high", "low"]
+HOSTILE_CLASS = "<img src=x id=injected-c onerror=\"document.title='pwned'\">mid"
+CLASSES = ["high", "low", HOSTILE_CLASS]  # five tiles per image: some images straddle two sheets
 INFERNO = np.round(colormaps["inferno"](np.arange(256) / 255)[:, :3] * 255)
 
 
@@ -62,35 +69,37 @@ def synthetic_points(n_side: int = 12) -> pd.DataFrame:
             "background_reliance": np.linspace(-0.2, 0.9, n),
             "background_reliant": np.arange(n) % 6 == 0,
             "cluster": np.where(np.arange(n) % 11 == 0, np.nan, np.arange(n) % 3),
-            "prob_high": np.where(predicted == "high", probability, 1 - probability),
-            "prob_low": np.where(predicted == "low", probability, 1 - probability),
+            "prob_high": np.where(predicted == "high", probability, 0.7 * (1 - probability)),
+            "prob_low": np.where(predicted == "low", probability, 0.7 * (1 - probability)),
+            f"prob_{HOSTILE_CLASS}": 0.3 * (1 - probability),
         }
     )
 
 
 def synthetic_tiles(n: int) -> np.ndarray:
-    """n x 4 tiles: a smooth cutout of its own colour, two ramps as maps, a disc of its own radius."""
+    """n x 5 tiles: a smooth cutout of its own colour, three ramps as maps, a disc of its own radius."""
     yy, xx = np.mgrid[:THUMBNAIL, :THUMBNAIL] / (THUMBNAIL - 1)
-    tiles = np.zeros((n, 4, THUMBNAIL, THUMBNAIL, 3), np.uint8)
+    tiles = np.zeros((n, 5, THUMBNAIL, THUMBNAIL, 3), np.uint8)
     for k in range(n):
         colour = np.array([(37 * k) % 200 + 30, (91 * k) % 200 + 30, (53 * k) % 200 + 30])
         tiles[k, 0] = np.clip(colour * (0.6 + 0.4 * xx[..., None]), 0, 255)
         tiles[k, 1] = np.round(255 * xx)[..., None]
         tiles[k, 2] = np.round(255 * yy * (0.5 + 0.5 * (k % 2)))[..., None]
+        tiles[k, 3] = np.round(255 * (1 - xx) * yy)[..., None]
         radius = 8 + k % 12
         disc = (xx * (THUMBNAIL - 1) - 24) ** 2 + (yy * (THUMBNAIL - 1) - 24) ** 2 <= radius**2
-        tiles[k, 3] = np.where(disc, 255, 0)[..., None]
+        tiles[k, 4] = np.where(disc, 255, 0)[..., None]
     return tiles
 
 
 def write_page(points: pd.DataFrame, folder: Path) -> tuple[Path, np.ndarray, np.ndarray]:
     """The page of ``points`` (point 5 sampled out) on sheets of 256 tiles, so that hovers cross sheets."""
     tiles = synthetic_tiles(len(points))
-    first_tile = np.arange(len(points)) * 4
+    first_tile = np.arange(len(points)) * 5
     first_tile[5] = -1
     sheets = SpriteSheets()
     sheets.add(tiles[first_tile >= 0].reshape(-1, THUMBNAIL, THUMBNAIL, 3))
-    first_tile[first_tile >= 0] = np.arange(len(points) - 1) * 4
+    first_tile[first_tile >= 0] = np.arange(len(points) - 1) * 5
     page = folder / "explorer.html"
     page.write_text(explorer_html(points, first_tile, sheets.finish()), encoding="utf-8")
     return page, first_tile, tiles
@@ -159,7 +168,7 @@ PLOTTED = "document.getElementById('scatter').data.reduce((n, t) => n + t.x.leng
 def test_the_page_works_offline_hovers_filters_selects_and_shows_strings_as_text(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(explorer, "SHEET_TILES", 256)  # 572 tiles on three sheets
+    monkeypatch.setattr(explorer, "SHEET_TILES", 256)  # 715 tiles on three sheets
     points = synthetic_points()
     page_path, first_tile, tiles = write_page(points, tmp_path)
     html = page_path.read_text()
@@ -175,7 +184,8 @@ def test_the_page_works_offline_hovers_filters_selects_and_shows_strings_as_text
         assert page.evaluate("document.getElementById('injected-a')") is None
 
         # hover: the image's id and values, and its cutout under the predicted class's map, from any sheet
-        for k in (1, 70, 130, 5):
+        # (point 52's tiles are 255-259: across the first two sheets; 103's are 510-514)
+        for k in (1, 52, 103, 130, 5):
             x, y = point_pixel(page, k)
             page.mouse("mouseMoved", x + 1, y + 1)
             assert page.wait_for(f"{root}.drawn === {points['id'][k]!r}")
@@ -189,23 +199,26 @@ def test_the_page_works_offline_hovers_filters_selects_and_shows_strings_as_text
             own = np.abs(shown - blended(tiles[k], c, False)).mean()
             assert own < 6  # JPEG and the canvas's scaling
             assert np.abs(shown - blended(tiles[k + 1], c, False)).mean() > 3 * own  # not a neighbour's tile
-            for c in (-1, 0, 1):  # the page's blend against the reference, tile by tile
+            for c in (-1, 0, 1, 2):  # the page's blend against the reference, tile by tile
                 reference = blended(tiles[k], None if c < 0 else c, False)
                 assert np.abs(composite(page, k, c, False) - reference).max() <= 12
         assert page.evaluate("document.getElementById('injected-a')") is None
 
-        # click pins the image: the cutout and every class's map with the object's outline, probabilities
-        k = 70
-        x, y = point_pixel(page, k)
-        page.mouse("mouseMoved", x, y)
-        page.mouse("mousePressed", x, y, buttons=1)
-        page.mouse("mouseReleased", x, y, buttons=1)
-        assert page.wait_for(f"{root}.pinnedDrawn === {points['id'][k]!r}")
-        captions = page.evaluate(
-            "Array.from(document.querySelectorAll('#pinned-maps figcaption'), (f) => f.textContent)"
-        )
-        assert captions == ["image"] + [f"{c} \u00b7 p = {points[f'prob_{c}'][k]:.3f}" for c in CLASSES]
-        for position, c in enumerate((None, 0, 1)):
+        # click pins the image: the cutout and every class's map with the object's outline, probabilities;
+        # a hostile id and class stay text
+        for k in (1, 52):
+            x, y = point_pixel(page, k)
+            page.mouse("mouseMoved", x, y)
+            page.mouse("mousePressed", x, y, buttons=1)
+            page.mouse("mouseReleased", x, y, buttons=1)
+            assert page.wait_for(f"{root}.pinnedDrawn === {points['id'][k]!r}")
+            assert page.evaluate("document.getElementById('pinned-id').textContent") == points["id"][k]
+            captions = page.evaluate(
+                "Array.from(document.querySelectorAll('#pinned-maps figcaption'), (f) => f.textContent)"
+            )
+            assert captions == ["image"] + [f"{c} \u00b7 p = {points[f'prob_{c}'][k]:.3f}" for c in CLASSES]
+        assert page.evaluate("document.querySelectorAll('#injected-a, #injected-c').length") == 0
+        for position, c in enumerate((None, 0, 1, 2)):
             reference = blended(tiles[k], c, True)
             shown = canvas_pixels(page, f"#pinned-maps figure:nth-child({position + 1}) canvas")
             assert np.abs(shown - reference).mean() < 8
@@ -231,8 +244,9 @@ def test_the_page_works_offline_hovers_filters_selects_and_shows_strings_as_text
         choose(page, "filter-flag", "background_reliant")
         assert page.wait_for(f"{root}.visible === '{(high & points['background_reliant']).sum()}'")
         choose(page, "filter-flag", "")
-        choose(page, "filter-cluster", "2")
-        assert page.wait_for(f"{root}.visible === '{(high & (points['cluster'] == 2)).sum()}'")
+        choose(page, "filter-cluster", "high \u00b7 2")  # clusters are numbered within each predicted class
+        strategy = high & (points["predicted"] == "high") & (points["cluster"] == 2)
+        assert page.wait_for(f"{root}.visible === '{strategy.sum()}'")
         for name in ("filter-label", "filter-cluster"):
             choose(page, name, "")
         assert page.wait_for(f"{root}.visible === '{n}'")
@@ -245,11 +259,17 @@ def test_the_page_works_offline_hovers_filters_selects_and_shows_strings_as_text
         energy = points["relative_energy"]
         in_range = (energy >= 0.2) & (energy <= 0.6)
         assert page.wait_for(f"{root}.visible === '{in_range.sum()}'")
-        assert page.evaluate("document.getElementById('histogram').data[0].x.length") == in_range.sum()
         assert "relative_energy" in page.evaluate("document.getElementById('ranges').textContent")
+        # the histogram follows the other filters and shows its own statistic's range as a band
+        counted = "document.getElementById('histogram').data[0].x.length"
+        assert page.evaluate(counted) == energy.notna().sum()
+        choose(page, "filter-label", "high")
+        assert page.wait_for(f"{root}.visible === '{(in_range & high).sum()}'")
+        assert page.evaluate(counted) == (energy.notna() & high).sum()
+        choose(page, "filter-label", "")
         page.evaluate("document.getElementById('clear-ranges').click()")
         assert page.wait_for(f"{root}.visible === '{n}'")
-        assert page.evaluate("document.getElementById('histogram').data[0].x.length") == energy.notna().sum()
+        assert page.evaluate(counted) == energy.notna().sum()
 
         # a box dragged on the histogram keeps that range of the statistic
         edge = ("(() => { const gd = document.getElementById('histogram'), L = gd._fullLayout,"
@@ -262,6 +282,15 @@ def test_the_page_works_offline_hovers_filters_selects_and_shows_strings_as_text
         assert abs(lo - 0.3) < 0.03 and abs(hi - 0.5) < 0.03
         kept = (energy >= lo) & (energy <= hi)
         assert page.wait_for(f"{root}.visible === '{kept.sum()}'")
+        layout = "document.getElementById('histogram').layout"
+        assert page.evaluate(f"{layout}.selections.length") == 0 and page.evaluate(f"{layout}.shapes.length") == 1
+        # the histogram still shows every value, so a second box can widen the range
+        (hx0, hy), (hx1, _) = page.evaluate(edge % "0.1"), page.evaluate(edge % "0.8")
+        drag(page, hx0, hy, hx1, hy)
+        assert page.wait_for("ranges.relative_energy[0] < 0.2")
+        lo, hi = page.evaluate("ranges.relative_energy")
+        assert abs(lo - 0.1) < 0.03 and abs(hi - 0.8) < 0.03
+        assert page.wait_for(f"{root}.visible === '{((energy >= lo) & (energy <= hi)).sum()}'")
         page.evaluate("document.getElementById('clear-ranges').click()")
         assert page.wait_for(f"{root}.visible === '{n}'")
 
@@ -279,6 +308,15 @@ def test_the_page_works_offline_hovers_filters_selects_and_shows_strings_as_text
         histogram = "document.getElementById('histogram').data"
         assert page.wait_for(f"{histogram}.length === 2")
         assert page.evaluate(f"{histogram}[1].x.length") == inside["relative_energy"].notna().sum()
+
+        # a filter keeps the selected points it shows, highlighted, and lists only those
+        choose(page, "filter-predicted", "high")
+        both = inside[inside["predicted"] == "high"]
+        assert 0 < len(both) < len(inside)
+        assert page.wait_for(f"{selected} === '{len(both)}'")
+        assert sorted(page.evaluate("document.getElementById('selected-ids').value").split("\n")) == sorted(both["id"])
+        highlighted = "document.getElementById('scatter').data.reduce((n, t) => n + (t.selectedpoints || []).length, 0)"
+        assert page.evaluate(highlighted) == len(both)
 
 
 def test_points_join_pca_labels_predictions_and_statistics() -> None:
@@ -341,7 +379,7 @@ def test_sprite_sheets_hold_every_tile_in_order_across_sheets(monkeypatch: pytes
     sheets.add(tiles[:100])
     sheets.add(tiles[100:])
     jpegs = sheets.finish()
-    assert len(jpegs) == 3
+    assert len(jpegs) == 3 and SpriteSheets().finish() == []  # explorer.max_thumbnails: 0 makes no sheet
     decoded = [np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), float) for jpeg in jpegs]
     assert decoded[2].shape == (THUMBNAIL, SPRITE_COLUMNS * THUMBNAIL, 3)  # 44 tiles: one row
     for g in range(300):
@@ -372,3 +410,46 @@ def test_the_demo_run_writes_an_explorer_of_every_audited_image(tiny_demo: Path)
         assert page.evaluate("document.querySelectorAll('#pinned-maps canvas').length") == 1 + len(classes)
         maps = [composite(page, 0, c, False) for c in range(len(classes))]
         assert all(np.abs(m - composite(page, 0, -1, False)).mean() > 1 for m in maps)  # a map is drawn on each
+
+
+@pytest.mark.workflow
+def test_each_point_gets_its_own_tiles_whatever_the_tables_order(tiny_demo: Path, tmp_path: Path) -> None:
+    """The rule's code on the tiny demo's outputs with the PCA rows shuffled (points no longer in the
+    audit tables' order): every point's cutout tile is its own packed image."""
+    pcs = pd.read_parquet(tiny_demo / "pca/pca.parquet").sample(frac=1.0, random_state=3)
+    pcs.to_parquet(tmp_path / "pca.parquet")
+    regions = (sorted(tiny_demo.glob("regions/part-*.npy")), sorted(tiny_demo.glob("regions/problems-*.csv")))
+    out = tmp_path / "explorer.html"
+    shown, tiled = write_explorer(
+        tmp_path / "pca.parquet", tiny_demo / "classes/labels.parquet", tiny_demo / "eval/predictions.parquet",
+        tiny_demo / "saliency/stats.parquet", sorted(tiny_demo.glob("audit/part-*.parquet")),
+        tiny_demo / "images/images.npy", tiny_demo / "images/index.parquet", regions, 25, out,
+    )  # fmt: skip
+    assert shown == len(pcs) and tiled == min(25, len(pcs))
+    none = write_explorer(
+        tmp_path / "pca.parquet", tiny_demo / "classes/labels.parquet", tiny_demo / "eval/predictions.parquet",
+        tiny_demo / "saliency/stats.parquet", sorted(tiny_demo.glob("audit/part-*.parquet")),
+        tiny_demo / "images/images.npy", tiny_demo / "images/index.parquet", regions, 0, tmp_path / "none.html",
+    )  # fmt: skip
+    assert (
+        none == (len(pcs), 0)
+        and '<script id="sprites" type="application/json">[]<' in (tmp_path / "none.html").read_text()
+    )
+    html = out.read_text()
+    data = json.loads(re.search(r'<script id="data"[^>]*>(.*?)</script>', html, re.S).group(1))
+    urls = json.loads(re.search(r'<script id="sprites"[^>]*>(.*?)</script>', html, re.S).group(1))
+    sheets = [np.asarray(Image.open(io.BytesIO(base64.b64decode(u.split(",", 1)[1]))).convert("RGB"), float)
+              for u in urls]  # fmt: skip
+    packed, index = open_packed(tiny_demo / "images/images.npy"), PackedIndex.read(tiny_demo / "images/index.parquet")
+    assert data["columns"]["id"] == pcs["id"].tolist()
+    with_tile = [k for k, t in enumerate(data["tile"]) if t >= 0]
+    assert len(with_tile) == tiled
+    for k in with_tile:
+        g = data["tile"][k]
+        assert g % data["tiles_per_image"] == 0
+        r, c = divmod(g % data["sheet_tiles"], SPRITE_COLUMNS)
+        y, x = r * THUMBNAIL, c * THUMBNAIL
+        tile = sheets[g // data["sheet_tiles"]][y : y + THUMBNAIL, x : x + THUMBNAIL]
+        own = shown_rgb(packed[index.rows([data["columns"]["id"][k]])[0]])
+        reference = np.asarray(Image.fromarray(own).resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BILINEAR), float)
+        assert np.abs(tile - reference).mean() < 4, data["columns"]["id"][k]

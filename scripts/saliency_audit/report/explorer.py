@@ -152,23 +152,26 @@ class SpriteSheets:
         self.filled = 0
 
     def finish(self) -> list[bytes]:
-        """The JPEG sheets (at least one)."""
-        if self.filled or not self.sheets:
+        """The JPEG sheets (none without a tile)."""
+        if self.filled:
             self._encode()
         return self.sheets
 
 
 def sprite_sheets(
     ids: Sequence[str], parts: Sequence[str | os.PathLike], images: str | os.PathLike, index: str | os.PathLike,
-    regions: tuple[Sequence[str | os.PathLike], Sequence[str | os.PathLike]], batch_size: int = 512,
+    regions: tuple[Sequence[str | os.PathLike], Sequence[str | os.PathLike]], batch_bytes: int = 2**28,
 ) -> tuple[list[bytes], list[str]]:  # fmt: skip
     """The sprite sheets of the tiles of ``ids`` (``panel_tiles``) and the ids in the order of their
-    tiles: one pass over the audit tables' id and map columns, a batch at a time."""
+    tiles: one pass over the audit tables' id and map columns, in batches whose placed maps take
+    about ``batch_bytes``. ValueError when an id has no audit row."""
     dataset = audit_dataset(parts)
     meta = AuditMeta.read(dataset)
     packed, rows = open_packed(images), PackedIndex.read(index)
     store = RegionStore.open(*regions, len(rows))
     wanted = pa.array(sorted({str(i) for i in ids}), type=pa.string())
+    placed = 4 * len(meta.classes) * packed.shape[1] * packed.shape[2]  # bytes of one image's placed maps
+    batch_size = int(np.clip(batch_bytes // placed, 16, 512))
     sheets, order = SpriteSheets(), []
     for batch in audit_batches(dataset, map_columns(meta.classes), batch_size):
         chosen = batch.filter(pc.is_in(batch.column("id"), value_set=wanted))
@@ -176,6 +179,10 @@ def sprite_sheets(
             pixels, maps, masks = panels_of(chosen, meta, packed, rows, store)
             sheets.add(panel_tiles(pixels, maps, masks).reshape(-1, THUMBNAIL, THUMBNAIL, 3))
             order += chosen.column("id").to_pylist()
+    if len(order) != len(wanted) or len(set(order)) != len(order):
+        missing = sorted(set(wanted.to_pylist()) - set(order))[:3]
+        raise ValueError(f"the audit tables hold {len(order)} rows for the {len(wanted)} images to tile "
+                         f"(without a row: {missing}); run the audit again")  # fmt: skip
     return sheets.finish(), order
 
 
@@ -249,4 +256,4 @@ def write_explorer(
     first_tile[pd.Index(points["id"]).get_indexer(order)] = np.arange(len(order)) * tiles_per_image
     with atomic_path(out) as tmp:
         Path(tmp).write_text(explorer_html(points, first_tile, sheets), encoding="utf-8")
-    return len(points), len(chosen)
+    return len(points), int((first_tile >= 0).sum())
