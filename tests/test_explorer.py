@@ -340,14 +340,23 @@ def test_points_join_pca_labels_predictions_and_statistics() -> None:
     assert (one_axis["pc2"] == 0).all() and one_axis["pc1"].tolist() == [1.0, 2.0, 3.0]
 
 
-def test_thumbnails_go_to_the_flagged_first_then_to_every_label_and_prediction() -> None:
+def test_thumbnails_go_to_the_flagged_first_then_to_every_label_prediction_and_cluster() -> None:
     points = synthetic_points(20)  # 400 images
     flagged = np.flatnonzero(points[["background_focused", "background_reliant"]].any(axis=1))
     chosen = choose_thumbnails(points, 200)
     assert len(chosen) == 200 and set(flagged) <= set(chosen)
     rest = points.drop(index=flagged)
-    for (_, _), group in rest.groupby(["label", "predicted"]):
-        assert set(group.index) & set(chosen), "every label/prediction pair keeps some thumbnails"
+    strata = rest.groupby(["label", "predicted", "cluster"], dropna=False)
+    assert strata.ngroups == 16  # 2 labels x 2 predictions x 4 clusters (one of them "none")
+    share = (200 - len(flagged)) / len(rest)
+    for _, group in strata:
+        kept = len(set(group.index) & set(chosen))
+        assert kept >= 1, "every stratum keeps some thumbnails"
+        if len(group) >= 10:
+            assert abs(kept / len(group) - share) < 0.1  # the larger ones in proportion to their sizes
+    tight = choose_thumbnails(points, len(flagged) + 16)  # room for one per stratum
+    for _, group in strata:
+        assert len(set(group.index) & set(tight)) == 1
     assert len(choose_thumbnails(points, 50)) == 50 and set(choose_thumbnails(points, 50)) <= set(flagged)
     np.testing.assert_array_equal(choose_thumbnails(points, 1000), np.arange(400))
 

@@ -9,8 +9,8 @@ has ``2 + classes`` consecutive tiles: its cutout, each class's placed map (grey
 to its own maximum, as in the galleries) and its object region (white). The page blends them with
 matplotlib's inferno table, so one cutout serves every class. Catalog strings reach the page only as
 JSON data (``<`` escaped) and are shown with ``textContent``, never parsed as HTML. Above
-``max_thumbnails`` images, flagged images get thumbnails first, then a sample stratified by label
-and prediction; the others are points only.
+``max_thumbnails`` images, flagged images get thumbnails first, then a sample stratified by label,
+prediction and cluster; the others are points only.
 """
 
 import base64
@@ -79,7 +79,8 @@ def explorer_points(
 
 def choose_thumbnails(points: pd.DataFrame, limit: int, seed: int = 0) -> np.ndarray:
     """The rows of ``points`` that get a thumbnail (sorted): all when there are at most ``limit``;
-    else the flagged first, then a sample of the rest stratified by label and prediction."""
+    else the flagged first, then a sample of the rest stratified by label, prediction and strategy
+    cluster: every stratum gets one before any gets a second, then each in proportion to its size."""
     if len(points) <= limit:
         return np.arange(len(points))
     flagged = np.flatnonzero(points[list(FLAGS)].any(axis=1).to_numpy())
@@ -88,13 +89,11 @@ def choose_thumbnails(points: pd.DataFrame, limit: int, seed: int = 0) -> np.nda
     room = limit - len(chosen)
     if room > 0:
         rest = points.drop(index=flagged)
-        groups = rest.groupby(["label", "predicted"], sort=True).indices
-        share = room / len(rest)
-        picks = [
-            rng.permutation(rest.index.to_numpy()[rows])[: int(np.ceil(len(rows) * share))] for rows in groups.values()
-        ]
-        extra = np.concatenate(picks) if picks else np.empty(0, np.int64)
-        chosen = np.concatenate([chosen, rng.permutation(extra)[:room]])
+        strata = rest.groupby(["label", "predicted", "cluster"], sort=True, dropna=False).indices.values()
+        rows = [rng.permutation(rest.index.to_numpy()[members]) for members in strata]
+        share = np.concatenate([np.arange(len(r)) / len(r) for r in rows])  # 0 for each stratum's first
+        order = np.lexsort((rng.random(len(share)), share))
+        chosen = np.concatenate([chosen, np.concatenate(rows)[order[:room]]])
     return np.sort(chosen.astype(np.int64))
 
 
